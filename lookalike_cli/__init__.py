@@ -1,0 +1,24 @@
+"""lookalike: which celebrity do I look like?
+
+The stages are plain functions (``build``, ``filter_images``, ``embed_faces``, ``calibrate``,
+``build_index``) and ``Lookalike`` answers photos; the ``lookalike`` command is a thin layer over them.
+They are imported on first use, so that importing the package (and ``lookalike --help``) stays fast.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Lookalike": "query", "build": "build", "filter_images": "filter", "embed_faces": "embed",
+    "calibrate": "calibrate", "build_index": "index", "Config": "config", "load_config": "config",
+    "LookalikeError": "errors",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

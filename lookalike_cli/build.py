@@ -1,0 +1,31 @@
+"""``build``: filter, embed, calibrate and index in one go, each stage resuming where it stopped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .calibrate import calibrate
+from .config import Config
+from .embed import EmbedSummary, embed_faces
+from .filter import FilterSummary, filter_images
+from .index import IndexSummary, build_index
+from .similarity import Calibration
+
+
+@dataclass(frozen=True)
+class BuildSummary:
+    filter: FilterSummary
+    embed: EmbedSummary
+    calibration: Calibration
+    index: IndexSummary
+
+
+def build(images_dir: str | Path, data_dir: str | Path, catalog: str | Path | None = None,
+          config: Config = Config()) -> BuildSummary:
+    """Build a searchable gallery in ``data_dir`` from the photos in ``images_dir``."""
+    filtered = filter_images(images_dir, data_dir, catalog, config)
+    embedded = embed_faces(data_dir, config)
+    calibration = calibrate(data_dir, config)
+    indexed = build_index(data_dir, config)
+    return BuildSummary(filtered, embedded, calibration, indexed)

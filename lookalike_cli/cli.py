@@ -1,0 +1,246 @@
+"""The ``lookalike`` command: parses options, calls the stage functions, prints their summaries.
+
+Heavy libraries (dlib, nmslib, pyarrow, numpy) are imported inside the commands, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from functools import wraps
+from pathlib import Path
+
+import click
+
+from .config import section_fields
+from .errors import LookalikeError
+
+log = logging.getLogger("lookalike_cli")
+
+DLIB_SECTIONS = ("runtime", "detect")
+
+
+class LookalikeGroup(click.Group):
+    """Turns errors into one line on stderr and a non-zero exit; -v shows tracebacks."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LookalikeError as exc:
+            if ctx.meta.get("lookalike.verbose", 0) >= 2:
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("Interrupted: what was done is saved; run the same command again to resume.", err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.meta.get("lookalike.verbose", 0):
+                raise
+            click.echo(f"Error: unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)", err=True)
+            ctx.exit(1)
+
+
+def config_options(*sections: str):
+    """Add one option per key of the given config sections (``filter.max_tilt`` -> ``--max-tilt``)."""
+    def decorate(command):
+        for section in reversed(sections):
+            for f in reversed(section_fields(section)):
+                meta = f.metadata
+                kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str}[f.type]
+                click_type = click.Choice(meta["choices"]) if meta["choices"] else kind
+                command = click.option(f"--{f.name.replace('_', '-')}", f.name, type=click_type, default=None,
+                                       help=f"{meta['help'][0].upper()}{meta['help'][1:]} [{section}.{f.name}, "
+                                            f"default: {f.default!r}]")(command)
+        return click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                            envvar="LOOKALIKE_CONFIG",
+                            help="TOML file with settings (see configs/default.toml); options override it.")(command)
+    return decorate
+
+
+def with_config(command):
+    """Replace the config options of a command by one ``config`` argument."""
+    @wraps(command)
+    def wrapper(config_path, **kwargs):
+        from .config import SECTIONS, load_config
+
+        known = {f.name for section in SECTIONS for f in section_fields(section)}
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in known}
+        return command(config=load_config(config_path, overrides), **kwargs)
+    return wrapper
+
+
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True, envvar="LOOKALIKE_DATA_DIR",
+    help="Folder of the gallery's artifacts (env LOOKALIKE_DATA_DIR).")
+images_option = click.option(
+    "--images", "images_dir", type=click.Path(path_type=Path), required=True,
+    help="Gallery photos: DIR/<alias>/*.jpg, or DIR/<alias>.jpg for one photo each.")
+catalog_option = click.option(
+    "--catalog", type=click.Path(path_type=Path), default=None,
+    help='People as JSON: [{"name", "alias", "role", "n_movies"}, ...]; without it the alias is the name.')
+
+
+def locked(command_name: str):
+    """Hold the data directory's lock while the command runs."""
+    def decorate(command):
+        @wraps(command)
+        def wrapper(*args, data_dir: Path, **kwargs):
+            from .artifacts import DataDir, DataDirLock
+
+            with DataDirLock(DataDir(data_dir), command_name):
+                return command(*args, data_dir=data_dir, **kwargs)
+        return wrapper
+    return decorate
+
+
+@click.group(cls=LookalikeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv: debug, and tracebacks).")
+@click.version_option(package_name="lookalike")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """Which celebrity do you look like? Build a face gallery offline, then query it with photos.
+
+    \b
+    lookalike build --images photos/ --catalog people.json --data-dir data/
+    lookalike query me.jpg --data-dir data/
+    """
+    ctx.meta["lookalike.verbose"] = verbose
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def print_filter(summary) -> None:
+    click.echo(f"filter: {summary.accepted} of {summary.images} images accepted "
+               f"({summary.detected} detected now), {summary.people_with_faces} of {summary.people} people "
+               "have a usable face")
+    for reason, count in summary.reasons.items():
+        click.echo(f"  rejected {reason}: {count}")
+
+
+def print_embed(summary) -> None:
+    click.echo(f"embed: {summary.faces} face descriptors of {summary.people} people "
+               f"({summary.computed} computed now, {summary.failed} failed)")
+
+
+def print_calibration(calibration) -> None:
+    click.echo(f"calibrate: nearest other person at {calibration.mean:.3f} +- {calibration.std:.3f} "
+               f"over {calibration.count} photos")
+
+
+def print_index(summary) -> None:
+    click.echo(f"index: {summary.backend} over {summary.vectors} vectors in {summary.seconds:.1f} s")
+
+
+@cli.command("filter")
+@images_option
+@catalog_option
+@data_dir_option
+@config_options(*DLIB_SECTIONS, "filter")
+@with_config
+@locked("filter")
+def filter_command(images_dir: Path, catalog: Path | None, data_dir: Path, config) -> None:
+    """Keep gallery photos with one usable face; record every rejection and its reason."""
+    from .filter import filter_images
+
+    print_filter(filter_images(images_dir, data_dir, catalog, config))
+
+
+@cli.command("embed")
+@data_dir_option
+@config_options("runtime", "embed")
+@with_config
+@locked("embed")
+def embed_command(data_dir: Path, config) -> None:
+    """Compute a 128-d face descriptor for every accepted photo."""
+    from .embed import embed_faces
+
+    print_embed(embed_faces(data_dir, config))
+
+
+@cli.command("calibrate")
+@data_dir_option
+@config_options("calibrate")
+@with_config
+@locked("calibrate")
+def calibrate_command(data_dir: Path, config) -> None:
+    """Measure how far a stranger's best match is, to turn distances into percents."""
+    from .calibrate import calibrate
+
+    print_calibration(calibrate(data_dir, config))
+
+
+@cli.command("index")
+@data_dir_option
+@config_options("runtime", "index")
+@with_config
+@locked("index")
+def index_command(data_dir: Path, config) -> None:
+    """Build the nearest-neighbour index over the gallery descriptors."""
+    from .index import build_index
+
+    print_index(build_index(data_dir, config))
+
+
+@cli.command("build")
+@images_option
+@catalog_option
+@data_dir_option
+@config_options(*DLIB_SECTIONS, "filter", "embed", "calibrate", "index")
+@with_config
+@locked("build")
+def build_command(images_dir: Path, catalog: Path | None, data_dir: Path, config) -> None:
+    """Run filter, embed, calibrate and index: a searchable gallery from a folder of photos."""
+    from .build import build
+
+    summary = build(images_dir, data_dir, catalog, config)
+    print_filter(summary.filter)
+    print_embed(summary.embed)
+    print_calibration(summary.calibration)
+    print_index(summary.index)
+
+
+def format_photo(result) -> list[str]:
+    """Human lines for one photo's result."""
+    if result.error:
+        return [f"{result.photo}: cannot read the image ({result.error})"]
+    if not result.faces:
+        return [f"{result.photo}: no face found"]
+    return [f"{result.photo} face {number}: {match.name} {match.similarity:.0%} (distance {match.distance:.2f})"
+            for number, face in enumerate(result.faces, 1) for match in face.matches]
+
+
+@cli.command("query")
+@click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@config_options(*DLIB_SECTIONS, "query")
+@with_config
+def query_command(photos: tuple[Path, ...], data_dir: Path, as_json: bool, config) -> None:
+    """Find the people of the gallery who look most like the faces in PHOTOS.
+
+    Exits with status 1 when a photo has no face or cannot be read.
+    """
+    from .query import Lookalike
+
+    engine = Lookalike(data_dir, config)
+    results = [engine.query_file(photo) for photo in photos]
+    if as_json:
+        click.echo(json.dumps({"photos": [result.to_json() for result in results]}, indent=2))
+    else:
+        for result in results:
+            for line in format_photo(result):
+                click.echo(line)
+    failed = [result for result in results if result.error or not result.faces]
+    if failed:
+        if as_json:
+            for result in failed:
+                click.echo(format_photo(result)[0], err=True)
+        sys.exit(1)
+
+
+def main() -> None:
+    cli(prog_name="lookalike")

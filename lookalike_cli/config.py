@@ -1,0 +1,166 @@
+"""The typed configuration: one dataclass per section of ``configs/default.toml``.
+
+Every key is also a command-line option of the commands that use its section (``filter.max_tilt`` is
+``--max-tilt``); an option given on the command line overrides the file. Key names are unique across the
+sections one command uses, so the option name alone says which key it sets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import LookalikeError
+
+
+def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+            choices: tuple[str, ...] | None = None) -> Any:
+    """A config field with its help text and allowed range, shared by the TOML loader and the CLI."""
+    return field(default=default, metadata={"help": help, "min": min, "max": max, "choices": choices})
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    workers: int = setting(0, "worker processes for dlib work (0: one per core)", min=0, max=256)
+    models_dir: str = setting("", "folder with dlib's model files (empty: the face_recognition_models package)")
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    upsample: int = setting(1, "times the HOG detector doubles the image to find small faces", min=0, max=3)
+    min_detection_score: float = setting(0.0, "drop detections scoring below this (dlib's HOG score)",
+                                         min=-10.0, max=10.0)
+    detect_max_size: int = setting(0, "detect on a copy shrunk to this many pixels on its longer side, "
+                                      "landmarks on the full image (0: never shrink)", min=0, max=100_000)
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    min_image_size: int = setting(80, "reject images whose shorter side has fewer pixels", min=1)
+    max_image_pixels: int = setting(40_000_000, "reject images with more pixels, before decoding them",
+                                    min=1)
+    min_eye_distance: float = setting(20.0, "reject faces whose eye centres are closer, in pixels", min=0.0)
+    max_tilt: float = setting(25.0, "reject faces whose eye line is tilted more, in degrees", min=0.0,
+                              max=90.0)
+    multiple_faces: str = setting("reject", "a gallery photo with several faces: reject it, or keep its "
+                                            "largest face", choices=("reject", "largest"))
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    num_jitters: int = setting(10, "descriptor of a gallery face: mean over this many jittered copies "
+                                   "(1: no jitter)", min=1, max=100)
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    min_similarity: float = setting(0.01, "the lowest similarity ever reported", min=0.0, max=1.0)
+    calibration_sample: int = setting(20_000, "gallery photos whose nearest other person is measured",
+                                      min=2)
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    backend: str = setting("auto", "nearest-neighbour search: exact (numpy), hnsw (nmslib) or auto "
+                                   "(exact up to exact_max_size vectors)", choices=("auto", "exact", "hnsw"))
+    exact_max_size: int = setting(20_000, "auto uses exact search up to this many vectors", min=0)
+    hnsw_m: int = setting(32, "HNSW links per node (nmslib M)", min=2, max=512)
+    hnsw_ef_construction: int = setting(400, "HNSW candidate list while building (efConstruction)",
+                                        min=1, max=100_000)
+    hnsw_ef_search: int = setting(200, "HNSW candidate list while searching (efSearch)", min=1,
+                                  max=100_000)
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    top_k: int = setting(1, "people to answer per face", min=1, max=1000)
+    query_num_jitters: int = setting(1, "descriptor of a query face: mean over this many jittered copies",
+                                     min=1, max=100)
+
+
+@dataclass(frozen=True)
+class Config:
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    query: QueryConfig = field(default_factory=QueryConfig)
+
+
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
+
+
+def section_fields(section: str) -> tuple[dataclasses.Field, ...]:
+    """The fields (keys) of one config section."""
+    return dataclasses.fields(SECTIONS[section])
+
+
+def _check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
+    kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str, "bool": bool}[f.type]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise LookalikeError(f"config key {where} must be {kind.__name__}, got {value!r}")
+    meta = f.metadata
+    if meta["choices"] and value not in meta["choices"]:
+        raise LookalikeError(f"config key {where} must be one of {', '.join(meta['choices'])}, got {value!r}")
+    if meta["min"] is not None and value < meta["min"]:
+        raise LookalikeError(f"config key {where} must be at least {meta['min']}, got {value!r}")
+    if meta["max"] is not None and value > meta["max"]:
+        raise LookalikeError(f"config key {where} must be at most {meta['max']}, got {value!r}")
+    return value
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    """Validate a nested dict (as read from TOML) into a Config; errors name the offending key."""
+    sections = {}
+    for name, values in data.items():
+        if name not in SECTIONS:
+            raise LookalikeError(f"{source}: unknown section [{name}] (known: {', '.join(SECTIONS)})")
+        if not isinstance(values, dict):
+            raise LookalikeError(f"{source}: [{name}] must be a table of keys")
+        fields = {f.name: f for f in section_fields(name)}
+        checked = {}
+        for key, value in values.items():
+            if key not in fields:
+                raise LookalikeError(f"{source}: unknown key {name}.{key} (known: {', '.join(fields)})")
+            checked[key] = _check_value(f"{name}.{key}", fields[key], value)
+        sections[name] = SECTIONS[name](**checked)
+    return Config(**sections)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a TOML config (defaults when ``path`` is None), then apply command-line ``overrides``.
+
+    ``overrides`` maps option names (``max_tilt``) to values; None means "not given".
+    """
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise LookalikeError(f"config file {path} does not exist") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise LookalikeError(f"config file {path} cannot be read: {exc}") from None
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section = section_of(key)
+        data.setdefault(section, {})[key] = value
+    return config_from_dict(data, source)
+
+
+def section_of(key: str) -> str:
+    """The section that holds a key (key names are unique across sections)."""
+    for name in SECTIONS:
+        if any(f.name == key for f in section_fields(name)):
+            return name
+    raise KeyError(key)

@@ -1,0 +1,180 @@
+"""Stage 1, filter: keep the gallery photos that show one usable face, and record why the others were not.
+
+Detection (the slow part) is cached per image content and detection settings; the accept/reject decision
+is re-made from the cached geometry on every run, so changing a threshold costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from .artifacts import Checkpoint, DataDir, read_table, write_table
+from .catalog import load_catalog, person_row
+from .config import Config, DetectConfig, FilterConfig
+from .errors import LookalikeError
+from .images import GalleryImage, ImageRejected, list_gallery, read_image, sha256_of
+from .models import process_models
+from .parallel import parallel_map
+
+log = logging.getLogger(__name__)
+
+# Reasons decided before any face is looked for; rows with a retryable one are not reused from the cache.
+RETRY_REASONS = {"unreadable", "error"}
+
+
+@dataclass(frozen=True)
+class FilterSummary:
+    images: int
+    accepted: int
+    people: int
+    people_with_faces: int
+    reasons: dict[str, int]
+    detected: int
+
+
+@dataclass(frozen=True)
+class DetectTask:
+    path: str
+    detect: DetectConfig
+    max_pixels: int
+    models_dir: str
+
+
+def detect_key(detect: DetectConfig, filter_config: FilterConfig) -> str:
+    """The settings that change what detection finds in an image: the cache key beside its content hash."""
+    return (f"upsample={detect.upsample};min_score={detect.min_detection_score};"
+            f"max_size={detect.detect_max_size};max_pixels={filter_config.max_image_pixels}")
+
+
+def decide(row: dict, config: FilterConfig) -> tuple[str, str]:
+    """(status, reason) of a detected image under the filter thresholds; reason is "ok" when accepted."""
+    if row["n_faces"] is None:
+        return "rejected", row["reason"]
+    if min(row["width"], row["height"]) < config.min_image_size:
+        return "rejected", "too_small"
+    if row["n_faces"] == 0:
+        return "rejected", "no_face"
+    if row["n_faces"] > 1 and config.multiple_faces == "reject":
+        return "rejected", "several_faces"
+    if row["eye_distance"] < config.min_eye_distance:
+        return "rejected", "small_face"
+    if abs(row["tilt"]) > config.max_tilt:
+        return "rejected", "tilted"
+    return "accepted", "ok"
+
+
+def detect_image(task: DetectTask) -> dict:
+    """Decode one image and find its faces: the detection columns of its ``filter`` row."""
+    row = {"width": None, "height": None, "n_faces": None, "box": None, "landmarks": None, "score": None,
+           "eye_distance": None, "tilt": None, "reason": "", "detail": ""}
+    try:
+        image = read_image(task.path, task.max_pixels)
+        row["height"], row["width"] = image.shape[:2]
+        faces = process_models(task.models_dir).detect(image, task.detect.upsample,
+                                                       task.detect.min_detection_score,
+                                                       task.detect.detect_max_size)
+        row["n_faces"] = len(faces)
+        if faces:
+            face = faces[0]
+            row.update(box=list(face.box), landmarks=[v for point in face.landmarks for v in point],
+                       score=face.score, eye_distance=face.eye_distance, tilt=face.tilt)
+    except ImageRejected as exc:
+        row.update(reason=exc.reason, detail=exc.detail)
+    except Exception as exc:  # one broken image must not stop a run over thousands
+        log.debug("detection failed on %s", task.path, exc_info=True)
+        row.update(reason="error", detail=f"{type(exc).__name__}: {exc}")
+    return row | {"path": task.path}
+
+
+def _load_models(models_dir: str) -> None:
+    process_models(models_dir)
+
+
+def _previous_rows(data: DataDir, checkpoint: Checkpoint) -> list[dict]:
+    rows = []
+    if data.filter.exists():
+        try:
+            rows = read_table(data.filter, "filter", "filter").to_pylist()
+        except LookalikeError as exc:
+            log.warning("ignoring the previous filter results: %s", exc)
+    return rows + checkpoint.read("filter")
+
+
+def people_rows(images: list[GalleryImage], catalog: str | Path | None) -> list[dict]:
+    """``people`` rows: the catalog's entries, plus aliases found only in the images (named by alias)."""
+    rows = load_catalog(catalog) if catalog else []
+    known = {row["alias"] for row in rows}
+    extra = sorted({image.alias for image in images} - known)
+    if catalog and extra:
+        log.warning("%d people in the images folder are not in the catalog; their alias is their name",
+                    len(extra))
+    return rows + [person_row({"alias": alias}) for alias in extra]
+
+
+def filter_images(images_dir: str | Path, data_dir: str | Path, catalog: str | Path | None = None,
+                  config: Config = Config()) -> FilterSummary:
+    """Run the filter stage over ``images_dir``; writes ``filter.parquet`` and ``people.parquet``."""
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise LookalikeError(f"images folder {images_dir} does not exist or is not a folder")
+    data = DataDir(Path(data_dir))
+    images = list_gallery(images_dir)
+    people = people_rows(images, catalog)
+    key = detect_key(config.detect, config.filter)
+    checkpoint = Checkpoint(data, "filter", "filter")
+    previous = _previous_rows(data, checkpoint)
+    by_stat = {(r["path"], r["size"], r["mtime_ns"]): r["sha256"] for r in previous}
+    by_content = {(r["sha256"], r["detect_key"]): r for r in previous if r["reason"] not in RETRY_REASONS}
+
+    rows: dict[str, dict] = {}
+    todo: list[DetectTask] = []
+    for image in images:
+        row = {"path": image.path, "alias": image.alias, "sha256": "", "size": 0, "mtime_ns": 0,
+               "detect_key": key, "width": None, "height": None, "n_faces": None, "box": None,
+               "landmarks": None, "score": None, "eye_distance": None, "tilt": None,
+               "status": "rejected", "reason": "bad_file", "detail": image.problem or ""}
+        rows[image.path] = row
+        if image.problem:
+            continue
+        try:
+            stat = os.stat(image.path)
+            sha = by_stat.get((image.path, stat.st_size, stat.st_mtime_ns)) or sha256_of(image.path)
+        except OSError as exc:
+            row.update(reason="unreadable", detail=exc.strerror or str(exc))
+            continue
+        row.update(sha256=sha, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        cached = by_content.get((sha, key))
+        if cached:
+            row.update({k: cached[k] for k in ("width", "height", "n_faces", "box", "landmarks", "score",
+                                               "eye_distance", "tilt", "reason", "detail")})
+        else:
+            todo.append(DetectTask(image.path, config.detect, config.filter.max_image_pixels,
+                                   config.runtime.models_dir))
+
+    log.info("filter: %d images, %d cached, %d to detect", len(images), len(images) - len(todo), len(todo))
+    if todo:
+        for result in parallel_map(detect_image, todo, workers=config.runtime.workers,
+                                   initializer=_load_models, initargs=(config.runtime.models_dir,),
+                                   desc="filter"):
+            row = rows[result["path"]]
+            row.update(result)
+            checkpoint.add(row)
+        checkpoint.flush()
+
+    for row in rows.values():
+        if row["reason"] != "bad_file":
+            row["status"], row["reason"] = decide(row, config.filter)
+    final = list(rows.values())
+    write_table(data.filter, "filter", final)
+    write_table(data.people, "people", people)
+    checkpoint.clear()
+
+    reasons = Counter(row["reason"] for row in final if row["status"] == "rejected")
+    accepted = [row for row in final if row["status"] == "accepted"]
+    return FilterSummary(images=len(final), accepted=len(accepted), people=len(people),
+                         people_with_faces=len({row["alias"] for row in accepted}),
+                         reasons=dict(sorted(reasons.items())), detected=len(todo))

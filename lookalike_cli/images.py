@@ -1,0 +1,126 @@
+"""Finding gallery images on disk and decoding any image into an RGB array."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+class ImageRejected(Exception):
+    """An image that cannot be used, with a short machine-readable reason and a human detail."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class GalleryImage:
+    """One image file of one person, or a file that cannot be used (``problem`` says why)."""
+
+    alias: str
+    path: str
+    problem: str | None = None
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _gallery_image(alias: str, path: Path, root: Path) -> GalleryImage:
+    try:
+        shown = os.fsdecode(path)
+        shown.encode("utf-8")
+    except UnicodeEncodeError:
+        return GalleryImage(alias, os.fsdecode(path).encode("utf-8", "backslashreplace").decode(),
+                            "file name is not valid UTF-8")
+    if path.is_symlink() and not path.resolve().is_relative_to(root):
+        return GalleryImage(alias, shown, "symbolic link points outside the images folder")
+    if not path.is_file():
+        return GalleryImage(alias, shown, "not a regular file")
+    return GalleryImage(alias, shown)
+
+
+def list_gallery(images_dir: str | Path) -> list[GalleryImage]:
+    """Images of a gallery tree: ``DIR/<alias>/*.jpg`` (several per person) or ``DIR/<alias>.jpg`` (one).
+
+    Sorted by alias, then path, so that every run sees the same order.
+    """
+    root = Path(images_dir).resolve()
+    found: list[GalleryImage] = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            for path in sorted(entry.iterdir()):
+                if _is_image(path):
+                    found.append(_gallery_image(entry.name, path, root))
+        elif _is_image(entry):
+            found.append(_gallery_image(entry.stem, entry, root))
+    return sorted(found, key=lambda image: (image.alias, image.path))
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """Decode image bytes into an RGB uint8 array (H, W, 3): EXIF orientation applied, transparency on
+    white, 16-bit scaled, first frame of an animation. Raises ImageRejected."""
+    from PIL import Image, ImageOps
+
+    if not data:
+        raise ImageRejected("undecodable", "empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageRejected("too_large", f"{width}x{height} pixels is over the limit of {max_pixels}")
+            image.load()
+            image = ImageOps.exif_transpose(image) or image
+            return _to_rgb(image)
+    except ImageRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected("too_large", str(exc)) from None
+    except Exception as exc:  # Pillow raises many types for broken files
+        raise ImageRejected("undecodable", f"{type(exc).__name__}: {exc}") from None
+
+
+def _to_rgb(image) -> np.ndarray:
+    from PIL import Image
+
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode != "F" and values.max(initial=0) > 255 else max(values.max(initial=0), 1.0)
+        image = Image.fromarray(np.clip(values * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+
+
+def read_image(path: str | Path, max_pixels: int) -> np.ndarray:
+    """Read and decode an image file (see decode_image)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageRejected("unreadable", exc.strerror or str(exc)) from None
+    return decode_image(data, max_pixels)

@@ -1,0 +1,51 @@
+import json
+
+import pytest
+
+from lookalike_cli.catalog import alias_problem, load_catalog
+from lookalike_cli.errors import LookalikeError
+
+
+def write(tmp_path, data) -> str:
+    path = tmp_path / "catalog.json"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return str(path)
+
+
+def test_seed_format_with_extra_keys_kept(tmp_path):
+    rows = load_catalog(write(tmp_path, [
+        {"name": "Ann A", "alias": "ann-a", "role": "actor", "n_movies": 3, "imdb": "nm1"},
+        {"alias": "bob"},
+    ]))
+    assert rows[0] == {"alias": "ann-a", "name": "Ann A", "role": "actor", "n_movies": 3, "extra": '{"imdb": "nm1"}'}
+    assert rows[1]["name"] == "bob" and rows[1]["role"] is None
+
+
+@pytest.mark.parametrize("data, message", [
+    ("not json", "not valid JSON"),
+    ({"name": "x"}, "must be a JSON list"),
+    ([{"name": "x"}], "entry 0 has no alias"),
+    (["x"], "entry 0 must be an object"),
+    ([{"alias": "a"}, {"alias": "a"}], "entry 1: alias 'a' is already used by entry 0"),
+    ([{"alias": "../etc"}], "starts with a dot"),
+    ([{"alias": "a/b"}], "contains '/'"),
+    ([{"alias": "a\\b"}], "contains"),
+    ([{"alias": "a\0b"}], "contains"),
+    ([{"alias": ""}], "is empty"),
+    ([{"alias": 5}], "must be a string"),
+    ([{"alias": "a", "n_movies": "3"}], "n_movies must be int"),
+    ([{"alias": "a", "name": ["x"]}], "name must be str"),
+])
+def test_bad_catalogs_name_the_entry(tmp_path, data, message):
+    with pytest.raises(LookalikeError, match=message.replace("\\", "\\\\").replace(".", r"\.")):
+        load_catalog(write(tmp_path, data))
+
+
+def test_missing_catalog(tmp_path):
+    with pytest.raises(LookalikeError, match="does not exist"):
+        load_catalog(tmp_path / "nope.json")
+
+
+def test_alias_problem_accepts_ordinary_aliases():
+    assert alias_problem("aaron-schock") is None
+    assert alias_problem("Zoë Saldaña") is None

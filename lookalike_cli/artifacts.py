@@ -181,15 +181,22 @@ def read_table(path: Path, artifact: str, stage: str):
 
 
 class Checkpoint:
-    """Rows of a long stage saved as they are made, so that a killed run loses at most one part."""
+    """Rows of a long stage saved as they are made, so that a killed run loses at most one part:
+    a part every ``MAX_ROWS`` rows, every tenth of the work, or every ``SECONDS``, whichever comes first."""
 
-    def __init__(self, data: DataDir, stage: str, artifact: str, every: int = 64, seconds: float = 30.0):
+    MAX_ROWS = 64
+    SECONDS = 30.0
+
+    def __init__(self, data: DataDir, stage: str, artifact: str):
         self.folder = data.parts(stage)
         self.artifact = artifact
-        self.every = every
-        self.seconds = seconds
+        self.every = self.MAX_ROWS
         self.pending: list[dict] = []
         self.last = time.monotonic()
+
+    def plan(self, total: int) -> None:
+        """Size the parts for a run that will add ``total`` rows."""
+        self.every = max(1, min(self.MAX_ROWS, total // 10))
 
     def read(self, stage: str) -> list[dict]:
         """Rows saved by earlier, interrupted runs (damaged parts are skipped: their work is redone)."""
@@ -203,7 +210,7 @@ class Checkpoint:
 
     def add(self, row: dict) -> None:
         self.pending.append(row)
-        if len(self.pending) >= self.every or time.monotonic() - self.last > self.seconds:
+        if len(self.pending) >= self.every or time.monotonic() - self.last > self.SECONDS:
             self.flush()
 
     def flush(self) -> None:

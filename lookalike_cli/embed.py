@@ -98,6 +98,7 @@ def embed_faces(data_dir: str | Path, config: Config = Config()) -> EmbedSummary
     log.info("embed: %d faces, %d cached, %d to compute", len(accepted), len(accepted) - len(todo), len(todo))
     failed = 0
     if todo:
+        checkpoint.plan(len(todo))
         by_path = {row["path"]: row for row in accepted}
         for path, embedding, error in parallel_map(embed_face, todo, workers=config.runtime.workers,
                                                    initializer=_load_models,

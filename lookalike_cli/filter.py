@@ -157,6 +157,7 @@ def filter_images(images_dir: str | Path, data_dir: str | Path, catalog: str | P
 
     log.info("filter: %d images, %d cached, %d to detect", len(images), len(images) - len(todo), len(todo))
     if todo:
+        checkpoint.plan(len(todo))
         for result in parallel_map(detect_image, todo, workers=config.runtime.workers,
                                    initializer=_load_models, initargs=(config.runtime.models_dir,),
                                    desc="filter"):

@@ -59,9 +59,10 @@ class Lookalike:
         data = DataDir(Path(data_dir))
         if not data.root.is_dir():
             raise LookalikeError(f"data directory {data.root} does not exist: run `lookalike build` first")
+        embeddings = data.require(data.embeddings, "embed")
+        self.gallery = read_table(embeddings, "embeddings", "embed").select(["alias", "path"]).to_pylist()
         self.calibration = load_calibration(data)
         self.meta, self.index = open_index(data)
-        self.gallery = read_table(data.embeddings, "embeddings", "embed").select(["alias", "path"]).to_pylist()
         people = read_table(data.require(data.people, "filter"), "people", "filter").to_pylist()
         self.names = {row["alias"]: row["name"] for row in people}
         self.people = len({row["alias"] for row in self.gallery})

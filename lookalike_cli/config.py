@@ -83,22 +83,28 @@ class QueryConfig:
 
 @dataclass(frozen=True)
 class ServeConfig:
-    host: str = setting("127.0.0.1", "address the HTTP API listens on (0.0.0.0: every interface)")
-    port: int = setting(8000, "port of the HTTP API", min=0, max=65535)
-    queue_size: int = setting(16, "photos waiting for a recognition worker before new ones get 503", min=0,
-                              max=10_000)
+    host: str = setting("127.0.0.1", "address the HTTP API (or the bot's webhook) listens on (0.0.0.0: every "
+                                     "interface)")
+    port: int = setting(8000, "port the HTTP API (or the bot's webhook) listens on (0: any free port)", min=0,
+                        max=65535)
+    queue_size: int = setting(16, "photos waiting for a recognition worker before new ones are turned away",
+                              min=0, max=10_000)
     max_body_bytes: int = setting(10_000_000, "largest photo accepted, in bytes (HTTP body or bot file)",
                                   min=1)
-    request_timeout: float = setting(30.0, "seconds a photo may wait and be recognised before 504", min=0.01)
+    request_timeout: float = setting(30.0, "seconds a photo may wait and be recognised before it is given up",
+                                     min=0.01)
+
+
+@dataclass(frozen=True)
+class BotConfig:
     bot_api_url: str = setting("https://api.telegram.org/bot", "Telegram Bot API endpoint, the token is "
                                                                "appended (a local Bot API server works too)")
     bot_file_url: str = setting("https://api.telegram.org/file/bot", "Telegram Bot API file download "
                                                                      "endpoint, the token is appended")
     bot_max_rate: float = setting(30.0, "messages per second the bot sends at most (Telegram allows about "
                                         "30)", min=0.1, max=1000.0)
-    webhook_url: str = setting("", "public HTTPS URL Telegram posts updates to (empty: the bot polls)")
-    webhook_listen: str = setting("0.0.0.0", "address the bot's webhook server listens on")
-    webhook_port: int = setting(8443, "port the bot's webhook server listens on", min=1, max=65535)
+    webhook_url: str = setting("", "public HTTPS URL Telegram posts updates to, forwarded to host:port "
+                                   "(empty: the bot polls)")
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    bot: BotConfig = field(default_factory=BotConfig)
 
 
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]

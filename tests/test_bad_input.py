@@ -1,0 +1,327 @@
+"""Bad input of every kind gets one clear line and a non-zero exit, never a traceback, and loses nothing.
+
+The cases below are also the README's table "What happens when…": a test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from click.testing import CliRunner
+
+from lookalike_cli.cli import cli
+
+from conftest import DEMO, FIXTURES, REPO
+
+PHOTO = DEMO / "images" / "ami-bera.jpg"
+
+
+@dataclass(frozen=True)
+class Case:
+    when: str                       # the README's "when" column
+    says: str                       # a part of the one-line error, and the README's second column
+    args: list[str]                 # the command; {data}, {tmp} and {photo} are filled in
+    setup: Callable[[Path, Path], None] = lambda data, tmp: None  # prepares a copy of a built data dir
+
+
+def write(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def catalog_case(when: str, says: str, content: str) -> Case:
+    return Case(when, says, ["filter", "--images", str(DEMO / "images"), "--catalog", "{tmp}/catalog.json",
+                             "--data-dir", "{tmp}/new"],
+                lambda data, tmp: write(tmp / "catalog.json", content))
+
+
+def edit_json(path: Path, **changes) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def make_read_only(data: Path, tmp: Path) -> None:
+    """Root ignores permission bits, so root makes the folder immutable instead."""
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(data)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not available here, and root ignores a read-only mode")
+        AFTER.append(lambda: subprocess.run(["chattr", "-i", str(data)], check=True))
+    else:
+        data.chmod(0o555)
+        AFTER.append(lambda: data.chmod(0o755))
+
+
+def hold_lock(data: Path, tmp: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); f.seek(0); f.truncate(); f.write('pid 4242 (lookalike build)'); "
+         "f.flush(); print('locked', flush=True); time.sleep(60)", str(data / ".lock")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    AFTER.append(lambda: (holder.kill(), holder.wait()))
+
+
+AFTER: list[Callable[[], object]] = []  # undoes what a setup did, after the case
+
+QUERY = ["query", "{photo}", "--data-dir", "{data}"]
+BUILD = ["build", "--images", str(DEMO / "images"), "--data-dir", "{data}", "--num-jitters", "1"]
+
+CASES = [
+    Case("query before anything was built", "does not exist: run `lookalike build` first",
+         ["query", "{photo}", "--data-dir", "{tmp}/nothing"]),
+    Case("query after `filter` only", "index.json does not exist: run `lookalike index", QUERY,
+         lambda data, tmp: shutil.rmtree(data / "index")),
+    Case("the images folder does not exist", "images folder", ["build", "--images", "{tmp}/no-such-folder",
+                                                               "--data-dir", "{data}"]),
+    catalog_case("the catalog is not JSON", "is not valid JSON", "name,alias\nAnn,ann\n"),
+    catalog_case("the catalog is not a list", "must be a JSON list of people", '{"alias": "ann"}'),
+    catalog_case("a catalog entry has no alias", "entry 1 has no alias", '[{"alias": "a"}, {"name": "B"}]'),
+    catalog_case("a catalog alias would escape the images folder", "alias '../x' starts with a dot",
+                 '[{"alias": "../x"}]'),
+    catalog_case("a catalog alias holds a slash", "contains '/'", '[{"alias": "a/b"}]'),
+    catalog_case("two catalog entries share an alias", "entry 1: alias 'a' is already used by entry 0",
+                 '[{"alias": "a"}, {"alias": "a"}]'),
+    catalog_case("a catalog field has the wrong type", "n_movies must be int", '[{"alias": "a", "n_movies": "2"}]'),
+    Case("the data directory is a file", "is a file",
+         ["build", "--images", str(DEMO / "images"), "--data-dir", "{tmp}/file"],
+         lambda data, tmp: write(tmp / "file", "x")),
+    Case("the data directory is read-only", "cannot use data directory", BUILD + ["--max-tilt", "20"], make_read_only),
+    Case("another build holds the data directory", "is in use by pid 4242 (lookalike build)", BUILD, hold_lock),
+    Case("an artifact is truncated", "embeddings.parquet is damaged", QUERY,
+         lambda data, tmp: truncate(data / "embeddings.parquet")),
+    Case("an artifact comes from another lookalike version", "was written by another version of lookalike",
+         QUERY, lambda data, tmp: edit_json(data / "index" / "index.json", schema_version=999)),
+    Case("the index is older than the embeddings", "is older than", QUERY,
+         lambda data, tmp: os.utime(data / "embeddings.parquet")),
+    Case("the index was built with another model", "was built with model other-model", QUERY,
+         lambda data, tmp: edit_json(data / "index" / "index.json", embed_key="model=other-model;num_jitters=1")),
+    Case("--models-dir lacks dlib's files", "lacks shape_predictor_5_face_landmarks.dat",
+         ["query", "{photo}", "--data-dir", "{data}", "--models-dir", "{tmp}"]),
+    Case("the config has an unknown key", "unknown key filter.max_tilte", ["query", "{photo}", "--data-dir",
+                                                                          "{data}", "--config", "{tmp}/c.toml"],
+         lambda data, tmp: write(tmp / "c.toml", "[filter]\nmax_tilte = 3\n")),
+    Case("a config value has the wrong type", "filter.max_tilt must be float", BUILD + ["--config", "{tmp}/c.toml"],
+         lambda data, tmp: write(tmp / "c.toml", '[filter]\nmax_tilt = "flat"\n')),
+    Case("a config value is out of range", "filter.max_tilt must be at most 90", BUILD + ["--max-tilt", "95"]),
+    Case("negative jitters", "embed.num_jitters must be at least 1", BUILD + ["--num-jitters", "-2"]),
+    Case("the query photo is not an image", "cannot read the image (undecodable",
+         ["query", "{tmp}/fake.jpg", "--data-dir", "{data}"],
+         lambda data, tmp: write(tmp / "fake.jpg", "<html>not a photo</html>")),
+    Case("the query photo does not exist", "cannot read the image (unreadable", ["query", "{tmp}/nope.jpg",
+                                                                              "--data-dir", "{data}"]),
+    Case("the query photo has no face", "no face found", ["query", str(FIXTURES / "no_face_coffee_cc0.png"),
+                                                          "--data-dir", "{data}"]),
+]
+
+
+@pytest.fixture
+def fresh_copy(built, tmp_path) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(built, data)
+    return data
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.when for case in CASES])
+def test_bad_input_gets_one_clear_line(case: Case, fresh_copy: Path, tmp_path: Path):
+    try:
+        case.setup(fresh_copy, tmp_path)
+        args = [a.format(data=fresh_copy, tmp=tmp_path, photo=PHOTO) for a in case.args]
+        result = CliRunner().invoke(cli, args)
+    finally:
+        while AFTER:
+            AFTER.pop()()
+    errors = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code != 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    assert len(errors) == 1 and case.says in errors[0], errors
+
+
+def test_no_traceback_even_from_a_subprocess(tmp_path):
+    """The installed command, not only Click's runner: a real process prints one line."""
+    result = subprocess.run([sys.executable, "-m", "lookalike_cli", "query", str(PHOTO), "--data-dir",
+                             str(tmp_path / "none")], capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def readme_table(title: str) -> list[tuple[str, str]]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split(f"### {title}\n", 1)[1].split("\n#", 1)[0]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ")]
+    return [(a.strip(), b.strip().strip("`").strip()) for a, b in rows[2:]]
+
+
+def test_readme_table_lists_exactly_these_cases():
+    assert readme_table("What happens when…") == [(case.when, case.says) for case in CASES]
+
+
+# --- Images: what the filter (and query) make of every kind of file a crawl brings in --------------------------
+
+def image_bytes(fmt: str, mode: str = "RGB", **kwargs) -> Callable[[], bytes]:
+    def make() -> bytes:
+        import io
+
+        from PIL import Image
+
+        image = Image.open(PHOTO).convert("RGB")
+        if mode == "I;16":
+            image = image.convert("L").convert("I;16")
+        elif mode != "RGB":
+            image = image.convert(mode)
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **kwargs)
+        return buffer.getvalue()
+    return make
+
+
+def rotated_with_exif(orientation: int) -> Callable[[], bytes]:
+    def make() -> bytes:
+        import io
+
+        from PIL import Image
+
+        turn = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}[orientation]
+        image = Image.open(PHOTO).convert("RGB").transpose(turn)
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", exif=exif, quality=95)
+        return buffer.getvalue()
+    return make
+
+
+def bomb() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def corrupt_png() -> bytes:
+    data = bytearray(image_bytes("PNG")())
+    data[len(data) // 2:len(data) // 2 + 64] = b"\xff" * 64
+    return bytes(data)
+
+
+def faces_side_by_side() -> bytes:
+    import io
+
+    from PIL import Image
+
+    left, right = Image.open(PHOTO), Image.open(DEMO / "images" / "bob-corker.jpg")
+    pair = Image.new("RGB", (left.width + right.width, left.height))
+    pair.paste(left, (0, 0))
+    pair.paste(right, (left.width, 0))
+    buffer = io.BytesIO()
+    pair.save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def tiny() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(PHOTO).convert("RGB").resize((40, 48)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+IMAGE_CASES: list[tuple[str, str, Callable[[], bytes], str]] = [
+    ("a 0-byte file", "empty.jpg", lambda: b"", "undecodable"),
+    ("an HTML page named .jpg", "page.jpg", lambda: b"<!doctype html><html><body>404</body></html>", "undecodable"),
+    ("a truncated JPEG", "truncated.jpg", lambda: PHOTO.read_bytes()[:3000], "undecodable"),
+    ("a corrupt PNG", "corrupt.png", corrupt_png, "undecodable"),
+    ("a decompression bomb (400 Mpx header)", "bomb.png", bomb, "too_large"),
+    ("a tiny image (40x48)", "tiny.png", tiny, "too_small"),
+    ("a photo with no face", "coffee.png", lambda: (FIXTURES / "no_face_coffee_cc0.png").read_bytes(), "no_face"),
+    ("a photo with two faces", "pair.jpg", faces_side_by_side, "several_faces"),
+    ("a CMYK JPEG", "cmyk.jpg", image_bytes("JPEG", "CMYK"), "ok"),
+    ("a 16-bit PNG", "sixteen.png", image_bytes("PNG", "I;16"), "ok"),
+    ("a palette PNG", "palette.png", image_bytes("PNG", "P"), "ok"),
+    ("an RGBA PNG", "rgba.png", image_bytes("PNG", "RGBA"), "ok"),
+    ("a grayscale JPEG", "gray.jpg", image_bytes("JPEG", "L"), "ok"),
+    ("an animated GIF", "animated.gif", image_bytes("GIF", "P", save_all=True), "ok"),
+    ("a WebP", "photo.webp", image_bytes("WEBP"), "ok"),
+    ("a JPEG with EXIF orientation 6", "exif6.jpg", rotated_with_exif(6), "ok"),
+    ("a JPEG with EXIF orientation 8", "exif8.jpg", rotated_with_exif(8), "ok"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_images(tmp_path_factory) -> Path:
+    """A gallery where one person's folder holds every kind of file, plus links and odd names."""
+    images = tmp_path_factory.mktemp("bad") / "images"
+    person = images / "ami-bera"
+    person.mkdir(parents=True)
+    for _, name, make, _ in IMAGE_CASES:
+        (person / name).write_bytes(make())
+    outside = images.parent / "outside.jpg"
+    outside.write_bytes(PHOTO.read_bytes())
+    (person / "link.jpg").symlink_to(outside)
+    (person / os.fsdecode(b"caf\xe9.jpg")).write_bytes(PHOTO.read_bytes())
+    shutil.copy(DEMO / "images" / "bob-corker.jpg", images)
+    return images
+
+
+def test_every_kind_of_file_gets_its_reason(bad_images, tmp_path):
+    import pyarrow.parquet as pq
+
+    result = CliRunner().invoke(cli, ["build", "--images", str(bad_images), "--data-dir", str(tmp_path / "d"),
+                                      "--num-jitters", "1", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    rows = {Path(row["path"]).name: row for row in pq.read_table(tmp_path / "d" / "filter.parquet").to_pylist()}
+    for when, name, _, reason in IMAGE_CASES:
+        assert rows[name]["reason"] == reason, (when, rows[name])
+    assert rows["link.jpg"]["reason"] == "bad_file" and "outside" in rows["link.jpg"]["detail"]
+    odd = [row for name, row in rows.items() if name.startswith("caf")]
+    assert odd[0]["reason"] == "bad_file" and "UTF-8" in odd[0]["detail"]
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("when, name, reason", [(w, n, r) for w, n, _, r in IMAGE_CASES],
+                         ids=[case[0] for case in IMAGE_CASES])
+def test_query_answers_every_kind_of_file(built, bad_images, when, name, reason):
+    result = CliRunner().invoke(cli, ["query", str(bad_images / "ami-bera" / name), "--data-dir", str(built)])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert "Traceback" not in result.output
+    if reason in ("ok", "several_faces"):
+        assert result.exit_code == 0 and "Ami Bera" in lines[0], (when, lines)
+    else:  # a face too small for the gallery is too small to find in a query
+        expected = "no face found" if reason in ("no_face", "too_small") else f"cannot read the image ({reason}"
+        assert result.exit_code == 1 and len(lines) == 1 and expected in lines[0], (when, lines)
+
+
+def test_readme_image_table_matches_the_cases():
+    assert readme_table("What happens to each kind of image") == [(w, r) for w, _, _, r in IMAGE_CASES]
+
+
+def markdown_tables() -> str:
+    """The README's two tables (run this file to print them after changing the cases)."""
+    lines = ["### What happens when…", "", "| when | lookalike says (one line, exit status 1) |", "| --- | --- |"]
+    lines += [f"| {case.when} | `` {case.says} `` |" for case in CASES]
+    lines += ["", "### What happens to each kind of image", "",
+              "| file | filter's reason (`ok`: accepted) |", "| --- | --- |"]
+    lines += [f"| {when} | `{reason}` |" for when, _, _, reason in IMAGE_CASES]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_tables())

@@ -1,7 +1,8 @@
 """lookalike: which celebrity do I look like?
 
-The stages are plain functions (``build``, ``filter_images``, ``embed_faces``, ``calibrate``,
-``build_index``) and ``Lookalike`` answers photos; the ``lookalike`` command is a thin layer over them.
+The stages are plain functions (``build``, ``filter_images``, ``embed_faces``, ``clean_identities``,
+``calibrate``, ``build_index``) and ``Lookalike`` answers photos; the ``lookalike`` command is a thin layer
+over them.
 They are imported on first use, so that importing the package (and ``lookalike --help``) stays fast.
 """
 
@@ -11,8 +12,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Lookalike": "query", "build": "build", "filter_images": "filter", "embed_faces": "embed",
-    "calibrate": "calibrate", "build_index": "index", "Config": "config", "load_config": "config",
-    "LookalikeError": "errors",
+    "clean_identities": "clean", "calibrate": "calibrate", "build_index": "index", "Config": "config",
+    "load_config": "config", "LookalikeError": "errors",
 }
 
 __all__ = list(_EXPORTS)

@@ -37,6 +37,14 @@ COLUMNS: dict[str, dict[str, str]] = {
         "path": "string", "alias": "string", "sha256": "string", "box": "box", "embed_key": "string",
         "embedding": "embedding",
     },
+    "identities": {
+        "path": "string", "alias": "string", "sha256": "string", "status": "string", "reason": "string",
+        "medoid_distance": "float32", "person_status": "string", "representative": "bool",
+    },
+    "gallery": {
+        "alias": "string", "kind": "string", "path": "string", "image": "string", "embed_key": "string",
+        "embedding": "embedding",
+    },
 }
 
 
@@ -45,7 +53,7 @@ def arrow_schema(artifact: str):
     import pyarrow as pa
 
     types = {
-        "string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "float32": pa.float32(),
+        "string": pa.string(), "bool": pa.bool_(), "int64": pa.int64(), "int32": pa.int32(), "float32": pa.float32(),
         "box": pa.list_(pa.int32(), 4), "landmarks": pa.list_(pa.float32(), 10),
         "embedding": pa.list_(pa.float32(), EMBEDDING_SIZE),
     }
@@ -70,6 +78,18 @@ class DataDir:
     @property
     def embeddings(self) -> Path:
         return self.root / "embeddings.parquet"
+
+    @property
+    def identities(self) -> Path:
+        return self.root / "identities.parquet"
+
+    @property
+    def gallery(self) -> Path:
+        return self.root / "gallery.parquet"
+
+    @property
+    def clean(self) -> Path:
+        return self.root / "clean.json"
 
     @property
     def calibration(self) -> Path:
@@ -178,6 +198,28 @@ def read_table(path: Path, artifact: str, stage: str):
         raise LookalikeError(f"{path} is not a {artifact} table of this lookalike version: "
                              f"delete it and run `lookalike {stage}` again")
     return table
+
+
+# The stage that writes each artifact holding descriptors.
+VECTOR_STAGES = {"embeddings": "embed", "gallery": "clean"}
+
+
+def read_vectors(data: DataDir, artifact: str = "gallery"):
+    """Rows (without descriptors) and the N x 128 float32 descriptor matrix of the searched ``gallery`` or
+    of every photo's ``embeddings``, in row order."""
+    import numpy as np
+
+    stage = VECTOR_STAGES[artifact]
+    table = read_table(data.require(getattr(data, artifact), stage), artifact, stage)
+    column = table.column("embedding").combine_chunks()
+    vectors = column.values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(table), EMBEDDING_SIZE)
+    return table.drop_columns(["embedding"]).to_pylist(), vectors
+
+
+def artifact_id(path: Path) -> str:
+    """The identity of an artifact file (size, modification time): what later stages record they were made from."""
+    stat = path.stat()
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
 
 
 class Checkpoint:

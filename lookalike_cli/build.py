@@ -1,4 +1,4 @@
-"""``build``: filter, embed, calibrate and index in one go, each stage resuming where it stopped."""
+"""``build``: filter, embed, clean, calibrate and index in one go, each stage resuming where it stopped."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .calibrate import calibrate
+from .clean import CleanSummary, clean_identities
 from .config import Config
 from .embed import EmbedSummary, embed_faces
 from .filter import FilterSummary, filter_images
@@ -17,6 +18,7 @@ from .similarity import Calibration
 class BuildSummary:
     filter: FilterSummary
     embed: EmbedSummary
+    clean: CleanSummary
     calibration: Calibration
     index: IndexSummary
 
@@ -26,6 +28,7 @@ def build(images_dir: str | Path, data_dir: str | Path, catalog: str | Path | No
     """Build a searchable gallery in ``data_dir`` from the photos in ``images_dir``."""
     filtered = filter_images(images_dir, data_dir, catalog, config)
     embedded = embed_faces(data_dir, config)
+    cleaned = clean_identities(data_dir, config)
     calibration = calibrate(data_dir, config)
     indexed = build_index(data_dir, config)
-    return BuildSummary(filtered, embedded, calibration, indexed)
+    return BuildSummary(filtered, embedded, cleaned, calibration, indexed)

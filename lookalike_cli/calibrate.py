@@ -1,7 +1,8 @@
-"""Stage 3, calibrate: how far a stranger's best match usually is, so a distance becomes a percent.
+"""Stage 4, calibrate: how far a stranger's best match usually is, so a distance becomes a percent.
 
-For (a sample of) gallery photos, the distance to the nearest photo of a *different* person is the
-distance an outsider gets to their best match; its mean and standard deviation define the similarity.
+For (a sample of) the kept gallery photos, the distance to the nearest indexed vector of a *different*
+person is the distance an outsider gets to their best match; its mean and standard deviation define the
+similarity.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import SCHEMA_VERSION, DataDir, read_json, write_json
+from .artifacts import SCHEMA_VERSION, DataDir, artifact_id, read_json, read_table, read_vectors, write_json
+from .clean import check_gallery
 from .config import Config
 from .errors import LookalikeError
-from .index import ExactIndex, embeddings_id, read_vectors
+from .index import ExactIndex
 from .similarity import Calibration, calibration_from_distances
 
 log = logging.getLogger(__name__)
@@ -30,16 +32,22 @@ def sample_ids(size: int, sample: int, seed: int = 0) -> np.ndarray:
 
 
 def calibrate(data_dir: str | Path, config: Config = Config()) -> Calibration:
-    """Run the calibrate stage on ``embeddings.parquet``; writes ``calibration.json``."""
+    """Run the calibrate stage on the kept photos and ``gallery.parquet``; writes ``calibration.json``."""
     data = DataDir(Path(data_dir))
+    check_gallery(data)
     rows, vectors = read_vectors(data)
-    aliases = [row["alias"] for row in rows]
-    _, labels = np.unique(np.asarray(aliases, dtype=object), return_inverse=True)
-    if len(set(aliases)) < 2:
-        raise LookalikeError("calibration needs faces of at least 2 people; the gallery has "
-                             f"{len(set(aliases))}")
-    ids = sample_ids(len(rows), config.calibrate.calibration_sample)
-    distances = ExactIndex(vectors).nearest_other(ids, labels)
+    photo_rows, photo_vectors = read_vectors(data, "embeddings")
+    kept = {row["path"] for row in read_table(data.identities, "identities", "clean").to_pylist()
+            if row["status"] == "kept"}
+    photo_ids = np.array([i for i, row in enumerate(photo_rows) if row["path"] in kept], dtype=np.int64)
+    aliases = sorted({row["alias"] for row in rows})
+    if len(aliases) < 2:
+        raise LookalikeError(f"calibration needs faces of at least 2 people; the gallery has {len(aliases)}")
+    code = {alias: number for number, alias in enumerate(aliases)}
+    labels = np.array([code[row["alias"]] for row in rows])
+    ids = photo_ids[sample_ids(len(photo_ids), config.calibrate.calibration_sample)]
+    photo_labels = np.array([code[photo_rows[i]["alias"]] for i in ids])
+    distances = ExactIndex(vectors).nearest_other(photo_vectors[ids], photo_labels, labels)
     try:
         calibration = calibration_from_distances(distances, config.calibrate.min_similarity)
     except ValueError as exc:
@@ -47,8 +55,7 @@ def calibrate(data_dir: str | Path, config: Config = Config()) -> Calibration:
     write_json(data.calibration, {
         "schema_version": SCHEMA_VERSION, "mean": calibration.mean, "std": calibration.std,
         "count": calibration.count, "min_similarity": calibration.min_similarity,
-        "embeddings_id": embeddings_id(data.embeddings), "gallery_size": len(rows),
-        "people": len(set(aliases)),
+        "gallery_id": artifact_id(data.gallery), "gallery_size": len(rows), "people": len(aliases),
         "quantiles": {f"{q:.2f}": float(v) for q, v in zip(QUANTILES, np.quantile(distances, QUANTILES))},
     })
     return calibration
@@ -57,7 +64,7 @@ def calibrate(data_dir: str | Path, config: Config = Config()) -> Calibration:
 def load_calibration(data: DataDir) -> Calibration:
     """The calibration of a data directory, checked against its embeddings."""
     meta = read_json(data.require(data.calibration, "calibrate"), "calibrate")
-    if meta.get("embeddings_id") != embeddings_id(data.require(data.embeddings, "embed")):
-        raise LookalikeError(f"{data.calibration} is older than {data.embeddings}: run `lookalike calibrate` again")
+    if meta.get("gallery_id") != artifact_id(data.require(data.gallery, "clean")):
+        raise LookalikeError(f"{data.calibration} is older than {data.gallery}: run `lookalike calibrate` again")
     return Calibration(mean=meta["mean"], std=meta["std"], count=meta["count"],
                        min_similarity=meta["min_similarity"])

@@ -143,6 +143,15 @@ def print_embed(summary) -> None:
                f"({summary.computed} computed now, {summary.failed} failed)")
 
 
+def print_clean(summary) -> None:
+    people = ", ".join(f"{count} {status}" for status, count in summary.people.items())
+    click.echo(f"clean: {summary.kept} of {summary.photos} photos kept ({summary.rejected} rejected "
+               f"other_identity); people: {people}; index holds {summary.gallery_vectors} vectors")
+    if summary.no_agreement:
+        shown = ", ".join(summary.no_agreement[:10]) + (", ..." if len(summary.no_agreement) > 10 else "")
+        click.echo(f"  photos do not agree: {shown}")
+
+
 def print_calibration(calibration) -> None:
     click.echo(f"calibrate: nearest other person at {calibration.mean:.3f} +- {calibration.std:.3f} "
                f"over {calibration.count} photos")
@@ -178,6 +187,18 @@ def embed_command(data_dir: Path, config) -> None:
     print_embed(embed_faces(data_dir, config))
 
 
+@cli.command("clean")
+@data_dir_option
+@config_options("clean")
+@with_config
+@locked("clean")
+def clean_command(data_dir: Path, config) -> None:
+    """Keep each person's photos that show the same face; choose what the index holds."""
+    from .clean import clean_identities
+
+    print_clean(clean_identities(data_dir, config))
+
+
 @cli.command("calibrate")
 @data_dir_option
 @config_options("calibrate")
@@ -206,16 +227,17 @@ def index_command(data_dir: Path, config) -> None:
 @images_option
 @catalog_option
 @data_dir_option
-@config_options(*DLIB_SECTIONS, "filter", "embed", "calibrate", "index")
+@config_options(*DLIB_SECTIONS, "filter", "embed", "clean", "calibrate", "index")
 @with_config
 @locked("build")
 def build_command(images_dir: Path, catalog: Path | None, data_dir: Path, config) -> None:
-    """Run filter, embed, calibrate and index: a searchable gallery from a folder of photos."""
+    """Run filter, embed, clean, calibrate and index: a searchable gallery from a folder of photos."""
     from .build import build
 
     summary = build(images_dir, data_dir, catalog, config)
     print_filter(summary.filter)
     print_embed(summary.embed)
+    print_clean(summary.clean)
     print_calibration(summary.calibration)
     print_index(summary.index)
 

@@ -56,6 +56,17 @@ class EmbedConfig:
 
 
 @dataclass(frozen=True)
+class CleanConfig:
+    same_person_distance: float = setting(0.6, "a person's photos agree when their descriptors are within this "
+                                               "distance of the group's medoid (dlib's threshold is 0.6)",
+                                          min=0.0, max=2.0)
+    other_identities: str = setting("reject", "photos that do not show the person's dominant identity: reject "
+                                              "them, or keep them (only reported)", choices=("reject", "keep"))
+    gallery_vectors: str = setting("photos", "what the index holds per person: every kept photo, the mean of "
+                                             "the kept photos, or both", choices=("photos", "mean", "both"))
+
+
+@dataclass(frozen=True)
 class CalibrateConfig:
     min_similarity: float = setting(0.01, "the lowest similarity ever reported", min=0.0, max=1.0)
     calibration_sample: int = setting(20_000, "gallery photos whose nearest other person is measured",
@@ -113,6 +124,7 @@ class Config:
     detect: DetectConfig = field(default_factory=DetectConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
     calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     query: QueryConfig = field(default_factory=QueryConfig)

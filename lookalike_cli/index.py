@@ -1,4 +1,4 @@
-"""Stage 4, index: nearest-neighbour search over the gallery descriptors, by Euclidean distance.
+"""Stage 5, index: nearest-neighbour search over the gallery descriptors, by Euclidean distance.
 
 Two backends answer the same ``search``: exact (numpy, the reference, fastest for small galleries) and
 HNSW (nmslib, approximate, for large ones). ``index.json`` says which one a data directory uses.
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import EMBEDDING_SIZE, SCHEMA_VERSION, DataDir, read_json, read_table, write_json
+from .artifacts import SCHEMA_VERSION, DataDir, artifact_id, read_json, read_vectors, write_json
+from .clean import check_gallery
 from .config import Config, IndexConfig
 from .errors import LookalikeError
 from .parallel import resolve_workers
@@ -30,20 +31,6 @@ class IndexSummary:
     backend: str
     vectors: int
     seconds: float
-
-
-def embeddings_id(path: Path) -> str:
-    """The identity of an embeddings file: what calibration and index record they were made from."""
-    stat = path.stat()
-    return f"{stat.st_size}-{stat.st_mtime_ns}"
-
-
-def read_vectors(data: DataDir) -> tuple[list[dict], np.ndarray]:
-    """Gallery rows (without descriptors) and the N x 128 float32 descriptor matrix, in row order."""
-    table = read_table(data.require(data.embeddings, "embed"), "embeddings", "embed")
-    column = table.column("embedding").combine_chunks()
-    vectors = column.values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(table), EMBEDDING_SIZE)
-    return table.drop_columns(["embedding"]).to_pylist(), vectors
 
 
 class ExactIndex:
@@ -80,14 +67,13 @@ class ExactIndex:
             distances[start:start + step] = np.take_along_axis(part_d, order, axis=1)
         return ids, distances
 
-    def nearest_other(self, query_ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """For each gallery row in ``query_ids``, the distance to its nearest row with another label."""
-        result = np.empty(len(query_ids), dtype=np.float64)
+    def nearest_other(self, queries: np.ndarray, query_labels: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """For each query, the distance to its nearest row whose label (``labels``) is not the query's."""
+        result = np.empty(len(queries), dtype=np.float64)
         step = max(1, BLOCK_ELEMENTS // max(1, len(self)))
-        for start in range(0, len(query_ids), step):
-            chunk = query_ids[start:start + step]
-            block = self.squared_distances(self.vectors[chunk])
-            block[labels[chunk][:, None] == labels[None, :]] = np.inf
+        for start in range(0, len(queries), step):
+            block = self.squared_distances(queries[start:start + step])
+            block[query_labels[start:start + step][:, None] == labels[None, :]] = np.inf
             result[start:start + step] = np.sqrt(block.min(axis=1))
         return result
 
@@ -158,8 +144,9 @@ def choose_backend(config: IndexConfig, size: int) -> str:
 
 
 def build_index(data_dir: str | Path, config: Config = Config()) -> IndexSummary:
-    """Run the index stage on ``embeddings.parquet``; writes ``index/index.json`` (and the HNSW file)."""
+    """Run the index stage on ``gallery.parquet``; writes ``index/index.json`` (and the HNSW file)."""
     data = DataDir(Path(data_dir))
+    check_gallery(data)
     rows, vectors = read_vectors(data)
     if not len(rows):
         raise LookalikeError("the gallery has no faces to index: check `lookalike filter`'s rejections")
@@ -167,7 +154,7 @@ def build_index(data_dir: str | Path, config: Config = Config()) -> IndexSummary
     started = time.perf_counter()
     meta = {"schema_version": SCHEMA_VERSION, "backend": backend, "size": len(rows),
             "dimensions": int(vectors.shape[1]), "metric": "l2", "embed_key": rows[0]["embed_key"],
-            "embeddings_id": embeddings_id(data.embeddings), "file": None,
+            "gallery_id": artifact_id(data.gallery), "file": None,
             "hnsw": {"M": config.index.hnsw_m, "efConstruction": config.index.hnsw_ef_construction,
                      "efSearch": config.index.hnsw_ef_search}}
     old_files = set(data.index_dir.glob("hnsw-*")) if data.index_dir.exists() else set()
@@ -186,8 +173,9 @@ def build_index(data_dir: str | Path, config: Config = Config()) -> IndexSummary
 def open_index(data: DataDir, vectors: np.ndarray | None = None):
     """(index metadata, search backend) of a data directory; ``vectors`` are needed by the exact one."""
     meta = read_json(data.require(data.index_meta, "index"), "index")
-    if meta.get("embeddings_id") != embeddings_id(data.require(data.embeddings, "embed")):
-        raise LookalikeError(f"the index in {data.index_dir} is older than {data.embeddings}: "
+    check_gallery(data)
+    if meta.get("gallery_id") != artifact_id(data.gallery):
+        raise LookalikeError(f"the index in {data.index_dir} is older than {data.gallery}: "
                              "run `lookalike index` again")
     if meta["backend"] == "exact":
         if vectors is None:

@@ -13,8 +13,8 @@ from .calibrate import load_calibration
 from .config import Config
 from .errors import LookalikeError
 from .images import ImageRejected, read_image
-from .index import open_index, read_vectors
-from .models import FaceModels, model_id
+from .index import open_index
+from .models import Face, FaceModels, model_id
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ class Lookalike:
         data = DataDir(Path(data_dir))
         if not data.root.is_dir():
             raise LookalikeError(f"data directory {data.root} does not exist: run `lookalike build` first")
-        embeddings = data.require(data.embeddings, "embed")
-        self.gallery = read_table(embeddings, "embeddings", "embed").select(["alias", "path"]).to_pylist()
+        gallery = data.require(data.gallery, "clean")
+        self.gallery = read_table(gallery, "gallery", "clean").select(["alias", "image"]).to_pylist()
         self.calibration = load_calibration(data)
         self.meta, self.index = open_index(data)
         people = read_table(data.require(data.people, "filter"), "people", "filter").to_pylist()
@@ -80,7 +80,7 @@ class Lookalike:
         return self._models
 
     def nearest_people(self, descriptor: np.ndarray, top_k: int) -> list[Match]:
-        """The ``top_k`` nearest distinct people (each by their closest photo)."""
+        """The ``top_k`` nearest distinct people (each by their closest vector), with their representative photo."""
         wanted = min(top_k, self.people)
         k = min(len(self.index), top_k * 4 + 4)
         while True:
@@ -94,21 +94,23 @@ class Lookalike:
                     best[row["alias"]] = Match(
                         alias=row["alias"], name=self.names.get(row["alias"], row["alias"]),
                         distance=float(distance), similarity=self.calibration.similarity(float(distance)),
-                        image=row["path"])
+                        image=row["image"])
             if len(best) >= wanted or k >= len(self.index):
                 return list(best.values())[:wanted]
             k = min(len(self.index), k * 4)
 
+    def describe_faces(self, image: np.ndarray) -> list[tuple[Face, np.ndarray]]:
+        """Every face of an RGB image, left to right, with its query descriptor."""
+        detect = self.config.detect
+        faces = self.models.detect(image, detect.upsample, detect.min_detection_score, detect.detect_max_size)
+        return [(face, self.models.descriptor(image, face, self.config.query.query_num_jitters))
+                for face in sorted(faces, key=lambda f: (f.box[0], f.box[1]))]
+
     def query_image(self, image: np.ndarray, top_k: int | None = None) -> list[FaceResult]:
         """Every face of an RGB image with its nearest people."""
-        detect = self.config.detect
         top_k = top_k or self.config.query.top_k
-        faces = self.models.detect(image, detect.upsample, detect.min_detection_score, detect.detect_max_size)
-        results = []
-        for face in sorted(faces, key=lambda f: (f.box[0], f.box[1])):
-            descriptor = self.models.descriptor(image, face, self.config.query.query_num_jitters)
-            results.append(FaceResult(box=list(face.box), matches=self.nearest_people(descriptor, top_k)))
-        return results
+        return [FaceResult(box=list(face.box), matches=self.nearest_people(descriptor, top_k))
+                for face, descriptor in self.describe_faces(image)]
 
     def query_file(self, path: str | Path, top_k: int | None = None) -> PhotoResult:
         """A photo file's faces and matches; an unusable file gives a result with ``error`` set."""

@@ -23,9 +23,9 @@ def run(*args, code=0):
 
 def test_help_lists_every_command():
     output = run("--help").output
-    for command in ("build", "filter", "embed", "calibrate", "index", "query"):
+    for command in ("build", "filter", "embed", "clean", "calibrate", "index", "query"):
         assert command in output
-    for command in ("build", "filter", "embed", "calibrate", "index", "query"):
+    for command in ("build", "filter", "embed", "clean", "calibrate", "index", "query"):
         assert "--data-dir" in run(command, "--help").output
 
 
@@ -42,6 +42,7 @@ def test_stages_one_by_one_then_query(tmp_path, demo_gallery):
     output = run("filter", "--images", demo_gallery, "--catalog", DEMO / "catalog.json", "--data-dir", data).output
     assert "48 of 48 images accepted" in output
     assert run("embed", "--data-dir", data, "--num-jitters", "1").output.startswith("embed: 48 face descriptors")
+    assert run("clean", "--data-dir", data).output.startswith("clean: 48 of 48 photos kept (0 rejected")
     assert "calibrate: nearest other person at" in run("calibrate", "--data-dir", data).output
     assert "index: hnsw over 48 vectors" in run("index", "--data-dir", data, "--backend", "hnsw").output
     table = pq.read_table(data / "embeddings.parquet")

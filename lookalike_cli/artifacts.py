@@ -139,15 +139,20 @@ def _writing(path: Path):
     return _tmp_path(path)
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically."""
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write a file atomically."""
     tmp = _writing(path)
     try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.write_bytes(data)
         _replace_atomically(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise LookalikeError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically."""
+    write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def read_json(path: Path, stage: str) -> dict:

@@ -256,17 +256,27 @@ def format_photo(result) -> list[str]:
 @click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=Path))
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw the answer as a PNG: each face beside its best match, name and percent (one PHOTO).")
 @config_options(*DLIB_SECTIONS, "query")
 @with_config
-def query_command(photos: tuple[Path, ...], data_dir: Path, as_json: bool, config) -> None:
+def query_command(photos: tuple[Path, ...], data_dir: Path, as_json: bool, out: Path | None, config) -> None:
     """Find the people of the gallery who look most like the faces in PHOTOS.
 
     Exits with status 1 when a photo has no face or cannot be read.
     """
     from .query import Lookalike
 
+    if out is not None and len(photos) != 1:
+        raise LookalikeError(f"--out draws the answer for one photo, but {len(photos)} were given")
     engine = Lookalike(data_dir, config)
     results = [engine.query_file(photo) for photo in photos]
+    if out is not None and results[0].faces:
+        from .artifacts import write_bytes
+        from .images import read_image
+        from .render import render_png
+
+        write_bytes(out, render_png(read_image(photos[0], config.filter.max_image_pixels), results[0].faces))
     if as_json:
         click.echo(json.dumps({"photos": [result.to_json() for result in results]}, indent=2))
     else:
@@ -279,6 +289,26 @@ def query_command(photos: tuple[Path, ...], data_dir: Path, as_json: bool, confi
             for result in failed:
                 click.echo(format_photo(result)[0], err=True)
         sys.exit(1)
+
+
+SERVING_SECTIONS = ("runtime", "detect", "query", "serve")
+
+
+@cli.command("serve")
+@data_dir_option
+@config_options(*SERVING_SECTIONS)
+@with_config
+def serve_command(data_dir: Path, config) -> None:
+    """Answer photos over HTTP: POST /query (JSON, or ?format=png), GET /healthz, GET /stats.
+
+    \b
+    curl --data-binary @me.jpg http://127.0.0.1:8000/query
+    curl -F photo=@me.jpg 'http://127.0.0.1:8000/query?format=png' -o answer.png
+    """
+    from .serve import serve
+
+    serve(data_dir, config, on_ready=lambda url: click.echo(
+        f"lookalike: answering photos of {data_dir} on {url}/query (Ctrl-C stops)"))
 
 
 def main() -> None:

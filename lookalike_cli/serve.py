@@ -1,0 +1,198 @@
+"""``lookalike serve``: the HTTP API (Starlette on uvicorn) over the recognition pool.
+
+``POST /query`` takes a photo as the raw body or as a multipart file and answers the JSON of ``query --json``
+(``?format=png``: the picture of ``query --out``). ``GET /healthz`` says it is up, ``GET /stats`` gives the
+gallery, the queue and the request counts and latencies. A full queue answers 503 with Retry-After, a body
+over the size limit 413, something that is not an image 400, a photo not answered in time 504.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import time
+from collections import Counter, deque
+from pathlib import Path
+from typing import Callable, Sequence
+
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .config import Config
+from .errors import LookalikeError
+from .recognizer import Busy, RecognitionFailed, RecognitionTimeout, Recognizer, rejection_reason
+
+log = logging.getLogger(__name__)
+
+LATENCY_WINDOW = 10_000  # latencies kept for the percentiles of /stats
+
+
+def latency_percentiles(seconds: Sequence[float], percents: Sequence[float] = (50, 90, 99)) -> dict[str, float]:
+    """Nearest-rank percentiles of latencies in seconds, as milliseconds: {"p50": ..., "p99": ...}."""
+    ordered = sorted(seconds)
+    if not ordered:
+        return {}
+    return {f"p{p:g}": round(1000 * ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)], 1) for p in percents}
+
+
+class RequestStats:
+    """Counts of /query answers by status, and the latencies of the answered ones."""
+
+    def __init__(self):
+        self.started = time.monotonic()
+        self.statuses: Counter[int] = Counter()
+        self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+
+    def record(self, status: int, seconds: float) -> None:
+        self.statuses[status] += 1
+        if status == 200:
+            self.latencies.append(seconds)
+
+    def retry_after(self, waiting: int, workers: int) -> int:
+        """Seconds after which a rejected client may try again: the queue ahead of it, at the median latency."""
+        median = latency_percentiles(self.latencies, (50,)).get("p50", 1000.0) / 1000
+        return max(1, math.ceil(median * (waiting + 1) / workers))
+
+    def to_json(self) -> dict:
+        return {"uptime_s": round(time.monotonic() - self.started, 1), "total": sum(self.statuses.values()),
+                "by_status": {str(code): count for code, count in sorted(self.statuses.items())},
+                "latency_ms": latency_percentiles(self.latencies)}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BadRequest(Exception):
+    pass
+
+
+def limited_receive(receive, limit: int):
+    """An ASGI receive that raises BodyTooLarge once more than ``limit`` body bytes have arrived."""
+    seen = 0
+
+    async def wrapped():
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge()
+        return message
+    return wrapped
+
+
+async def read_photo(request: Request, limit: int) -> tuple[bytes, str]:
+    """The photo's bytes and name, from a raw body or the first file of a multipart form."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise BodyTooLarge()
+    limited = Request(request.scope, limited_receive(request.receive, limit))
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        async with limited.form(max_files=1, max_fields=20) as form:
+            files = [value for value in form.values() if isinstance(value, UploadFile)]
+            if not files:
+                raise BadRequest("the multipart form has no file: send the photo as a file field")
+            return await files[0].read(), files[0].filename or "upload"
+    return await limited.body(), "upload"
+
+
+def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def create_app(recognizer: Recognizer, config: Config) -> Starlette:
+    """The API over a started recognizer."""
+    stats = RequestStats()
+    limit = config.serve.max_body_bytes
+
+    async def answer(request: Request) -> Response:
+        output = request.query_params.get("format", "json")
+        if output not in ("json", "png"):
+            return error(400, f"format must be json or png, not {output!r}")
+        try:
+            data, name = await read_photo(request, limit)
+        except BodyTooLarge:
+            return error(413, f"the photo is over the limit of {limit} bytes")
+        except BadRequest as exc:
+            return error(400, str(exc))
+        if not data:
+            return error(400, "send a photo as the request body, or as a multipart file")
+        try:
+            result, picture = await recognizer.recognize(data, name, picture=output == "png")
+        except Busy:
+            retry = stats.retry_after(recognizer.queue_depth, recognizer.workers)
+            return error(503, "busy: every worker is taken and the queue is full, try again later",
+                         {"Retry-After": str(retry)})
+        except RecognitionTimeout:
+            return error(504, f"the photo was not answered within {recognizer.timeout:g} s")
+        except RecognitionFailed:
+            return error(500, "a recognition worker failed on this photo")
+        reason = rejection_reason(result)
+        if reason == "too_large":
+            return error(413, f"the image is too large: {result.error}")
+        if reason:
+            return error(400, f"not a usable image: {result.error}")
+        if output == "png":
+            if picture is None:
+                return JSONResponse({"error": "no face found in the photo", "photos": [result.to_json()]},
+                                    status_code=422)
+            return Response(picture, media_type="image/png")
+        return JSONResponse({"photos": [result.to_json()]})
+
+    async def query(request: Request) -> Response:
+        started = time.perf_counter()
+        response = await answer(request)
+        stats.record(response.status_code, time.perf_counter() - started)
+        return response
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def show_stats(request: Request) -> Response:
+        return JSONResponse({
+            "index": {key: recognizer.gallery[key] for key in ("backend", "size", "people")},
+            "calibration": recognizer.gallery["calibration"],
+            "workers": recognizer.workers,
+            "queue": {"depth": recognizer.queue_depth, "in_work": recognizer.pending - recognizer.queue_depth,
+                      "size": config.serve.queue_size},
+            "requests": stats.to_json()})
+
+    return Starlette(routes=[Route("/query", query, methods=["POST"]), Route("/healthz", healthz),
+                             Route("/stats", show_stats)])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (port 0: any free port); a one-line error when the address is taken."""
+    try:
+        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        raise LookalikeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def http_server(app: Starlette) -> "uvicorn.Server":
+    """A uvicorn server for ``app`` that logs through the ``logging`` set up by the CLI."""
+    import uvicorn
+
+    verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
+    return uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=verbose, timeout_graceful_shutdown=5))
+
+
+def serve(data_dir: str | Path, config: Config, on_ready: Callable[[str], None] = print) -> None:
+    """Run the API on ``config.serve.host:port`` until interrupted; ``on_ready`` gets its URL."""
+    recognizer = Recognizer(data_dir, config)
+    sock = listen(config.serve.host, config.serve.port)
+    try:
+        recognizer.start()
+        host, port = sock.getsockname()[:2]
+        on_ready(f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}")
+        http_server(create_app(recognizer, config)).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn has shut down gracefully, then re-raises Ctrl-C
+        pass
+    finally:
+        recognizer.close()
+        sock.close()

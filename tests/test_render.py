@@ -1,0 +1,64 @@
+"""The picture of the answer: `query --out`, one panel per face, on real photos and real matches."""
+
+import numpy as np
+from click.testing import CliRunner
+from PIL import Image
+
+from lookalike_cli.cli import cli
+from lookalike_cli.query import FaceResult, Match
+from lookalike_cli.render import MAX_PANELS, TILE, TILE_BACKGROUND, face_square, render_answer
+
+from conftest import DEMO, FIXTURES
+
+
+def two_people(demo_gallery) -> np.ndarray:
+    """A real photo with two faces: two portraits side by side."""
+    left, right = (Image.open(demo_gallery / f"{alias}.jpg").convert("RGB") for alias in ("ami-bera", "bob-corker"))
+    both = Image.new("RGB", (left.width + right.width, max(left.height, right.height)), "white")
+    both.paste(left, (0, 0))
+    both.paste(right, (left.width, 0))
+    return np.asarray(both)
+
+
+def test_query_out_draws_the_face_beside_its_match(built, tmp_path):
+    out = tmp_path / "answer.png"
+    result = CliRunner().invoke(cli, ["query", str(DEMO / "selfie.jpg"), "--data-dir", str(built), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    image = Image.open(out)
+    assert image.format == "PNG" and image.width > 2 * TILE
+    pixels = np.asarray(image.convert("RGB")).astype(int)
+    assert pixels[20:20 + TILE // 2, 20:TILE].std() > 20  # the user's face is drawn, not a blank tile
+    assert pixels[20:20 + TILE // 2, TILE + 40:2 * TILE].std() > 20  # and so is the matched photo
+
+
+def test_query_out_takes_one_photo_and_writes_nothing_without_a_face(built, tmp_path):
+    out = tmp_path / "answer.png"
+    result = CliRunner().invoke(cli, ["query", str(DEMO / "selfie.jpg"), str(DEMO / "selfie.jpg"), "--data-dir",
+                                      str(built), "--out", str(out)])
+    assert result.exit_code == 1 and "--out draws the answer for one photo, but 2 were given" in result.output
+    result = CliRunner().invoke(cli, ["query", str(FIXTURES / "no_face_coffee_cc0.png"), "--data-dir", str(built),
+                                      "--out", str(out)])
+    assert result.exit_code == 1 and not out.exists()
+
+
+def test_one_panel_per_face(engine, demo_gallery):
+    image = two_people(demo_gallery)
+    faces = engine.query_image(image)
+    assert [face.matches[0].alias for face in faces] == ["ami-bera", "bob-corker"]
+    one, two = render_answer(image, faces[:1]), render_answer(image, faces)
+    assert two.width == one.width and two.height > 1.9 * one.height
+
+
+def test_many_faces_are_capped_and_a_missing_gallery_photo_is_a_plain_tile(tmp_path):
+    image = np.full((200, 200, 3), 128, np.uint8)
+    match = Match(alias="x", name="X", distance=0.5, similarity=0.5, image=str(tmp_path / "moved.jpg"))
+    faces = [FaceResult(box=[50, 50, 150, 150], matches=[match])] * (MAX_PANELS + 3)
+    capped = render_answer(image, faces)
+    assert capped.height < render_answer(image, faces[:1]).height * (MAX_PANELS + 1)
+    tile = np.asarray(capped)[40:40 + TILE // 2, TILE + 40:2 * TILE]
+    assert (tile == TILE_BACKGROUND).all(axis=2).mean() > 0.9  # a plain tile with a line of text, no photo
+
+
+def test_face_square_keeps_a_margin_inside_the_image():
+    assert face_square((100, 100, 200, 200), 1000, 1000, margin=0.5) == (50, 50, 250, 250)
+    assert face_square((0, 10, 100, 110), 150, 120, margin=0.5) == (0, 0, 150, 120)

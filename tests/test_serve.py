@@ -1,0 +1,190 @@
+"""The HTTP API over real HTTP on 127.0.0.1: real worker processes, real dlib models, the demo gallery."""
+
+import contextlib
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from lookalike_cli.cli import cli
+from lookalike_cli.config import load_config
+from lookalike_cli.recognizer import Recognizer
+from lookalike_cli.serve import create_app, latency_percentiles
+
+from conftest import DEMO, FAST, FIXTURES
+from servers import free_port, running, wait_until
+
+BODY_LIMIT = 600_000  # bytes: the demo portraits are about 60 kB, the no-face fixture 450 kB
+
+
+@contextlib.contextmanager
+def api(data_dir, **settings):
+    """The API over ``data_dir`` with test settings, on a free port of 127.0.0.1; yields an httpx client."""
+    config = load_config(None, {**FAST, "max_body_bytes": BODY_LIMIT, **settings})
+    recognizer = Recognizer(data_dir, config)
+    recognizer.start()
+    try:
+        with running(create_app(recognizer, config)) as url, httpx.Client(base_url=url, timeout=60) as client:
+            yield client
+    finally:
+        recognizer.close()
+
+
+@pytest.fixture(scope="module")
+def client(built):
+    with api(built) as client:
+        yield client
+
+
+def photo(alias: str) -> bytes:
+    return (DEMO / "images" / f"{alias}.jpg").read_bytes()
+
+
+def best_alias(response: httpx.Response) -> str:
+    assert response.status_code == 200, response.text
+    return response.json()["photos"][0]["faces"][0]["matches"][0]["alias"]
+
+
+def test_raw_body_answers_the_json_of_query(client, engine):
+    path = DEMO / "selfie.jpg"
+    response = client.post("/query", content=path.read_bytes(), headers={"content-type": "image/jpeg"})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    expected = engine.query_file(path).to_json()
+    expected["photo"] = "upload"
+    assert response.json() == {"photos": [expected]}
+
+
+def test_multipart_upload_and_png_answer(client):
+    response = client.post("/query", files={"photo": ("ami.jpg", photo("ami-bera"), "image/jpeg")})
+    answer = response.json()["photos"][0]
+    assert answer["photo"] == "ami.jpg" and answer["faces"][0]["matches"][0]["name"] == "Ami Bera"
+    picture = client.post("/query?format=png", content=photo("ami-bera"))
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(picture.content))
+    assert image.format == "PNG" and image.width > image.height > 300
+
+
+def test_no_face_is_an_empty_answer_or_422_for_a_picture(client):
+    coffee = (FIXTURES / "no_face_coffee_cc0.png").read_bytes()
+    assert client.post("/query", content=coffee).json()["photos"][0]["faces"] == []
+    response = client.post("/query?format=png", content=coffee)
+    assert response.status_code == 422 and response.json()["error"] == "no face found in the photo"
+
+
+def test_a_body_over_the_limit_is_413_with_or_without_content_length(client):
+    big = os.urandom(BODY_LIMIT + 1)
+    assert client.post("/query", content=big).status_code == 413
+
+    def chunks():
+        for start in range(0, len(big), 65536):
+            yield big[start:start + 65536]
+    response = client.post("/query", content=chunks())
+    assert response.status_code == 413 and "limit of 600000 bytes" in response.json()["error"]
+
+
+@pytest.mark.parametrize("body, params, message", [
+    (b"<html>not a photo</html>", {}, "not a usable image: undecodable"),
+    (b"", {}, "send a photo"),
+    (b"GIF89a", {"format": "gif"}, "format must be json or png"),
+])
+def test_bad_requests_are_400_with_a_reason(client, body, params, message):
+    response = client.post("/query", content=body, params=params)
+    assert response.status_code == 400 and message in response.json()["error"]
+
+
+def test_a_multipart_form_without_a_file_is_400(client):
+    body = b'--xyz\r\nContent-Disposition: form-data; name="note"\r\n\r\nhi\r\n--xyz--\r\n'
+    response = client.post("/query", content=body, headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert response.status_code == 400 and "has no file" in response.json()["error"]
+
+
+def test_concurrent_clients_get_their_own_answers(client):
+    aliases = ["aaron-schock", "ami-bera", "barack-obama", "bob-corker"] * 3
+    start = threading.Barrier(len(aliases))
+
+    def ask(alias):
+        start.wait()
+        return best_alias(client.post("/query", content=photo(alias)))
+
+    with ThreadPoolExecutor(len(aliases)) as pool:
+        assert list(pool.map(ask, aliases)) == aliases
+
+
+def test_health_and_stats(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    client.post("/query", content=photo("aaron-schock"))
+    stats = client.get("/stats").json()
+    assert stats["index"] == {"backend": "exact", "size": 48, "people": 48}
+    assert set(stats["calibration"]) == {"mean", "std", "count", "min_similarity"}
+    assert stats["workers"] == 2 and stats["queue"] == {"depth": 0, "in_work": 0, "size": 16}
+    assert stats["requests"]["by_status"]["200"] >= 1
+    assert stats["requests"]["latency_ms"]["p50"] <= stats["requests"]["latency_ms"]["p99"]
+
+
+def test_a_full_queue_answers_503_with_retry_after(built):
+    with api(built, workers=1, queue_size=1) as client:
+        start = threading.Barrier(8)
+
+        def ask(_):
+            start.wait()
+            return client.post("/query", content=photo("ami-bera"))
+
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(ask, range(8)))
+        codes = sorted(response.status_code for response in responses)
+        assert set(codes) == {200, 503} and codes.count(200) >= 2, codes
+        busy = next(response for response in responses if response.status_code == 503)
+        assert int(busy.headers["retry-after"]) >= 1 and "busy" in busy.json()["error"]
+        assert all(best_alias(r) == "ami-bera" for r in responses if r.status_code == 200)
+        assert client.get("/stats").json()["requests"]["by_status"]["503"] == codes.count(503)
+        assert client.post("/query", content=photo("bob-corker")).status_code == 200  # and it recovers
+
+
+def test_a_photo_not_answered_in_time_is_504(built):
+    with api(built, workers=1, request_timeout=0.01) as client:
+        response = client.post("/query", content=photo("ami-bera"))
+        assert response.status_code == 504 and "not answered within 0.01 s" in response.json()["error"]
+
+
+def test_the_serve_command_runs_until_interrupted(built):
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "lookalike_cli", "serve", "--data-dir", str(built),
+                                "--port", str(port), "--workers", "1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert f"on http://127.0.0.1:{port}/query" in line, (line, process.stderr.read())
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, what="healthz")
+        assert best_alias(httpx.post(f"{url}/query", content=photo("bob-corker"), timeout=60)) == "bob-corker"
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, errors = process.communicate(timeout=30)
+    assert process.returncode == 0 and "Traceback" not in errors, errors
+
+
+def test_serve_errors_are_one_line(tmp_path, built):
+    result = CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "missing")])
+    assert result.exit_code == 1 and "does not exist: run `lookalike build`" in result.output
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        taken = busy.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", "--data-dir", str(built), "--port", str(taken)])
+    assert result.exit_code == 1 and f"cannot listen on 127.0.0.1:{taken}" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_latency_percentiles_are_nearest_rank_in_milliseconds():
+    assert latency_percentiles([]) == {}
+    assert latency_percentiles([0.5]) == {"p50": 500.0, "p90": 500.0, "p99": 500.0}
+    values = [i / 1000 for i in range(1, 101)]  # 1..100 ms
+    assert latency_percentiles(values) == {"p50": 50.0, "p90": 90.0, "p99": 99.0}
+    assert latency_percentiles(list(reversed(values)), (100,)) == {"p100": 100.0}

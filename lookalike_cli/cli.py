@@ -311,5 +311,24 @@ def serve_command(data_dir: Path, config) -> None:
         f"lookalike: answering photos of {data_dir} on {url}/query (Ctrl-C stops)"))
 
 
+@cli.command("info")
+def info_command() -> None:
+    """Show which dlib and nmslib this installation runs, and how many cores it sees."""
+    from importlib import metadata
+
+    from .models import dlib_build_info
+    from .parallel import resolve_workers
+
+    dlib = dlib_build_info()
+    click.echo(f"lookalike {metadata.version('lookalike')}, Python {sys.version.split()[0]}, "
+               f"{resolve_workers(0)} cores")
+    click.echo(f"dlib {dlib['version']}: BLAS {'on' if dlib['blas'] else 'off'}, "
+               f"AVX {'on' if dlib['avx'] else 'off'}")
+    click.echo(f"nmslib {metadata.version('nmslib')}")
+    if not dlib["blas"]:
+        click.echo("dlib without BLAS computes descriptors about 5x slower (see benchmarks/RESULTS.md); "
+                   "`make dlib-blas` builds and installs one with OpenBLAS")
+
+
 def main() -> None:
     cli(prog_name="lookalike")

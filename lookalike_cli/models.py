@@ -41,6 +41,13 @@ def model_id(models_dir: str = "") -> str:
     return f"{path.stem}:{path.stat().st_size}"
 
 
+def dlib_build_info() -> dict:
+    """Which dlib this process runs: its version, and whether it was built with BLAS and with AVX."""
+    import dlib
+
+    return {"version": dlib.__version__, "blas": bool(dlib.DLIB_USE_BLAS), "avx": bool(dlib.USE_AVX_INSTRUCTIONS)}
+
+
 @dataclass(frozen=True)
 class Face:
     """A detected face: box (left, top, right, bottom), HOG score, 5 landmarks as (x, y)."""

@@ -1,0 +1,21 @@
+"""`lookalike info` reports the dlib build this installation runs."""
+
+import dlib
+from click.testing import CliRunner
+
+from lookalike_cli.cli import cli
+from lookalike_cli.models import dlib_build_info
+
+
+def test_dlib_build_info_reads_the_imported_dlib():
+    info = dlib_build_info()
+    assert info == {"version": dlib.__version__, "blas": bool(dlib.DLIB_USE_BLAS),
+                    "avx": bool(dlib.USE_AVX_INSTRUCTIONS)}
+
+
+def test_info_names_dlib_version_blas_and_suggests_the_faster_build():
+    result = CliRunner().invoke(cli, ["info"])
+    assert result.exit_code == 0, result.output
+    blas = "on" if dlib.DLIB_USE_BLAS else "off"
+    assert f"dlib {dlib.__version__}: BLAS {blas}" in result.output
+    assert ("make dlib-blas" in result.output) == (not dlib.DLIB_USE_BLAS)

@@ -1,0 +1,188 @@
+"""``lookalike bot``: the Telegram bot (python-telegram-bot) over the recognition pool.
+
+A photo (or an image sent as a file) is answered with the best match of every face, its percent, and the
+picture of ``query --out``. Replies go through python-telegram-bot's AIORateLimiter (Telegram allows a bot
+about 30 messages a second). The token comes from ``LOOKALIKE_BOT_TOKEN`` and is never logged. The bot polls
+Telegram, or with ``webhook_url`` set, registers that webhook (with a fresh secret) and listens on host:port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+from telegram import Message, Update
+from telegram.error import BadRequest
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, CommandHandler, ContextTypes, filters
+from telegram.ext import MessageHandler
+
+from .config import Config
+from .errors import LookalikeError
+from .query import FaceResult
+from .recognizer import Busy, RecognitionFailed, RecognitionTimeout, Recognizer, rejection_reason
+from .render import MAX_PANELS
+
+log = logging.getLogger(__name__)
+
+TOKEN_VARIABLE = "LOOKALIKE_BOT_TOKEN"
+
+HELP = ("Send me a photo of a face, a selfie works best, and I will tell you who of my {people} people you look "
+        "like, how much in percent, and show you both side by side.\n\n"
+        "One person per photo is clearest; with several faces I answer each, left to right. Photos can be sent as "
+        "a photo or as a file (JPEG, PNG, WebP...), up to {megabytes:g} MB.\n\n/help shows this again.")
+NO_FACE = ("I could not find a face in this photo. Try one where your face is well lit, looks at the camera and "
+           "is not too small.")
+BROKEN = "I could not open this file as an image. Please send a photo (JPEG, PNG, WebP...)."
+TOO_BIG = "This file is too big for me ({size}); please send a photo under {megabytes:g} MB."
+TOO_MANY_PIXELS = "This image has too many pixels for me; please send a smaller photo."
+BUSY = "I am answering a lot of photos right now. Please send yours again in a minute."
+TIMEOUT = "This photo took me too long. Please try again, or send a smaller one."
+FAILED = "Something went wrong with this photo, sorry. Please try another one."
+NOT_A_PHOTO = "Send me a photo of a face and I will tell you who you look like. /help says more."
+
+
+def bot_token() -> str:
+    """The bot's token from the environment."""
+    token = os.environ.get(TOKEN_VARIABLE, "").strip()
+    if not token:
+        raise LookalikeError(f"set {TOKEN_VARIABLE} to the bot token that @BotFather gave you")
+    return token
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats log records with the bot token hidden: the Bot API's URLs hold it, sometimes URL-encoded
+    (``123:abc`` as ``123%3Aabc``), so its secret part after the colon is hidden wherever it appears."""
+
+    def __init__(self, token: str, fmt: str | None = None):
+        super().__init__(fmt)
+        self.secrets = [token, token.rpartition(":")[2]]
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "<token>")
+        return text
+
+
+def hide_token_in_logs(token: str) -> None:
+    """Redact the token in everything the root logger's handlers print."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        fmt = handler.formatter._fmt if handler.formatter else None
+        handler.setFormatter(RedactingFormatter(token, fmt))
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
+
+
+def caption(faces: list[FaceResult]) -> str:
+    """The text sent with the picture: the best match of each face, with its percent."""
+    if len(faces) == 1:
+        best = faces[0].matches[0]
+        return f"You look like {best.name}: {best.similarity:.0%} alike."
+    lines = [f"I found {len(faces)} faces; left to right they look like:"]
+    lines += [f"{number}. {face.matches[0].name}: {face.matches[0].similarity:.0%}"
+              for number, face in enumerate(faces[:MAX_PANELS], 1)]
+    if len(faces) > MAX_PANELS:
+        lines.append(f"(and {len(faces) - MAX_PANELS} more faces)")
+    return "\n".join(lines)
+
+
+class LookalikeBot:
+    """The bot's handlers, answering photos with a recognizer."""
+
+    def __init__(self, recognizer: Recognizer, config: Config):
+        self.recognizer = recognizer
+        self.limit = config.serve.max_body_bytes
+        self.help = HELP.format(people=recognizer.gallery["people"], megabytes=self.limit / 1_000_000)
+
+    async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await update.effective_message.reply_text(self.help)
+
+    async def on_other(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await update.effective_message.reply_text(NOT_A_PHOTO)
+
+    async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        await self.answer(message, *await self.download(message))
+
+    async def download(self, message: Message) -> tuple[bytes | None, str | None]:
+        """The photo's bytes, or None and the reply that says why not."""
+        attachment = message.photo[-1] if message.photo else message.document  # photo sizes: largest last
+        if attachment.file_size and attachment.file_size > self.limit:
+            return None, TOO_BIG.format(size=megabytes(attachment.file_size), megabytes=self.limit / 1_000_000)
+        try:
+            data = bytes(await (await attachment.get_file()).download_as_bytearray())
+        except BadRequest as exc:  # Telegram refuses to hand bots files over 20 MB
+            log.info("cannot download a file: %s", exc)
+            return None, TOO_BIG.format(size="over 20 MB", megabytes=self.limit / 1_000_000)
+        if len(data) > self.limit:
+            return None, TOO_BIG.format(size=megabytes(len(data)), megabytes=self.limit / 1_000_000)
+        return data, None
+
+    async def answer(self, message: Message, data: bytes | None, refusal: str | None) -> None:
+        if data is None:
+            await message.reply_text(refusal)
+            return
+        name = getattr(message.document, "file_name", None) or "photo"
+        try:
+            result, picture = await self.recognizer.recognize(data, name, picture=True)
+        except Busy:
+            await message.reply_text(BUSY)
+            return
+        except RecognitionTimeout:
+            await message.reply_text(TIMEOUT)
+            return
+        except RecognitionFailed:
+            await message.reply_text(FAILED)
+            return
+        reason = rejection_reason(result)
+        if reason or not result.faces:
+            await message.reply_text(TOO_MANY_PIXELS if reason == "too_large" else BROKEN if reason else NO_FACE)
+            return
+        await message.reply_photo(picture, caption=caption(result.faces), filename="lookalike.png")
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("while answering an update: %s", context.error, exc_info=context.error)
+
+
+def build_application(token: str, recognizer: Recognizer, config: Config) -> Application:
+    """The python-telegram-bot application with the handlers, the rate limiter and the configured Bot API."""
+    settings = config.bot
+    bot = LookalikeBot(recognizer, config)
+    application = (ApplicationBuilder().token(token).base_url(settings.bot_api_url)
+                   .base_file_url(settings.bot_file_url)
+                   .rate_limiter(AIORateLimiter(overall_max_rate=settings.bot_max_rate, overall_time_period=1,
+                                                max_retries=3))
+                   .concurrent_updates(recognizer.capacity).build())
+    application.add_handler(CommandHandler(["start", "help"], bot.on_help))
+    application.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, bot.on_photo))
+    application.add_handler(MessageHandler(filters.ALL, bot.on_other))
+    application.add_error_handler(bot.on_error)
+    return application
+
+
+def run_bot(data_dir: str | Path, config: Config, token: str, on_ready: Callable[[str], None] = print) -> None:
+    """Answer Telegram until interrupted: polling, or a webhook on ``host:port`` when ``webhook_url`` is set."""
+    hide_token_in_logs(token)
+    recognizer = Recognizer(data_dir, config)
+    recognizer.start()
+    try:
+        application = build_application(token, recognizer, config)
+        url, host, port = config.bot.webhook_url, config.serve.host, config.serve.port
+        if url:
+            on_ready(f"listening on {host}:{port} for the webhook {url}")
+            application.run_webhook(listen=host, port=port, url_path=urlsplit(url).path.lstrip("/"),
+                                    webhook_url=url, secret_token=secrets.token_urlsafe(32),
+                                    allowed_updates=["message"])
+        else:
+            on_ready("polling Telegram")
+            application.run_polling(allowed_updates=["message"])
+    finally:
+        recognizer.close()

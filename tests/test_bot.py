@@ -1,0 +1,187 @@
+"""The Telegram bot, run as `lookalike bot`, against a fake Bot API server on 127.0.0.1 (real HTTP, real models)."""
+
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+from PIL import Image
+
+from lookalike_cli import bot
+from lookalike_cli.query import FaceResult, Match
+
+from conftest import DEMO, FIXTURES
+from fake_telegram import FakeTelegram
+from servers import free_port, running, wait_until
+from test_render import two_people
+
+TOKEN = "123456:TEST-token-that-must-never-be-logged"
+RATE = 30  # messages per second, python-telegram-bot's AIORateLimiter default and Telegram's limit
+JITTER = 0.15  # seconds: how much later than sent a message may reach the fake server on a loaded machine
+
+
+def start_bot(data_dir, api_url: str, log, *options: str) -> subprocess.Popen:
+    """`lookalike -vv bot` pointed at the fake Bot API, logging into the file ``log`` (debug logging: the token
+    must not show even there; a file, not a pipe, so that a full pipe never stalls the bot)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "lookalike_cli", "-vv", "bot", "--data-dir", str(data_dir), "--workers", "1",
+         "--bot-api-url", f"{api_url}/bot", "--bot-file-url", f"{api_url}/file/bot", *options],
+        env={**os.environ, "LOOKALIKE_BOT_TOKEN": TOKEN}, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def stop_bot(process: subprocess.Popen, log) -> str:
+    """Interrupt the bot; its log, checked for a clean exit and for the token."""
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+    log.seek(0)
+    output = log.read()
+    assert process.returncode == 0, output[-3000:]
+    assert TOKEN not in output and TOKEN.split(":")[1] not in output
+    return output
+
+
+@pytest.fixture(scope="module")
+def telegram(built, tmp_path_factory):
+    """The fake Bot API with `lookalike bot` polling it."""
+    fake = FakeTelegram(TOKEN)
+    with running(fake.app()) as url, open(tmp_path_factory.mktemp("bot") / "bot.log", "w+") as log:
+        process = start_bot(built, url, log)
+        try:
+            wait_until(lambda: fake.called("getUpdates") or process.poll() is not None, what="the bot to poll")
+            assert process.poll() is None, "the bot stopped"
+            yield fake
+        finally:
+            output = stop_bot(process, log)
+    assert "bot<token>/sendPhoto" in output  # the Bot API's URLs were logged, with the token hidden
+
+
+def reply(fake: FakeTelegram, chat_id: int):
+    """The one message the bot sent to ``chat_id``."""
+    return wait_until(lambda: fake.replies(chat_id), what=f"a reply to chat {chat_id}")[0]
+
+
+def photo_bytes(alias: str) -> bytes:
+    return (DEMO / "images" / f"{alias}.jpg").read_bytes()
+
+
+def test_start_and_help_explain_what_to_send(telegram):
+    telegram.command(1, "/start")
+    telegram.command(2, "/help")
+    for chat in (1, 2):
+        answer = reply(telegram, chat)
+        assert answer.method == "sendMessage" and "Send me a photo of a face" in answer.text
+        assert "48 people" in answer.text and "up to 10 MB" in answer.text
+
+
+def test_a_photo_gets_its_lookalike_with_percent_and_picture(telegram):
+    telegram.photo(3, photo_bytes("ami-bera"))
+    answer = reply(telegram, 3)
+    assert answer.method == "sendPhoto"
+    assert re.fullmatch(r"You look like Ami Bera: \d{1,3}% alike\.", answer.text), answer.text
+    picture = Image.open(io.BytesIO(answer.photo))
+    assert picture.format == "PNG" and picture.width > picture.height > 300
+
+
+def test_an_image_sent_as_a_file_is_answered_like_a_photo(telegram):
+    telegram.document(4, photo_bytes("bob-corker"), "bob.jpg", "image/jpeg")
+    answer = reply(telegram, 4)
+    assert answer.method == "sendPhoto" and answer.text.startswith("You look like Bob Corker: ")
+
+
+def test_several_faces_are_answered_left_to_right(telegram, demo_gallery):
+    buffer = io.BytesIO()
+    Image.fromarray(two_people(demo_gallery)).save(buffer, "JPEG")
+    telegram.photo(5, buffer.getvalue(), 450, 275)
+    answer = reply(telegram, 5)
+    assert answer.method == "sendPhoto"
+    lines = answer.text.splitlines()
+    assert lines[0] == "I found 2 faces; left to right they look like:"
+    assert re.fullmatch(r"1\. Ami Bera: \d+%", lines[1]) and re.fullmatch(r"2\. Bob Corker: \d+%", lines[2])
+
+
+@pytest.mark.parametrize("send, expected", [
+    (lambda fake, chat: fake.photo(chat, (FIXTURES / "no_face_coffee_cc0.png").read_bytes()), bot.NO_FACE),
+    (lambda fake, chat: fake.document(chat, b"<html>not a photo</html>", "photo.jpg", "image/jpeg"), bot.BROKEN),
+    (lambda fake, chat: fake.message(chat, text="hello"), bot.NOT_A_PHOTO),
+], ids=["no face", "broken file", "text"])
+def test_friendly_answers(telegram, send, expected):
+    chat = 100 + len(telegram.updates)
+    send(telegram, chat)
+    answer = reply(telegram, chat)
+    assert answer.method == "sendMessage" and answer.text == expected
+
+
+def test_a_huge_file_is_refused_without_downloading_it(telegram):
+    update = telegram.document(6, photo_bytes("ami-bera"), "huge.jpg", "image/jpeg", size=50_000_000)
+    answer = reply(telegram, 6)
+    assert answer.text == "This file is too big for me (50.0 MB); please send a photo under 10 MB."
+    file_id = update["message"]["document"]["file_id"]
+    assert not [params for params in telegram.called("getFile") if params["file_id"] == file_id]
+
+
+def test_a_burst_of_200_updates_is_answered_within_the_rate_limit(telegram):
+    people = ["aaron-schock", "ami-bera", "barack-obama", "bob-corker", "beto-orourke"]
+    photos = {20_000 + i: people[i % len(people)] for i in range(10)}
+    texts = [10_000 + i for i in range(190)]
+    for i, chat in enumerate(texts):
+        if i % 19 == 0:
+            alias = photos[20_000 + i // 19]
+            telegram.photo(20_000 + i // 19, photo_bytes(alias))
+        telegram.command(chat, "/help") if i % 2 else telegram.message(chat, text=f"hello {i}")
+    chats = set(texts) | set(photos)
+    wait_until(lambda: chats <= {sent.chat_id for sent in telegram.sent}, timeout=120, what="200 replies")
+    burst = [sent for sent in telegram.sent if sent.chat_id in chats]
+    assert sorted(sent.chat_id for sent in burst) == sorted(chats)  # each answered once, none dropped
+    names = {person["alias"]: person["name"] for person in json.loads((DEMO / "catalog.json").read_text())}
+    for chat, alias in photos.items():
+        assert telegram.replies(chat)[0].text.startswith(f"You look like {names[alias]}: ")
+    times = sorted(sent.at for sent in burst)
+    # AIORateLimiter is a leaky bucket of RATE messages per second: any stretch of t seconds holds at most
+    # RATE + RATE * t messages; arrivals here may lag their sending by up to JITTER seconds.
+    worst = max(j - i + 1 - RATE * (times[j] - times[i] + JITTER)
+                for i in range(len(times)) for j in range(i, len(times)))
+    assert worst <= RATE, worst
+    assert (len(times) - RATE) / (times[-1] - times[0]) <= RATE * 1.05  # and it does not stall either
+
+
+def test_the_bot_takes_updates_from_a_webhook_with_its_secret(built, tmp_path):
+    fake = FakeTelegram(TOKEN)
+    port = free_port()
+    webhook = f"http://127.0.0.1:{port}/telegram-hook"
+    with running(fake.app()) as url, open(tmp_path / "bot.log", "w+") as log:
+        process = start_bot(built, url, log, "--webhook-url", webhook, "--host", "127.0.0.1", "--port", str(port))
+        try:
+            registered = wait_until(lambda: fake.called("setWebhook") or process.poll() is not None,
+                                    what="setWebhook")
+            assert process.poll() is None, "the bot stopped"
+            assert registered[0]["url"] == webhook and len(registered[0]["secret_token"]) >= 32
+            update = fake.photo(7, photo_bytes("barack-obama"))
+            assert httpx.post(webhook, json=update).status_code == 403  # without the secret
+            response = httpx.post(webhook, json=update,
+                                  headers={"X-Telegram-Bot-Api-Secret-Token": registered[0]["secret_token"]})
+            assert response.status_code == 200
+            assert reply(fake, 7).text.startswith("You look like Barack Obama: ")
+            assert not fake.called("getUpdates")
+        finally:
+            stop_bot(process, log)
+
+
+def test_the_token_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv(bot.TOKEN_VARIABLE, raising=False)
+    with pytest.raises(bot.LookalikeError, match="set LOOKALIKE_BOT_TOKEN"):
+        bot.bot_token()
+    monkeypatch.setenv(bot.TOKEN_VARIABLE, f" {TOKEN}\n")
+    assert bot.bot_token() == TOKEN
+
+
+def test_captions_name_each_face_with_its_percent():
+    def face(name, similarity):
+        return FaceResult(box=[0, 0, 1, 1], matches=[Match(name.lower(), name, 0.5, similarity, "x.jpg")])
+    assert bot.caption([face("Ann", 0.874)]) == "You look like Ann: 87% alike."
+    many = bot.caption([face(f"P{i}", 0.5) for i in range(bot.MAX_PANELS + 2)])
+    assert many.splitlines()[-1] == "(and 2 more faces)" and len(many.splitlines()) == bot.MAX_PANELS + 2

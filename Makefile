@@ -19,6 +19,20 @@ demo: install
 	$(BIN)/lookalike build --images data/demo/images --catalog data/demo/catalog.json --data-dir $(DEMO_DATA)
 	$(BIN)/lookalike query data/demo/selfie.jpg --data-dir $(DEMO_DATA) --top-k 3
 
+# crawl -> build -> query: photos of the CATALOG's people from Bing (needs the internet) into DATA/images, a
+# gallery in DATA, then PHOTO's lookalikes. Extra options: CRAWL_OPTIONS='--engine baidu --per-person 10'.
+CATALOG ?= data/demo/catalog.json
+DATA ?= data/pipeline
+PHOTO ?= data/demo/selfie.jpg
+CRAWL_OPTIONS ?=
+BUILD_OPTIONS ?=
+
+.PHONY: pipeline
+pipeline: install
+	$(BIN)/lookalike crawl --catalog $(CATALOG) --data-dir $(DATA) $(CRAWL_OPTIONS)
+	$(BIN)/lookalike build --images $(DATA)/images --catalog $(CATALOG) --data-dir $(DATA) $(BUILD_OPTIONS)
+	$(BIN)/lookalike query $(PHOTO) --data-dir $(DATA) --top-k 3
+
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

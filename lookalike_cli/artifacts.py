@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
@@ -24,6 +25,11 @@ EMBEDDING_SIZE = 128
 
 # Column name -> pyarrow type name, per artifact. The single definition of every table's schema.
 COLUMNS: dict[str, dict[str, str]] = {
+    "crawl": {
+        "alias": "string", "query": "string", "url": "string", "path": "string", "sha256": "string",
+        "bytes": "int64", "width": "int32", "height": "int32", "http_status": "int32", "status": "string",
+        "error": "string", "seconds": "float32", "time": "string",
+    },
     "people": {
         "alias": "string", "name": "string", "role": "string", "n_movies": "int64", "extra": "string",
     },
@@ -66,6 +72,14 @@ class DataDir:
     """The paths of one data directory's artifacts."""
 
     root: Path
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def crawl(self) -> Path:
+        return self.root / "crawl.parquet"
 
     @property
     def people(self) -> Path:
@@ -244,6 +258,17 @@ class Checkpoint:
     def plan(self, total: int) -> None:
         """Size the parts for a run that will add ``total`` rows."""
         self.every = max(1, min(self.MAX_ROWS, total // 10))
+
+    def resume(self, path: Path, stage: str) -> list[dict]:
+        """The rows of the stage's artifact ``path`` from its last run (none when it is damaged: that work is
+        redone), then the rows that interrupted runs saved in parts."""
+        rows = []
+        if path.exists():
+            try:
+                rows = read_table(path, self.artifact, stage).to_pylist()
+            except LookalikeError as exc:
+                logging.getLogger(__name__).warning("ignoring the previous %s results: %s", stage, exc)
+        return rows + self.read(stage)
 
     def read(self, stage: str) -> list[dict]:
         """Rows saved by earlier, interrupted runs (damaged parts are skipped: their work is redone)."""

@@ -161,6 +161,33 @@ def print_index(summary) -> None:
     click.echo(f"index: {summary.backend} over {summary.vectors} vectors in {summary.seconds:.1f} s")
 
 
+def print_crawl(summary) -> None:
+    click.echo(f"crawl: {summary.complete} of {summary.people} people complete, {summary.partial} partial, "
+               f"{summary.empty} empty ({summary.already_complete} were complete before this run)")
+    for status, count in summary.statuses.items():
+        click.echo(f"  {status}: {count}")
+
+
+@cli.command("crawl")
+@click.option("--catalog", type=click.Path(path_type=Path), required=True,
+              help='People as JSON: [{"name", "alias"}, ...]; the search engines are asked for the name.')
+@click.option("--urls", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="For --engine urls: a CSV or Parquet file with columns alias,url.")
+@data_dir_option
+@config_options("crawl")
+@with_config
+@locked("crawl")
+def crawl_command(catalog: Path, urls: Path | None, data_dir: Path, config) -> None:
+    """Download photos of every catalog person into DATA_DIR/images/<alias>/, resumably.
+
+    Every attempted URL is a row of DATA_DIR/crawl.parquet with its status; a re-run skips people who have
+    --per-person photos. Next: lookalike build --images DATA_DIR/images --data-dir DATA_DIR.
+    """
+    from .crawl import crawl
+
+    print_crawl(crawl(catalog, data_dir, config, urls=urls))
+
+
 @cli.command("filter")
 @images_option
 @catalog_option

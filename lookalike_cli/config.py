@@ -23,6 +23,29 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
 
 
 @dataclass(frozen=True)
+class CrawlConfig:
+    engine: str = setting("bing", "where photos come from: Bing or Baidu image search by the person's name, or "
+                                  "urls: a CSV/Parquet list of alias,url given with --urls",
+                          choices=("bing", "baidu", "urls"))
+    per_person: int = setting(5, "photos kept per person; people who have them are skipped on re-runs", min=1,
+                              max=1000)
+    threads: int = setting(32, "people crawled at once (a thread downloads one person's photos at a time)",
+                           min=1, max=512)
+    query_suffix: str = setting("", "words searched after the person's name, e.g. face or actor")
+    search_results: int = setting(100, "search results looked through per person at most, a page at a time",
+                                  min=1, max=1000)
+    search_host: str = setting("", "send search requests to this http://host:port instead of the engine's "
+                                   "(a mirror, or a local test server)")
+    download_timeout: float = setting(10.0, "seconds a photo or result page may take to arrive, in total",
+                                      min=0.1, max=600.0)
+    max_download_bytes: int = setting(20_000_000, "reject photos larger than this many bytes, reading no "
+                                                  "further", min=1)
+    max_download_pixels: int = setting(40_000_000, "reject photos with more pixels, before decoding them",
+                                       min=1)
+    min_download_side: int = setting(80, "reject photos whose shorter side has fewer pixels", min=1)
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     workers: int = setting(0, "worker processes for dlib work (0: one per core)", min=0, max=256)
     models_dir: str = setting("", "folder with dlib's model files (empty: the face_recognition_models package)")
@@ -120,6 +143,7 @@ class BotConfig:
 
 @dataclass(frozen=True)
 class Config:
+    crawl: CrawlConfig = field(default_factory=CrawlConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .artifacts import Checkpoint, DataDir, read_table, write_table
+from .artifacts import Checkpoint, DataDir, write_table
 from .catalog import load_catalog, person_row
 from .config import Config, DetectConfig, FilterConfig
 from .errors import LookalikeError
@@ -94,16 +94,6 @@ def _load_models(models_dir: str) -> None:
     process_models(models_dir)
 
 
-def _previous_rows(data: DataDir, checkpoint: Checkpoint) -> list[dict]:
-    rows = []
-    if data.filter.exists():
-        try:
-            rows = read_table(data.filter, "filter", "filter").to_pylist()
-        except LookalikeError as exc:
-            log.warning("ignoring the previous filter results: %s", exc)
-    return rows + checkpoint.read("filter")
-
-
 def people_rows(images: list[GalleryImage], catalog: str | Path | None) -> list[dict]:
     """``people`` rows: the catalog's entries, plus aliases found only in the images (named by alias)."""
     rows = load_catalog(catalog) if catalog else []
@@ -126,7 +116,7 @@ def filter_images(images_dir: str | Path, data_dir: str | Path, catalog: str | P
     people = people_rows(images, catalog)
     key = detect_key(config.detect, config.filter)
     checkpoint = Checkpoint(data, "filter", "filter")
-    previous = _previous_rows(data, checkpoint)
+    previous = checkpoint.resume(data.filter, "filter")
     by_stat = {(r["path"], r["size"], r["mtime_ns"]): r["sha256"] for r in previous}
     by_content = {(r["sha256"], r["detect_key"]): r for r in previous if r["reason"] not in RETRY_REASONS}
 

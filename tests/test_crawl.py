@@ -1,0 +1,299 @@
+"""`lookalike crawl` against a real HTTP server on 127.0.0.1 (tests/crawl_server.py), no internet: icrawler's
+Bing and Baidu feeders and parsers, the verifying downloader, the manifest, resuming after a kill, and the
+crawl -> build -> query chain of `make pipeline`."""
+
+import io
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageOps
+
+from lookalike_cli.cli import cli
+from lookalike_cli.config import load_config
+from lookalike_cli.crawl import crawl, manifest_row, rehost, retryable, verified_image
+from lookalike_cli.images import ImageRejected, list_gallery, sha256_of
+
+from conftest import DEMO, REPO
+from crawl_server import BAD_STATUSES, CrawlServer, baidu_encode, demo_photo, synthetic_world
+
+PEOPLE = json.loads((DEMO / "catalog.json").read_text())[:4]  # the 4th is Beto O’Rourke: a non-ASCII query
+
+
+def png_of_mirrored(alias: str) -> bytes:
+    buffer = io.BytesIO()
+    ImageOps.mirror(Image.open(DEMO / "images" / f"{alias}.jpg")).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def photo_files(aliases) -> dict:
+    """Each person's demo JPEG, and a mirrored copy as PNG behind a .jpg name and an image/jpeg header."""
+    files = {}
+    for alias in aliases:
+        files[f"/img/{alias}.jpg"] = (demo_photo(alias), "image/jpeg")
+        files[f"/img/{alias}-mirror.jpg"] = (png_of_mirrored(alias), "image/jpeg")
+    return files
+
+
+def write_catalog(folder: Path, people) -> Path:
+    path = folder / "catalog.json"
+    path.write_text(json.dumps(people, ensure_ascii=False))
+    return path
+
+
+def write_url_list(path: Path, rows) -> Path:
+    if path.suffix == ".parquet":
+        pq.write_table(pa.table({"alias": [a for a, _ in rows], "url": [u for _, u in rows]}), path)
+    else:
+        path.write_text("alias,url\n" + "".join(f"{alias},{url}\n" for alias, url in rows))
+    return path
+
+
+def manifest(data: Path) -> list[dict]:
+    return pq.read_table(data / "crawl.parquet").to_pylist()
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}
+
+
+def settings(**values):
+    return load_config(None, {"download_timeout": 2.0} | values)
+
+
+def run(*args, code=0):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == code, result.output
+    return result
+
+
+# --- pure helpers
+
+
+def test_rehost_keeps_path_and_query():
+    assert rehost("https://www.bing.com/images/async?q=a+b&first=0", "http://127.0.0.1:8000") == \
+        "http://127.0.0.1:8000/images/async?q=a+b&first=0"
+
+
+@pytest.mark.parametrize("status, http_status, again", [
+    ("timeout", None, True), ("connection_error", None, True), ("search_error", 503, True),
+    ("http_error", 503, True), ("http_error", 429, True), ("http_error", 404, False), ("ok", 200, False),
+    ("not_image", 200, False), ("too_large", 200, False),
+])
+def test_only_failures_that_may_pass_are_retried(status, http_status, again):
+    assert retryable(manifest_row("a", "q", "http://x/y.jpg", status, http_status=http_status)) is again
+
+
+def test_the_extension_comes_from_the_decoded_format():
+    limits = load_config().crawl
+    assert verified_image(png_of_mirrored("ami-bera"), limits) == ("png", 225, 275)
+    assert verified_image(demo_photo("ami-bera"), limits)[0] == "jpg"
+    with pytest.raises(ImageRejected) as rejected:
+        verified_image(b"GIF89a not really", limits)
+    assert rejected.value.reason == "not_image"
+
+
+def test_the_server_ciphers_baidu_urls_as_icrawler_deciphers_them():
+    from icrawler.builtin.baidu import BaiduParser
+    from icrawler.utils import Signal
+
+    url = "http://127.0.0.1:4321/img/beto-orourke_2.jpg?x=1"
+    assert BaiduParser(1, Signal(), None)._decode_url(baidu_encode(url)) == url
+
+
+# --- downloads: every bad case gets its status, only images are kept
+
+
+@pytest.mark.parametrize("list_format", ["csv", "parquet"])
+def test_bad_responses_get_their_status_and_only_verified_images_are_kept(tmp_path, list_format):
+    alias = "aaron-schock"
+    files = photo_files([alias]) | {"/img/copy.jpg": (demo_photo(alias), "image/jpeg")}
+    with CrawlServer(files=files, drip_seconds=4.0) as server:
+        paths = list(BAD_STATUSES) + [f"/img/{alias}.jpg", "/img/copy.jpg", f"/img/{alias}-mirror.jpg",
+                                      "/gzipped.jpg"]
+        urls = write_url_list(tmp_path / f"urls.{list_format}", [(alias, server.url + path) for path in paths])
+        config = settings(engine="urls", per_person=10, download_timeout=1.0, max_download_bytes=300_000)
+        summary = crawl(write_catalog(tmp_path, PEOPLE[:1]), tmp_path / "data", config, urls=urls)
+
+    rows = {row["url"].removeprefix(server.url): row for row in manifest(tmp_path / "data")}
+    expected = BAD_STATUSES | {f"/img/{alias}.jpg": "ok", "/img/copy.jpg": "duplicate",
+                               f"/img/{alias}-mirror.jpg": "ok", "/gzipped.jpg": "duplicate"}
+    assert {path: row["status"] for path, row in rows.items()} == expected
+    assert rows["/bad/missing.jpg"]["http_status"] == 404 and rows["/bad/error.jpg"]["http_status"] == 500
+    assert rows["/bad/slow.jpg"]["seconds"] < 2.0  # the total deadline, not a timeout per read
+    jpeg, png = rows[f"/img/{alias}.jpg"], rows[f"/img/{alias}-mirror.jpg"]
+    assert rows["/img/copy.jpg"]["path"] == rows["/gzipped.jpg"]["path"] == jpeg["path"]
+    assert png["path"].endswith(".png") and (png["width"], png["height"]) == (225, 275)
+    kept = files_under(tmp_path / "data" / "images")
+    assert kept == {f"{alias}/{jpeg['sha256']}.jpg", f"{alias}/{png['sha256']}.png"}
+    for name in kept:
+        assert sha256_of(tmp_path / "data" / "images" / name) == Path(name).stem
+    assert (summary.complete, summary.partial, summary.empty) == (0, 1, 0)
+    assert summary.statuses["ok"] == 2 and summary.statuses["http_error"] == 2
+    assert not (tmp_path / "data" / "parts").exists()
+
+
+# --- search engines: icrawler's real feeders and parsers, pointed at the local server
+
+
+@pytest.mark.parametrize("engine", ["bing", "baidu"])
+def test_search_engines_through_the_local_server_and_a_rerun_downloads_nothing(tmp_path, engine):
+    aliases = [person["alias"] for person in PEOPLE]
+    # per person: a dead link, the photo, its mirrored PNG, and one more that is never needed
+    results = {f"{person['name']} portrait": ["/bad/missing.jpg", f"/img/{person['alias']}.jpg",
+                                              f"/img/{person['alias']}-mirror.jpg", "/img/never-needed.jpg"]
+               for person in PEOPLE}
+    files = photo_files(aliases) | {"/img/never-needed.jpg": (demo_photo("ron-paul"), "image/jpeg")}
+    catalog = write_catalog(tmp_path, PEOPLE)
+    with CrawlServer(results, files) as server:
+        config = settings(engine=engine, search_host=server.url, query_suffix="portrait", per_person=2)
+        summary = crawl(catalog, tmp_path / "data", config)
+        first_hits = dict(server.hits)
+        again = crawl(catalog, tmp_path / "data", config)
+        assert dict(server.hits) == first_hits  # nothing searched or downloaded again
+
+    assert (summary.complete, summary.people) == (4, 4)
+    assert (again.already_complete, again.statuses) == (4, {})
+    page = "/images/async" if engine == "bing" else "/search/acjson"
+    assert first_hits[page] == 4 and first_hits["/bad/missing.jpg"] == 4
+    assert "/img/never-needed.jpg" not in first_hits
+    gallery = list_gallery(tmp_path / "data" / "images")
+    assert sorted({image.alias for image in gallery}) == sorted(aliases)
+    assert sorted(Path(image.path).suffix for image in gallery) == [".jpg"] * 4 + [".png"] * 4
+    rows = manifest(tmp_path / "data")
+    assert {row["query"] for row in rows} == set(results)
+    assert len(rows) == 12
+
+
+def test_a_failed_search_is_recorded_and_retried(tmp_path):
+    catalog = write_catalog(tmp_path, PEOPLE[:1])
+    person = PEOPLE[0]
+    with CrawlServer() as down:
+        url = down.url
+    summary = crawl(catalog, tmp_path / "data", settings(search_host=url, per_person=1))
+    assert (summary.empty, summary.statuses) == (1, {"search_error": 1})
+    [row] = manifest(tmp_path / "data")
+    assert row["status"] == "search_error" and "ConnectionError" in row["error"]
+
+    with CrawlServer({person["name"]: [f"/img/{person['alias']}.jpg"]}, photo_files([person["alias"]])) as server:
+        summary = crawl(catalog, tmp_path / "data", settings(search_host=server.url, per_person=1))
+    assert (summary.complete, summary.statuses) == (1, {"ok": 1})
+    assert [row["status"] for row in manifest(tmp_path / "data")] == ["ok"]
+
+
+def test_a_rerun_retries_only_what_may_pass(tmp_path):
+    alias = "ami-bera"
+    catalog = write_catalog(tmp_path, [p for p in PEOPLE if p["alias"] == alias])
+    with CrawlServer(files=photo_files([alias])) as server:
+        paths = ["/bad/flaky.jpg", "/bad/missing.jpg", f"/img/{alias}.jpg"]  # flaky: 503 once, then a photo
+        urls = write_url_list(tmp_path / "urls.csv", [(alias, server.url + path) for path in paths])
+        config = settings(engine="urls", per_person=2)
+        first = crawl(catalog, tmp_path / "data", config, urls=urls)
+        second = crawl(catalog, tmp_path / "data", config, urls=urls)
+        hits = dict(server.hits)
+    assert (first.partial, first.statuses) == (1, {"http_error": 2, "ok": 1})
+    assert (second.complete, second.statuses) == (1, {"ok": 1})
+    assert hits == {"/bad/flaky.jpg": 2, "/bad/missing.jpg": 1, f"/img/{alias}.jpg": 1}
+    rows = manifest(tmp_path / "data")
+    assert sorted(row["status"] for row in rows) == ["http_error", "ok", "ok"] and len(rows) == 3
+
+
+def test_a_killed_run_resumes_to_the_same_files_without_duplicate_rows(tmp_path):
+    catalog_entries, results, files = synthetic_world(40, 3)
+    catalog = write_catalog(tmp_path, catalog_entries)
+    command = [sys.executable, "-m", "lookalike_cli", "crawl", "--catalog", catalog, "--threads", "2",
+               "--per-person", "3"]
+    with CrawlServer(results, files, latency=0.03) as server:
+        killed = tmp_path / "killed"
+        crawl_run = subprocess.Popen([*map(str, command), "--search-host", server.url, "--data-dir", str(killed)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while len(files_under(killed / "images")) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        crawl_run.send_signal(signal.SIGKILL)
+        crawl_run.wait()
+        assert not (killed / "crawl.parquet").exists() and (killed / "parts" / "crawl").is_dir()
+        run("crawl", "--catalog", catalog, "--per-person", 3, "--search-host", server.url, "--data-dir", killed)
+        clean = tmp_path / "clean"
+        run("crawl", "--catalog", catalog, "--per-person", 3, "--search-host", server.url, "--data-dir", clean)
+
+    assert files_under(killed / "images") == files_under(clean / "images")
+    assert len(files_under(clean / "images")) == 120
+    rows = manifest(killed)
+    assert len({(row["alias"], row["url"]) for row in rows}) == len(rows) == len(manifest(clean))
+    assert not (killed / "parts").exists()
+    assert not [path for path in killed.rglob("*") if path.name.endswith(".tmp")]
+
+
+# --- bad input: one line, exit 1, nothing written
+
+
+@pytest.mark.parametrize("alias", ["../up", "/etc/x", "", ".", "..", "a/b", "a\\b", ".hidden"])
+def test_an_alias_that_could_leave_the_images_folder_is_rejected_with_its_position(tmp_path, alias):
+    catalog = write_catalog(tmp_path, [{"name": "Ann", "alias": "ann"}, {"name": "Evil", "alias": alias}])
+    result = run("crawl", "--catalog", catalog, "--data-dir", tmp_path / "data", code=1)
+    assert result.output.startswith(f"Error: catalog {catalog} entry 1: alias") and result.output.count("\n") == 1
+    assert not (tmp_path / "data" / "images").exists()
+
+
+@pytest.mark.parametrize("rows, options, message", [
+    ("alias,link\nann,http://x/a.jpg\n", ["--engine", "urls"], "must have the columns alias and url"),
+    ("alias,url\nann,http://x/a.jpg\n../x,http://x/b.jpg\n", ["--engine", "urls"], "row 2: alias '../x' starts"),
+    ("alias,url\nann,file:///etc/passwd\n", ["--engine", "urls"], "row 1: 'file:///etc/passwd' is not an http"),
+    ("alias,url\n", ["--engine", "bing"], "--urls is read by the urls engine only"),
+    (None, ["--engine", "urls"], "the urls engine needs a URL list"),
+    (None, ["--search-host", "127.0.0.1:80"], "search_host must look like http://host:port"),
+])
+def test_bad_url_lists_and_options_are_one_line_errors(tmp_path, rows, options, message):
+    catalog = write_catalog(tmp_path, [{"name": "Ann", "alias": "ann"}])
+    urls = []
+    if rows is not None:
+        (tmp_path / "urls.csv").write_text(rows)
+        urls = ["--urls", tmp_path / "urls.csv"]
+    result = run("crawl", "--catalog", catalog, "--data-dir", tmp_path / "data", *options, *urls, code=1)
+    assert message in result.output and result.output.count("\n") == 1
+
+
+def test_crawl_help_shows_its_settings():
+    output = run("crawl", "--help").output
+    for option in ("--catalog", "--urls", "--engine", "--per-person", "--threads", "--query-suffix",
+                   "--search-host", "--download-timeout", "--max-download-bytes"):
+        assert option in output
+
+
+# --- make pipeline: crawl -> build -> query
+
+
+@pytest.mark.slow
+def test_make_pipeline_crawls_builds_and_answers(tmp_path):
+    make = shutil.which("make")
+    bin_dir = Path(sys.executable).parent
+    if make is None or not (bin_dir / "lookalike").exists():
+        pytest.skip("needs make and the lookalike command beside this Python")
+    aliases = [person["alias"] for person in PEOPLE]
+    results = {person["name"]: [f"/img/{person['alias']}.jpg", f"/img/{person['alias']}-mirror.jpg"]
+               for person in PEOPLE}
+    photo = tmp_path / "me.jpg"
+    face = Image.open(DEMO / "images" / "barack-obama.jpg")
+    face.resize((int(face.width * 0.9), int(face.height * 0.9))).save(photo, quality=80)
+    data = tmp_path / "data"
+    with CrawlServer(results, photo_files(aliases)) as server:
+        done = subprocess.run(
+            [make, "--no-print-directory", "-o", ".venv/.installed", "pipeline", f"BIN={bin_dir}",
+             f"CATALOG={write_catalog(tmp_path, PEOPLE)}", f"DATA={data}", f"PHOTO={photo}",
+             f"CRAWL_OPTIONS=--search-host {server.url} --per-person 2",
+             "BUILD_OPTIONS=--num-jitters 1 --workers 2"],
+            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "crawl: 4 of 4 people complete" in done.stdout
+    answer = [line for line in done.stdout.splitlines() if line.startswith(f"{photo} face 1: ")]
+    assert answer and answer[0].startswith(f"{photo} face 1: Barack Obama "), done.stdout
+    assert len(list_gallery(data / "images")) == 8

@@ -269,6 +269,34 @@ def build_command(images_dir: Path, catalog: Path | None, data_dir: Path, config
     print_index(summary.index)
 
 
+@cli.command("eval")
+@images_option
+@click.option("--distractors", "distractors_dir", type=click.Path(path_type=Path), default=None,
+              help="More people for the gallery, without probes (DIR/<alias>.jpg or DIR/<alias>/*.jpg).")
+@click.option("--skip-distractor", "skip_distractors", multiple=True,
+              help="A distractor alias that is one of the labelled people under another name (repeatable).")
+@click.option("--intruders", type=click.IntRange(0, 100), default=0,
+              help="Photos of other people put into each probed person's gallery folder: a dirty crawl.")
+@click.option("--seed", type=int, default=0, help="Seed of the gallery/probe split and of the intruders.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("eval-results"),
+              help="Folder for eval.json and eval.png.")
+@config_options(*DLIB_SECTIONS, "filter", "embed", "clean", "calibrate", "index", "query")
+@with_config
+def eval_command(images_dir: Path, distractors_dir: Path | None, skip_distractors: tuple[str, ...],
+                 intruders: int, seed: int, out_dir: Path, config) -> None:
+    """Measure identification and verification on labelled photos (DIR/<person>/*.jpg).
+
+    Each person's photos are split into gallery and probes, the gallery is built in a temporary folder with
+    the current settings, and the probes are answered like queries.
+    """
+    from .evaluate import evaluate, format_report
+
+    report = evaluate(images_dir, out_dir, distractors_dir, seed, intruders, skip_distractors, config)
+    for line in format_report(report):
+        click.echo(line)
+    click.echo(f"wrote {out_dir / 'eval.json'} and {out_dir / 'eval.png'}")
+
+
 def format_photo(result) -> list[str]:
     """Human lines for one photo's result."""
     if result.error:

@@ -1,5 +1,6 @@
 """Identity cleaning: the maths on made-up vectors, then "dirty crawls" of real photos through `build`."""
 
+import os
 import shutil
 
 import numpy as np
@@ -8,8 +9,11 @@ import pytest
 from PIL import Image, ImageOps
 
 from lookalike_cli.build import build
-from lookalike_cli.clean import dominant_identity, gallery_selection
+from lookalike_cli.calibrate import calibrate
+from lookalike_cli.clean import clean_identities, dominant_identity, gallery_selection
 from lookalike_cli.config import load_config
+from lookalike_cli.errors import LookalikeError
+from lookalike_cli.index import build_index
 from lookalike_cli.query import Lookalike
 
 from conftest import DEMO, FAST, shared_path
@@ -83,6 +87,36 @@ def test_dirty_crawl_of_altered_copies_loses_exactly_the_intruders(tmp_path):
     assert {row["reason"] for key, row in rows.items() if key in rejected} == {"other_identity"}
     assert summary.clean.people == {"agree": 1, "single_photo": 1, "no_agreement": 0}
     assert summary.index.vectors == 5
+
+    means = build(tmp_path / "images", tmp_path / "data", DEMO / "catalog.json",
+                  load_config(None, FAST | {"gallery_vectors": "mean", "other_identities": "keep"}))
+    assert (means.filter.detected, means.embed.computed) == (0, 0)
+    assert (means.clean.kept, means.clean.rejected, means.index.vectors) == (7, 2, 2)
+    gallery = pq.read_table(tmp_path / "data" / "gallery.parquet").to_pylist()
+    assert [row["kind"] for row in gallery] == ["mean", "mean"]
+    representative = [key for key, row in identities(tmp_path / "data").items() if row["representative"]]
+    assert sorted(row["image"].rsplit("/", 2)[-2] + "/" + row["image"].rsplit("/", 1)[-1] for row in gallery) == \
+        sorted(representative)
+
+
+def test_stages_refuse_a_gallery_older_than_the_embeddings(tmp_path, demo_gallery):
+    images = tmp_path / "images"
+    images.mkdir()
+    for alias in ("ami-bera", "bob-corker", "aaron-schock"):
+        shutil.copy(demo_gallery / f"{alias}.jpg", images)
+    data = tmp_path / "data"
+    config = load_config(None, FAST)
+    build(images, data, None, config)
+    os.utime(data / "embeddings.parquet", ns=(1, 1))
+    for stage in (calibrate, build_index, lambda d, c: Lookalike(d, c)):
+        with pytest.raises(LookalikeError, match="gallery.parquet is older than .*run `lookalike clean` again"):
+            stage(data, config)
+    clean_identities(data, config)
+    with pytest.raises(LookalikeError, match="calibration.json is older than"):
+        Lookalike(data, config)
+    calibrate(data, config)
+    build_index(data, config)
+    assert Lookalike(data, config).query_file(images / "ami-bera.jpg").faces[0].matches[0].alias == "ami-bera"
 
 
 def test_dirty_crawl_of_real_photos_through_build_and_query(tmp_path):

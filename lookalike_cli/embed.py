@@ -56,10 +56,6 @@ def embed_face(task: EmbedTask) -> tuple[str, list[float] | None, str]:
         return task.path, None, f"{type(exc).__name__}: {exc}"
 
 
-def _load_models(models_dir: str) -> None:
-    process_models(models_dir)
-
-
 def _cache_key(row: dict) -> tuple:
     return row["sha256"], tuple(row["box"]), row["embed_key"]
 
@@ -101,7 +97,7 @@ def embed_faces(data_dir: str | Path, config: Config = Config()) -> EmbedSummary
         checkpoint.plan(len(todo))
         by_path = {row["path"]: row for row in accepted}
         for path, embedding, error in parallel_map(embed_face, todo, workers=config.runtime.workers,
-                                                   initializer=_load_models,
+                                                   initializer=process_models,
                                                    initargs=(config.runtime.models_dir,), desc="embed"):
             if embedding is None:
                 failed += 1

@@ -90,10 +90,6 @@ def detect_image(task: DetectTask) -> dict:
     return row | {"path": task.path}
 
 
-def _load_models(models_dir: str) -> None:
-    process_models(models_dir)
-
-
 def people_rows(images: list[GalleryImage], catalog: str | Path | None) -> list[dict]:
     """``people`` rows: the catalog's entries, plus aliases found only in the images (named by alias)."""
     rows = load_catalog(catalog) if catalog else []
@@ -149,7 +145,7 @@ def filter_images(images_dir: str | Path, data_dir: str | Path, catalog: str | P
     if todo:
         checkpoint.plan(len(todo))
         for result in parallel_map(detect_image, todo, workers=config.runtime.workers,
-                                   initializer=_load_models, initargs=(config.runtime.models_dir,),
+                                   initializer=process_models, initargs=(config.runtime.models_dir,),
                                    desc="filter"):
             row = rows[result["path"]]
             row.update(result)
@@ -157,8 +153,7 @@ def filter_images(images_dir: str | Path, data_dir: str | Path, catalog: str | P
         checkpoint.flush()
 
     for row in rows.values():
-        if row["reason"] != "bad_file":
-            row["status"], row["reason"] = decide(row, config.filter)
+        row["status"], row["reason"] = decide(row, config.filter)
     final = list(rows.values())
     write_table(data.filter, "filter", final)
     write_table(data.people, "people", people)

@@ -5,7 +5,8 @@ photos, half of them from four on, none for a single photo). The gallery, with o
 who have no probes, is built in a temporary data directory with the current config; the probes are answered
 like queries. Reported: top-1/top-5 identification, verification over all same/different pairs of photos,
 the calibration and the similarity of right and wrong answers, the index's recall@1 against exact search,
-and the same identification for every way of cleaning identities and choosing gallery vectors, side by side.
+and the same identification for every way of cleaning identities and choosing gallery vectors, side by side
+(with intruders, also for a "perfect" cleaning that drops exactly them).
 With ``intruders``, each probed person's gallery folder also gets that many photos of other people (a dirty
 crawl: photos moved from co-stars with photos to spare, else distractors).
 """
@@ -265,6 +266,7 @@ def measure(data: Path, probes: list[tuple[str, str]], truth: dict[str, str], co
     folders = np.array([row["alias"] for row in photo_rows], dtype=object)
     identity = np.array([truth[row["path"]] for row in photo_rows], dtype=object)
     agreeing = np.array([identities[row["path"]]["reason"] == "ok" for row in photo_rows], dtype=bool)
+    genuine = identity == folders
 
     def identification(vectors: np.ndarray, labels: np.ndarray, mode: str) -> dict:
         selected, selected_labels, _ = gallery_selection(vectors, labels, mode)
@@ -275,17 +277,18 @@ def measure(data: Path, probes: list[tuple[str, str]], truth: dict[str, str], co
         return {"top1": top_k_accuracy(answers, people, 1), "top5": top_k_accuracy(answers, people, TOP_K),
                 "margin_median": round(float(np.median(margin)), 4) if len(margin) else None}
 
+    galleries = [("off", np.ones(len(photo_rows), dtype=bool)), ("on", agreeing)]
+    if not genuine.all():  # what a crawl without intruders would give: the bound for cleaning
+        galleries.append(("perfect", genuine))
     variants = [{"cleaning": cleaning, "gallery_vectors": mode} | identification(
                     photo_vectors[mask], folders[mask], mode)
-                for cleaning, mask in (("off", np.ones(len(photo_rows), dtype=bool)), ("on", agreeing))
-                for mode in GALLERY_MODES]
+                for cleaning, mask in galleries for mode in GALLERY_MODES]
     sweep = []
     for threshold in SWEEP:
         kept = np.zeros(len(photo_rows), dtype=bool)
         for folder in np.unique(folders):
             rows = np.flatnonzero(folders == folder)
             kept[rows] = dominant_identity(photo_vectors[rows], threshold).kept
-        genuine = identity == folders
         sweep.append({"same_person_distance": threshold, "genuine_rejected": int((genuine & ~kept).sum()),
                       "intruders_kept": int((~genuine & kept).sum())} | identification(
                           photo_vectors[kept], folders[kept], config.clean.gallery_vectors))
@@ -299,7 +302,6 @@ def measure(data: Path, probes: list[tuple[str, str]], truth: dict[str, str], co
     exact_ids, _ = ExactIndex(gallery_vectors).search(queries, 1)
     index_ids, _ = engine.index.search(queries, 1)
     calibration = read_json(data.calibration, "calibrate")
-    genuine = identity == folders
     report = {
         "schema_version": 1,
         "identification": {"probes": len(probes), "no_face": len(probes) - len(with_face),

@@ -122,7 +122,7 @@ def test_eval_on_fixtures_writes_table_json_and_histogram(tmp_path):
     assert report["index"]["recall_at_1"] == 1.0
     verification = report["verification"]
     assert verification["same_pairs"] == 5 * 3 and verification["tar"] == 1.0
-    assert len(report["gallery_variants"]) == 6 and len(report["cleaning"]["sweep"]) == 5
+    assert len(report["gallery_variants"]) == 9 and len(report["cleaning"]["sweep"]) == 5
     assert (out / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

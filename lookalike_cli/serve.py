@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import socket
+import threading
 import time
 from collections import Counter, deque
 from pathlib import Path
@@ -182,16 +184,23 @@ def http_server(app: Starlette) -> "uvicorn.Server":
     return uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=verbose, timeout_graceful_shutdown=5))
 
 
+def stop_on_terminate(signum, frame) -> None:
+    """SIGTERM ends ``serve`` like Ctrl-C: the pool's workers are stopped too."""
+    raise KeyboardInterrupt
+
+
 def serve(data_dir: str | Path, config: Config, on_ready: Callable[[str], None] = print) -> None:
     """Run the API on ``config.serve.host:port`` until interrupted; ``on_ready`` gets its URL."""
     recognizer = Recognizer(data_dir, config)
     sock = listen(config.serve.host, config.serve.port)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop_on_terminate)  # uvicorn re-raises it after its graceful shutdown
     try:
         recognizer.start()
         host, port = sock.getsockname()[:2]
         on_ready(f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}")
         http_server(create_app(recognizer, config)).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn has shut down gracefully, then re-raises Ctrl-C
+    except KeyboardInterrupt:  # uvicorn has shut down gracefully, then re-raises Ctrl-C or SIGTERM
         pass
     finally:
         recognizer.close()

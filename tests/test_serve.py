@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -155,7 +156,8 @@ def test_a_photo_not_answered_in_time_is_504(built):
         assert response.status_code == 504 and "not answered within 0.01 s" in response.json()["error"]
 
 
-def test_the_serve_command_runs_until_interrupted(built):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_the_serve_command_runs_until_stopped(built, stop):
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "lookalike_cli", "serve", "--data-dir", str(built),
                                 "--port", str(port), "--workers", "1"],
@@ -166,10 +168,28 @@ def test_the_serve_command_runs_until_interrupted(built):
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, what="healthz")
         assert best_alias(httpx.post(f"{url}/query", content=photo("bob-corker"), timeout=60)) == "bob-corker"
+        workers = descendants(process.pid)
+        assert len(workers) >= 2  # the forkserver and the worker (and multiprocessing's resource tracker)
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         _, errors = process.communicate(timeout=30)
     assert process.returncode == 0 and "Traceback" not in errors, errors
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), timeout=10,
+               what="the worker processes to end")
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes below ``pid`` (Linux /proc)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
 
 
 def test_serve_errors_are_one_line(tmp_path, built):

@@ -29,20 +29,21 @@ BODY_LIMIT = 600_000  # bytes: the demo portraits are about 60 kB, the no-face f
 
 @contextlib.contextmanager
 def api(data_dir, **settings):
-    """The API over ``data_dir`` with test settings, on a free port of 127.0.0.1; yields an httpx client."""
+    """The API over ``data_dir`` with test settings, on a free port of 127.0.0.1; yields an httpx client and
+    the recognizer."""
     config = load_config(None, {**FAST, "max_body_bytes": BODY_LIMIT, **settings})
     recognizer = Recognizer(data_dir, config)
     recognizer.start()
     try:
         with running(create_app(recognizer, config)) as url, httpx.Client(base_url=url, timeout=60) as client:
-            yield client
+            yield client, recognizer
     finally:
         recognizer.close()
 
 
 @pytest.fixture(scope="module")
 def client(built):
-    with api(built) as client:
+    with api(built) as (client, _):
         yield client
 
 
@@ -132,15 +133,15 @@ def test_health_and_stats(client):
 
 
 def test_a_full_queue_answers_503_with_retry_after(built):
-    with api(built, workers=1, queue_size=1) as client:
-        start = threading.Barrier(8)
+    with api(built, workers=1, queue_size=1) as (client, _):
+        start = threading.Barrier(12)
 
         def ask(_):
             start.wait()
             return client.post("/query", content=photo("ami-bera"))
 
-        with ThreadPoolExecutor(8) as pool:
-            responses = list(pool.map(ask, range(8)))
+        with ThreadPoolExecutor(12) as pool:
+            responses = list(pool.map(ask, range(12)))
         codes = sorted(response.status_code for response in responses)
         assert set(codes) == {200, 503} and codes.count(200) >= 2, codes
         busy = next(response for response in responses if response.status_code == 503)
@@ -150,8 +151,17 @@ def test_a_full_queue_answers_503_with_retry_after(built):
         assert client.post("/query", content=photo("bob-corker")).status_code == 200  # and it recovers
 
 
+def test_a_worker_that_dies_costs_one_500_then_the_pool_is_restarted(built):
+    with api(built, workers=1) as (client, recognizer):
+        for pid in list(recognizer._executor._processes):  # the pool's worker processes
+            os.kill(pid, signal.SIGKILL)
+        response = client.post("/query", content=photo("ami-bera"))
+        assert response.status_code == 500 and "worker failed" in response.json()["error"]
+        assert best_alias(client.post("/query", content=photo("ami-bera"))) == "ami-bera"
+
+
 def test_a_photo_not_answered_in_time_is_504(built):
-    with api(built, workers=1, request_timeout=0.01) as client:
+    with api(built, workers=1, request_timeout=0.01) as (client, _):
         response = client.post("/query", content=photo("ami-bera"))
         assert response.status_code == 504 and "not answered within 0.01 s" in response.json()["error"]
 

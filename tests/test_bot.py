@@ -10,9 +10,11 @@ import sys
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 
 from lookalike_cli import bot
+from lookalike_cli.cli import cli
 from lookalike_cli.query import FaceResult, Match
 
 from conftest import DEMO, FIXTURES
@@ -171,10 +173,11 @@ def test_the_bot_takes_updates_from_a_webhook_with_its_secret(built, tmp_path):
             stop_bot(process, log)
 
 
-def test_the_token_comes_from_the_environment(monkeypatch):
+def test_the_token_comes_from_the_environment(monkeypatch, built):
     monkeypatch.delenv(bot.TOKEN_VARIABLE, raising=False)
-    with pytest.raises(bot.LookalikeError, match="set LOOKALIKE_BOT_TOKEN"):
-        bot.bot_token()
+    result = CliRunner().invoke(cli, ["bot", "--data-dir", str(built)])
+    assert result.exit_code == 1
+    assert result.output == "Error: set LOOKALIKE_BOT_TOKEN to the bot token that @BotFather gave you\n"
     monkeypatch.setenv(bot.TOKEN_VARIABLE, f" {TOKEN}\n")
     assert bot.bot_token() == TOKEN
 

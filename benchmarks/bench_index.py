@@ -1,0 +1,315 @@
+"""Nearest-neighbour search, 128-d, Euclidean: the project's exact numpy search vs HNSW (nmslib, the
+project's; faiss for comparison) on real descriptors and on synthetic ones matched to them.
+
+    .venv/bin/python benchmarks/bench_index.py          # quick: real, 12k and 100k vectors
+    .venv/bin/python benchmarks/bench_index.py --full   # adds 1M vectors and a wider parameter sweep
+
+Real descriptors: the congress portraits and the labelled faces, embedded once by `lookalike build` (cached in
+benchmarks/.cache). Synthetic ones: a Gaussian with the real descriptors' mean and covariance, scaled so that the
+nearest-neighbour distance of a sample as large as the real set has the real median (both histograms are in the
+report). Queries are held-out vectors of the same kind; the truth is the exact search. "1st distance excess"
+is how much farther the first answer is than the true nearest (99th percentile over the queries): what a miss
+costs the user, who sees a slightly less similar lookalike. Every HNSW build runs in a
+child process with a time limit, so a setting that takes too long is reported as such instead of stalling the run.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One BLAS thread, like the single-threaded HNSW queries: on a busy machine numpy's two OpenBLAS threads
+# spin-wait for each other and a single exact query at 12k vectors took 16 ms instead of 0.3 ms.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from common import (CACHE, header, markdown_table, median, ms, percentile, real_descriptors, recall_at,
+                    save_json, write_report)
+
+K = 10
+EF_SEARCH = (10, 20, 40, 80, 160, 400)
+ORIGINAL = (100, 2000)  # the original service's M and efConstruction (efSearch 400)
+
+
+def nearest_distances(vectors: np.ndarray) -> np.ndarray:
+    """Each vector's distance to its nearest other vector (exact)."""
+    from lookalike_cli.index import ExactIndex
+
+    _, distances = ExactIndex(vectors).search(vectors, 2)
+    return distances[:, 1]
+
+
+def sampler(real: np.ndarray):
+    """A function (n, seed) -> n synthetic vectors: Gaussian with the real mean and covariance, times a
+    scale fitted so that the median nearest-neighbour distance matches the real one at the real size."""
+    mean = real.mean(axis=0)
+    values, vectors = np.linalg.eigh(np.cov(real, rowvar=False))
+    basis = vectors * np.sqrt(np.maximum(values, 0.0))
+
+    def sample(n: int, seed: int, scale: float = 1.0) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        out = np.empty((n, real.shape[1]), dtype=np.float32)
+        for start in range(0, n, 100_000):
+            z = rng.standard_normal((min(100_000, n - start), real.shape[1]))
+            out[start:start + len(z)] = mean + scale * (z @ basis.T)
+        return out
+
+    target = float(np.median(nearest_distances(real)))
+    low, high = 0.5, 2.0
+    for _ in range(20):  # the median nearest distance grows with the scale: bisect
+        scale = (low + high) / 2
+        if np.median(nearest_distances(sample(len(real), 1, scale))) < target:
+            low = scale
+        else:
+            high = scale
+    scale = (low + high) / 2
+    return lambda n, seed: sample(n, seed, scale), scale
+
+
+def text_histogram(named: dict[str, np.ndarray], bins: int = 16) -> str:
+    """Side-by-side text histograms (share of vectors per distance bin)."""
+    edges = np.linspace(min(v.min() for v in named.values()), max(v.max() for v in named.values()), bins + 1)
+    shares = {name: np.histogram(values, edges)[0] / len(values) for name, values in named.items()}
+    lines = ["distance      " + "".join(f"{name:<34}" for name in named)]
+    for i in range(bins):
+        cells = "".join(f"{'#' * round(share[i] * 100):<26}{share[i]:>6.1%}  " for share in shares.values())
+        lines.append(f"{edges[i]:.3f}-{edges[i + 1]:.3f}  {cells}")
+    return "```\n" + "\n".join(lines) + "\n```"
+
+
+def dataset(name: str, n: int, queries: int, sample) -> tuple[Path, Path]:
+    """Cached .npy files of a gallery of ``n`` vectors and its held-out queries."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    gallery, held_out = CACHE / f"{name}-{n}.npy", CACHE / f"{name}-{n}-queries-{queries}.npy"
+    if not gallery.exists():
+        np.save(gallery, sample(n, 2))
+    if not held_out.exists():
+        np.save(held_out, sample(queries, 3))
+    return gallery, held_out
+
+
+def time_queries(search, queries: np.ndarray) -> dict:
+    """Single-query median and p99, batched time per query, and the ids found (k = 10)."""
+    single, found = [], []
+    for query in queries:
+        started = time.perf_counter()
+        ids, _ = search(query[None, :])
+        single.append(time.perf_counter() - started)
+        found.append(ids[0])
+    started = time.perf_counter()
+    search(queries)
+    batched = (time.perf_counter() - started) / len(queries)
+    return {"median": median(single), "p99": percentile(single, 99), "batched": batched,
+            "ids": np.asarray(found)}
+
+
+def measure_exact(gallery: np.ndarray, queries: np.ndarray) -> dict:
+    from lookalike_cli.index import ExactIndex
+
+    started = time.perf_counter()
+    index = ExactIndex(gallery)
+    build = time.perf_counter() - started
+    result = time_queries(lambda q: index.search(q, K), queries)
+    return result | {"build": build, "size": gallery.nbytes}
+
+
+def parquet_gallery(gallery: np.ndarray) -> dict:
+    """Seconds to write and read back ``gallery.parquet`` (the project's artifact) of these vectors, its size."""
+    import pyarrow as pa
+
+    from lookalike_cli.artifacts import EMBEDDING_SIZE, DataDir, read_vectors, write_table
+
+    names = pa.array([f"person-{i:07d}" for i in range(len(gallery))])
+    table = pa.table({"alias": names, "kind": pa.array(["photo"] * len(gallery)), "path": names, "image": names,
+                      "embed_key": pa.array(["model=x;num_jitters=10"] * len(gallery)),
+                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(gallery.reshape(-1)), EMBEDDING_SIZE)})
+    with tempfile.TemporaryDirectory() as folder:
+        data = DataDir(Path(folder))
+        started = time.perf_counter()
+        write_table(data.gallery, "gallery", table)
+        write = time.perf_counter() - started
+        started = time.perf_counter()
+        read_vectors(data)
+        return {"write": write, "read": time.perf_counter() - started, "size": data.gallery.stat().st_size}
+
+
+def file_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.parent.glob(path.name + "*"))
+
+
+def child(library: str, gallery_file: str, queries_file: str, m: int, ef_construction: int,
+          threads: int) -> dict:
+    """Build one HNSW index and sweep efSearch (runs in a child process; prints JSON)."""
+    gallery, queries = np.load(gallery_file), np.load(queries_file)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "index.bin"
+        started = time.perf_counter()
+        if library == "nmslib":
+            from lookalike_cli.config import IndexConfig
+            from lookalike_cli.index import HnswIndex
+
+            index = HnswIndex.build(gallery, IndexConfig(hnsw_m=m, hnsw_ef_construction=ef_construction),
+                                    threads)
+            build = time.perf_counter() - started
+            index.save(path)
+            started = time.perf_counter()
+            index = HnswIndex.load(path, len(gallery), 10)
+            load = time.perf_counter() - started
+            search = lambda q: index.search(q, K)  # noqa: E731
+
+            def set_ef(ef: int) -> None:
+                index.index.setQueryTimeParams({"efSearch": ef})
+        else:
+            import faiss
+
+            faiss.omp_set_num_threads(threads)
+            index = faiss.IndexHNSWFlat(gallery.shape[1], m)
+            index.hnsw.efConstruction = ef_construction
+            index.add(gallery)
+            build = time.perf_counter() - started
+            faiss.write_index(index, str(path))
+            started = time.perf_counter()
+            index = faiss.read_index(str(path))
+            load = time.perf_counter() - started
+            faiss.omp_set_num_threads(1)
+            search = lambda q: index.search(q, K)[::-1]  # noqa: E731  (distances, ids) -> (ids, distances)
+
+            def set_ef(ef: int) -> None:
+                index.hnsw.efSearch = ef
+        size = file_size(path)
+    sweep = {}
+    for ef in EF_SEARCH:
+        set_ef(ef)
+        result = time_queries(search, queries)
+        sweep[ef] = result | {"ids": result["ids"].tolist()}
+    return {"build": build, "load": load, "size": size, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "sweep": sweep}
+
+
+def run_child(library: str, gallery: Path, queries: Path, m: int, ef_construction: int, threads: int,
+              limit: float) -> dict | None:
+    """``child`` in its own process, or None when it did not finish within ``limit`` seconds."""
+    command = [sys.executable, __file__, "--child", library, str(gallery), str(queries), str(m),
+               str(ef_construction), str(threads)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=limit, check=True)
+    except subprocess.TimeoutExpired:
+        return None
+    return json.loads(done.stdout)
+
+
+def size_text(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def bench(name: str, gallery_file: Path, queries_file: Path, settings: list[tuple[str, int, int]],
+          threads: int, limit: float) -> tuple[str, list[dict]]:
+    """One gallery: exact vs every HNSW setting, as a Markdown table and raw rows."""
+    gallery, queries = np.load(gallery_file), np.load(queries_file)
+    exact = measure_exact(gallery, queries)
+    truth = exact["ids"]
+    nearest = np.linalg.norm(gallery[truth[:, 0]] - queries, axis=1)
+    rows = [["exact (numpy)", "-", ms(exact["build"]), size_text(exact["size"]), ms(exact["median"]),
+             ms(exact["p99"]), ms(exact["batched"]), "1.000", "1.000", "0.0%", "1.0x"]]
+    raw = [{"backend": "exact", "n": len(gallery), **{k: v for k, v in exact.items() if k != "ids"}}]
+    for library, m, ef_construction in settings:
+        started = time.perf_counter()
+        result = run_child(library, gallery_file, queries_file, m, ef_construction, threads, limit)
+        label = f"{library} M={m} efC={ef_construction}"
+        if result is None:
+            rows.append([label, "-", f"not finished in {time.perf_counter() - started:.0f} s"] + ["-"] * 8)
+            raw.append({"backend": library, "n": len(gallery), "M": m, "efConstruction": ef_construction,
+                        "timeout": limit})
+            continue
+        for ef, found in result["sweep"].items():
+            ids = np.asarray(found["ids"])
+            r1, r10 = recall_at(ids, truth, 1), recall_at(ids, truth, K)
+            excess = percentile(np.linalg.norm(gallery[ids[:, 0]] - queries, axis=1) / nearest - 1, 99)
+            rows.append([label, ef, f"{result['build']:.1f} s", size_text(result["size"]), ms(found["median"]),
+                         ms(found["p99"]), ms(found["batched"]), f"{r1:.3f}", f"{r10:.3f}", f"{excess:.1%}",
+                         f"{exact['median'] / found['median']:.1f}x"])
+            raw.append({"backend": library, "n": len(gallery), "M": m, "efConstruction": ef_construction,
+                        "efSearch": int(ef), "build": result["build"], "load": result["load"],
+                        "size": result["size"],
+                        "peak_rss": result["peak_rss"], "median": found["median"], "p99": found["p99"],
+                        "batched": found["batched"], "recall1": r1, "recall10": r10, "excess_p99": excess})
+    table = markdown_table(["index", "efSearch", "build", "size", "query median ms", "p99 ms",
+                            "batched ms/query", "recall@1", "recall@10", "1st distance excess p99",
+                            "speed-up (median)"], rows)
+    parquet = parquet_gallery(gallery)
+    loads = [[f"{r['backend']} M={r['M']} efC={r['efConstruction']}", f"{r['build']:.1f}", size_text(r["size"]),
+              f"{r['load']:.2f}", f"{r['peak_rss'] / 2**20:.0f} MiB"]
+             for r in raw if r.get("efSearch") == EF_SEARCH[0]]
+    scale = markdown_table(["index file", "build s", "size", "load s", "peak memory of build + queries"], loads)
+    return (f"### {name}: {len(gallery):,} vectors, {len(queries)} queries, k={K}\n\n{table}\n\n"
+            f"`gallery.parquet` of these vectors: {size_text(parquet['size'])}, written in {parquet['write']:.2f} s, "
+            f"read (`read_vectors`) in {parquet['read']:.2f} s; the exact index is those vectors in memory.\n\n"
+            f"{scale}\n"), raw
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="1M vectors and a wider sweep (an hour or more)")
+    parser.add_argument("--threads", type=int, default=2, help="build threads")
+    args = parser.parse_args()
+    started = time.perf_counter()
+
+    real, labels = real_descriptors()
+    sample, scale = sampler(real)
+    synthetic = sample(len(real), 4)
+    real_nn, synthetic_nn = nearest_distances(real), nearest_distances(synthetic)
+    quantiles = [5, 25, 50, 75, 95]
+    parts = [header("Nearest-neighbour search", ["benchmarks/bench_index.py", *sys.argv[1:]]),
+             f"Real descriptors: {len(real)} photos of {len(set(labels))} people (congress portraits and "
+             "faces/people, dlib ResNet, num_jitters 1). Synthetic: Gaussian with their mean and covariance, "
+             f"scale {scale:.3f}. Nearest-neighbour distance at {len(real)} vectors:\n",
+             markdown_table(["set"] + [f"p{q}" for q in quantiles],
+                            [[name] + [f"{percentile(values, q):.3f}" for q in quantiles] for name, values in
+                             (("real", real_nn), ("synthetic", synthetic_nn))]), "",
+             text_histogram({"real": real_nn, "synthetic": synthetic_nn}), ""]
+
+    rng = np.random.default_rng(0)
+    held = rng.permutation(len(real))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    real_gallery, real_queries = CACHE / "real-gallery.npy", CACHE / "real-queries.npy"
+    np.save(real_gallery, real[held[100:]])
+    np.save(real_queries, real[held[:100]])
+
+    core = [("nmslib", 16, 100), ("nmslib", 32, 200), ("faiss", 16, 100)]
+    wide = [("faiss", 32, 200), ("nmslib", 8, 50), ("nmslib", 48, 400), ("nmslib", *ORIGINAL)]
+    queries = 1000 if args.full else 300
+    runs = [("Real descriptors", real_gallery, real_queries, core, 120),
+            ("Synthetic", *dataset("synthetic", 12_000, queries, sample), core + (wide if args.full else [("nmslib", *ORIGINAL)]),
+             900 if args.full else 300),
+            ("Synthetic", *dataset("synthetic", 100_000, queries, sample), core + (wide if args.full else []), 1800)]
+    if args.full:
+        runs.append(("Synthetic", *dataset("synthetic", 1_000_000, queries, sample),
+                     [("nmslib", 16, 100), ("faiss", 16, 100), ("nmslib", 32, 200)], 3600))
+    raw = []
+    for name, gallery, held_out, settings, limit in runs:
+        text, rows = bench(name, gallery, held_out, settings, args.threads, limit)
+        parts.append(text)
+        raw += rows
+        print(text, file=sys.stderr, flush=True)
+    parts.append(f"Load at end: {os.getloadavg()[0]:.2f}; whole run {time.perf_counter() - started:.0f} s. Build "
+                 f"threads: {args.threads}; queries one at a time on one thread (batched: all at once).")
+    mode = "full" if args.full else "quick"
+    write_report(f"index-{mode}", "\n".join(parts))
+    save_json(f"index-{mode}", raw)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        library, gallery_file, queries_file, m, ef_construction, threads = sys.argv[2:8]
+        print(json.dumps(child(library, gallery_file, queries_file, int(m), int(ef_construction), int(threads))))
+    else:
+        main()

@@ -37,11 +37,15 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Speed figures, side by side in one run, written to benchmarks/results/ (see benchmarks/RESULTS.md).
-bench: install
+bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/run_all.py
 
-bench-full: install
+bench-full: $(VENV)/.bench
 	$(BIN)/python benchmarks/run_all.py --full
+
+$(VENV)/.bench: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@
 
 # Optional: dlib compiled from the PyPI sdist against OpenBLAS (about 5x faster descriptors), cached.
 # The wheel is built once for this machine (-march=native) and kept in DLIB_CACHE; `dlib-blas` puts it in

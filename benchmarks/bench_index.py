@@ -22,6 +22,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
@@ -294,6 +295,9 @@ def main() -> None:
     if args.full:
         runs.append(("Synthetic", *dataset("synthetic", 1_000_000, queries, sample),
                      [("nmslib", 16, 100), ("faiss", 16, 100), ("nmslib", 32, 200)], 3600))
+    if importlib.util.find_spec("faiss") is None:  # the optional comparison: pip install 'lookalike[bench]'
+        runs = [(name, *files, [s for s in settings if s[0] != "faiss"], limit)
+                for name, *files, settings, limit in runs]
     raw = []
     for name, gallery, held_out, settings, limit in runs:
         text, rows = bench(name, gallery, held_out, settings, args.threads, limit)

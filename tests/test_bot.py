@@ -24,7 +24,7 @@ from test_render import two_people
 
 TOKEN = "123456:TEST-token-that-must-never-be-logged"
 RATE = 30  # messages per second, python-telegram-bot's AIORateLimiter default and Telegram's limit
-JITTER = 0.15  # seconds: how much later than sent a message may reach the fake server on a loaded machine
+JITTER = 0.5  # seconds: how much later than sent a message may reach the fake server on a loaded machine
 
 
 def start_bot(data_dir, api_url: str, log, *options: str) -> subprocess.Popen:
@@ -148,7 +148,8 @@ def test_a_burst_of_200_updates_is_answered_within_the_rate_limit(telegram):
     worst = max(j - i + 1 - RATE * (times[j] - times[i] + JITTER)
                 for i in range(len(times)) for j in range(i, len(times)))
     assert worst <= RATE, worst
-    assert (len(times) - RATE) / (times[-1] - times[0]) <= RATE * 1.05  # and it does not stall either
+    # and over the whole burst, past the first RATE messages, the mean rate is at most RATE
+    assert len(times) - RATE <= RATE * (times[-1] - times[0] + JITTER), (len(times), times[-1] - times[0])
 
 
 def test_the_bot_takes_updates_from_a_webhook_with_its_secret(built, tmp_path):

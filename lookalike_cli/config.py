@@ -56,8 +56,8 @@ class DetectConfig:
     upsample: int = setting(1, "times the HOG detector doubles the image to find small faces", min=0, max=3)
     min_detection_score: float = setting(0.0, "drop detections scoring below this (dlib's HOG score)",
                                          min=-10.0, max=10.0)
-    detect_max_size: int = setting(0, "detect on a copy shrunk to this many pixels on its longer side, "
-                                      "landmarks on the full image (0: never shrink)", min=0, max=100_000)
+    detect_max_size: int = setting(1024, "detect on a copy shrunk to this many pixels on its longer side, "
+                                         "landmarks on the full image (0: never shrink)", min=0, max=100_000)
 
 
 @dataclass(frozen=True)
@@ -100,11 +100,11 @@ class CalibrateConfig:
 class IndexConfig:
     backend: str = setting("auto", "nearest-neighbour search: exact (numpy), hnsw (nmslib) or auto "
                                    "(exact up to exact_max_size vectors)", choices=("auto", "exact", "hnsw"))
-    exact_max_size: int = setting(20_000, "auto uses exact search up to this many vectors", min=0)
+    exact_max_size: int = setting(100_000, "auto uses exact search up to this many vectors", min=0)
     hnsw_m: int = setting(32, "HNSW links per node (nmslib M)", min=2, max=512)
-    hnsw_ef_construction: int = setting(400, "HNSW candidate list while building (efConstruction)",
+    hnsw_ef_construction: int = setting(200, "HNSW candidate list while building (efConstruction)",
                                         min=1, max=100_000)
-    hnsw_ef_search: int = setting(200, "HNSW candidate list while searching (efSearch)", min=1,
+    hnsw_ef_search: int = setting(160, "HNSW candidate list while searching (efSearch)", min=1,
                                   max=100_000)
 
 

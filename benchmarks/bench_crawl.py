@@ -6,8 +6,8 @@ local test server (tests/crawl_server.py, in its own process) with and without 4
 
 Every run starts from an empty data directory and runs the real stage (``lookalike_cli.crawl.crawl``: search
 page, icrawler's Bing parser, download, full decode, SHA-256, atomic write, manifest). Prints a Markdown
-table (also kept as benchmarks/results/crawl.md): images kept per second by thread count, and the ratio to
-the fewest threads at the same latency.
+table, also kept as benchmarks/results/crawl-quick.md (or crawl-full.md): images kept per second by thread
+count, and the ratio to the fewest threads at the same latency.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 from common import REPO, header, markdown_table, median, write_report
@@ -30,6 +31,7 @@ from lookalike_cli.config import load_config  # noqa: E402
 from lookalike_cli.crawl import crawl  # noqa: E402
 
 PER_PERSON = 5
+LIBRARIES = ("icrawler", "requests", "urllib3")
 
 
 def start_server(people: int, latency: float) -> tuple[subprocess.Popen, str]:
@@ -87,9 +89,10 @@ def main() -> None:
                 server.stdin.close()
                 server.wait(timeout=30)
     report += (f"\n{people} people x {PER_PERSON} images kept (+1 Bing result page each), median of {repeats} "
-               f"run(s) per setting; server in its own process on 127.0.0.1.\n\n")
+               f"run(s) per setting; server in its own process on 127.0.0.1; "
+               f"{', '.join(f'{name} {metadata.version(name)}' for name in LIBRARIES)}.\n\n")
     report += markdown_table(["latency per response", "threads", "seconds", "images/s", "vs 4 threads"], rows)
-    write_report("crawl", report)
+    write_report(f"crawl-{'full' if args.full else 'quick'}", report)
 
 
 if __name__ == "__main__":

@@ -216,7 +216,8 @@ def test_a_killed_run_resumes_to_the_same_files_without_duplicate_rows(tmp_path)
         crawl_run = subprocess.Popen([*map(str, command), "--search-host", server.url, "--data-dir", str(killed)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
-        while len(files_under(killed / "images")) < 20 and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (len(files_under(killed / "images")) >= 20 and
+                                                   any((killed / "parts" / "crawl").glob("part-*"))):
             time.sleep(0.05)
         crawl_run.send_signal(signal.SIGKILL)
         crawl_run.wait()

@@ -152,14 +152,20 @@ class LookalikeBot:
         log.error("while answering an update: %s", context.error, exc_info=context.error)
 
 
+def smooth_rate_limiter(per_second: float) -> AIORateLimiter:
+    """python-telegram-bot's limiter as a bucket of one message that drains ``per_second``: never more than
+    ``per_second`` (+1) messages in any second. (Its default bucket holds a whole second's worth, so a burst
+    could send twice the rate in its first second.) Telegram's "retry after" answers are waited out, 3 times."""
+    return AIORateLimiter(overall_max_rate=1, overall_time_period=1 / per_second, max_retries=3)
+
+
 def build_application(token: str, recognizer: Recognizer, config: Config) -> Application:
     """The python-telegram-bot application with the handlers, the rate limiter and the configured Bot API."""
     settings = config.bot
     bot = LookalikeBot(recognizer, config)
     application = (ApplicationBuilder().token(token).base_url(settings.bot_api_url)
                    .base_file_url(settings.bot_file_url)
-                   .rate_limiter(AIORateLimiter(overall_max_rate=settings.bot_max_rate, overall_time_period=1,
-                                                max_retries=3))
+                   .rate_limiter(smooth_rate_limiter(settings.bot_max_rate))
                    .concurrent_updates(recognizer.capacity).build())
     application.add_handler(CommandHandler(["start", "help"], bot.on_help))
     application.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, bot.on_photo))

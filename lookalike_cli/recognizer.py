@@ -105,7 +105,7 @@ class Recognizer:
         except BrokenProcessPool:
             self.close()
             raise LookalikeError(f"the recognition workers could not load {self.data_dir} "
-                                 "(run with -v to see why)") from None
+                                 "(their error is printed above)") from None
 
     def close(self) -> None:
         if self._executor is not None:

@@ -366,6 +366,22 @@ def serve_command(data_dir: Path, config) -> None:
         f"lookalike: answering photos of {data_dir} on {url}/query (Ctrl-C stops)"))
 
 
+@cli.command("bot")
+@data_dir_option
+@config_options(*SERVING_SECTIONS, "bot")
+@with_config
+def bot_command(data_dir: Path, config) -> None:
+    """Run the Telegram bot: it answers a photo with its lookalike, percent and picture.
+
+    The token comes from the LOOKALIKE_BOT_TOKEN environment variable. The bot polls Telegram, or with
+    --webhook-url it registers that webhook and listens for it on --host and --port.
+    """
+    from .bot import bot_token, run_bot
+
+    token = bot_token()
+    run_bot(data_dir, config, token, on_ready=lambda how: click.echo(f"lookalike bot: {how} (Ctrl-C stops)"))
+
+
 @cli.command("info")
 def info_command() -> None:
     """Show which dlib and nmslib this installation runs, and how many cores it sees."""
@@ -383,22 +399,6 @@ def info_command() -> None:
     if not dlib["blas"]:
         click.echo("dlib without BLAS computes descriptors about 5x slower (see benchmarks/RESULTS.md); "
                    "`make dlib-blas` builds and installs one with OpenBLAS")
-
-
-@cli.command("bot")
-@data_dir_option
-@config_options(*SERVING_SECTIONS, "bot")
-@with_config
-def bot_command(data_dir: Path, config) -> None:
-    """Run the Telegram bot: it answers a photo with its lookalike, percent and picture.
-
-    The token comes from the LOOKALIKE_BOT_TOKEN environment variable. The bot polls Telegram, or with
-    --webhook-url it registers that webhook and listens for it on --host and --port.
-    """
-    from .bot import bot_token, run_bot
-
-    token = bot_token()
-    run_bot(data_dir, config, token, on_ready=lambda how: click.echo(f"lookalike bot: {how} (Ctrl-C stops)"))
 
 
 def main() -> None:

@@ -1,11 +1,12 @@
 """Embedding throughput: the project's filter + embed stages vs the bare dlib calls on the same images, with
 1 and 2 worker processes.
 
-    .venv/bin/python benchmarks/bench_embed.py          # quick: 24 congress portraits + 12 labelled photos
+    .venv/bin/python benchmarks/bench_embed.py          # quick: 60 congress portraits + 20 labelled photos
     .venv/bin/python benchmarks/bench_embed.py --full   # 120 + all 55 labelled photos, 3 rounds
 
-The bare path is what any program must do per image: decode (Pillow), HOG detection (upsample 1), 5-point
-landmarks, descriptor (num_jitters 1), in one process with the models already loaded. The project's path is
+The bare path is what any program must do per image: decode (Pillow), HOG detection (upsample 1, on a copy
+shrunk to detect_max_size as the stage does), 5-point landmarks, descriptor (num_jitters 1), in one process with
+the models already loaded. The project's path is
 `filter_images` + `embed_faces` into an empty data directory (hashing, Parquet, checkpoints, decoding twice:
 once per stage). Rounds alternate the variants, so that a busy machine slows all of them alike.
 """
@@ -40,20 +41,20 @@ def gallery_folder(images: list[Path], root: Path) -> Path:
 
 
 def bare_dlib(images: list[Path], num_jitters: int) -> float:
-    """Seconds for decode + detect + landmarks + descriptor of every image, models already loaded."""
+    """Seconds for decode + detect (same settings as the stage) + landmarks + descriptor of every image, in
+    this process with the models loaded: the model calls without the stages' bookkeeping."""
+    from lookalike_cli.config import Config
     from lookalike_cli.images import read_image
     from lookalike_cli.models import process_models
 
+    detect = Config().detect
     models = process_models()
     started = time.perf_counter()
     for path in images:
         image = read_image(path, 40_000_000)
-        rects = models.detector(image, 1)
-        if not len(rects):
-            continue
-        rect = max(rects, key=lambda r: r.area())
-        shape = models.shape_predictor(image, rect)
-        models.encoder.compute_face_descriptor(image, shape, num_jitters)
+        faces = models.detect(image, detect.upsample, detect.min_detection_score, detect.detect_max_size)
+        if faces:
+            models.descriptor(image, faces[0], num_jitters)
     return time.perf_counter() - started
 
 
@@ -78,7 +79,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true")
     args = parser.parse_args()
     require_shared()
-    images = sample_images(120, 55) if args.full else sample_images(24, 12)
+    images = sample_images(120, 55) if args.full else sample_images(60, 20)
     rounds = 3 if args.full else 2
     num_jitters = 1
     from lookalike_cli.models import process_models

@@ -261,6 +261,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="1M vectors and a wider sweep (an hour or more)")
     parser.add_argument("--threads", type=int, default=2, help="build threads")
+    parser.add_argument("--sizes", help="only these synthetic sizes, e.g. 1000000 (default: by mode)")
+    parser.add_argument("--exact-only", action="store_true", help="no HNSW builds (exact search, Parquet)")
     args = parser.parse_args()
     started = time.perf_counter()
 
@@ -292,9 +294,14 @@ def main() -> None:
             ("Synthetic", *dataset("synthetic", 12_000, queries, sample), core + (wide if args.full else [("nmslib", *ORIGINAL)]),
              900 if args.full else 300),
             ("Synthetic", *dataset("synthetic", 100_000, queries, sample), core + (wide if args.full else []), 1800)]
-    if args.full:
+    if args.full or args.sizes:
         runs.append(("Synthetic", *dataset("synthetic", 1_000_000, queries, sample),
                      [("nmslib", 16, 100), ("faiss", 16, 100), ("nmslib", 32, 200)], 3600))
+    if args.sizes:
+        sizes = {int(size) for size in args.sizes.split(",")}
+        runs = [run for run in runs if len(np.load(run[1], mmap_mode="r")) in sizes]
+    if args.exact_only:
+        runs = [(name, *files, [], limit) for name, *files, settings, limit in runs]
     if importlib.util.find_spec("faiss") is None:  # the optional comparison: pip install 'lookalike[bench]'
         runs = [(name, *files, [s for s in settings if s[0] != "faiss"], limit)
                 for name, *files, settings, limit in runs]
@@ -306,7 +313,8 @@ def main() -> None:
         print(text, file=sys.stderr, flush=True)
     parts.append(f"Load at end: {os.getloadavg()[0]:.2f}; whole run {time.perf_counter() - started:.0f} s. Build "
                  f"threads: {args.threads}; queries one at a time on one thread (batched: all at once).")
-    mode = "full" if args.full else "quick"
+    mode = ("full" if args.full else "quick") + ("-" + args.sizes.replace(",", "-") if args.sizes else "") + \
+        ("-exact" if args.exact_only else "")
     write_report(f"index-{mode}", "\n".join(parts))
     save_json(f"index-{mode}", raw)
 

@@ -49,7 +49,7 @@ def stage_times(data_dir: Path, photos: list[Path]) -> dict[str, list[float]]:
     engine = timed("gallery load (Parquet, calibration, index)", lambda: Lookalike(data_dir, config, models))
     for photo in photos:
         image = timed("decode", lambda: read_image(photo, config.filter.max_image_pixels))
-        rects, _, _ = timed("detect (HOG, upsample 1)", lambda: models.detector.run(image, 1, 0.0))
+        rects, _, _ = timed("detect (HOG, upsample 1, full image)", lambda: models.detector.run(image, 1, 0.0))
         for rect in rects:
             box = (rect.left(), rect.top(), rect.right(), rect.bottom())
             points = timed("landmarks", lambda: models.landmarks(image, box))

@@ -99,6 +99,8 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected("too_large", str(exc)) from None
+    except Image.UnidentifiedImageError:
+        raise ImageRejected("undecodable", "not an image format Pillow knows") from None
     except Exception as exc:  # Pillow raises many types for broken files
         raise ImageRejected("undecodable", f"{type(exc).__name__}: {exc}") from None
 

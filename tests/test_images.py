@@ -106,3 +106,9 @@ def test_list_gallery_reads_both_layouts_and_flags_bad_files(tmp_path):
     found = {(image.alias, image.path.rsplit("/", 1)[1]): image.problem for image in list_gallery(tmp_path)}
     assert found == {("ann", "1.jpg"): None, ("bob", "bob.png"): None,
                      ("ann", "link.jpg"): "symbolic link points outside the images folder"}
+
+
+def test_an_unknown_format_is_named_plainly():
+    with pytest.raises(ImageRejected) as caught:
+        decode_image(b"<html>404</html>", 10**8)
+    assert caught.value.detail == "not an image format Pillow knows"

@@ -85,8 +85,8 @@ class CleanConfig:
                                           min=0.0, max=2.0)
     other_identities: str = setting("reject", "photos that do not show the person's dominant identity: reject "
                                               "them, or keep them (only reported)", choices=("reject", "keep"))
-    gallery_vectors: str = setting("photos", "what the index holds per person: every kept photo, the mean of "
-                                             "the kept photos, or both", choices=("photos", "mean", "both"))
+    gallery_vectors: str = setting("mean", "what the index holds per person: every kept photo, the mean of "
+                                           "the kept photos, or both", choices=("photos", "mean", "both"))
 
 
 @dataclass(frozen=True)

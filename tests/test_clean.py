@@ -80,7 +80,8 @@ def test_dirty_crawl_of_altered_copies_loses_exactly_the_intruders(tmp_path):
     for intruder in ("ami-bera", "bob-corker"):
         shutil.copy(DEMO / "images" / f"{intruder}.jpg", folder / f"x-{intruder}.jpg")
     shutil.copy(DEMO / "images" / "aaron-schock.jpg", tmp_path / "images")
-    summary = build(tmp_path / "images", tmp_path / "data", DEMO / "catalog.json", load_config(None, FAST))
+    photos = load_config(None, FAST | {"gallery_vectors": "photos"})
+    summary = build(tmp_path / "images", tmp_path / "data", DEMO / "catalog.json", photos)
     rows = identities(tmp_path / "data")
     rejected = sorted(key for key, row in rows.items() if row["status"] == "rejected")
     assert rejected == ["barack-obama/x-ami-bera.jpg", "barack-obama/x-bob-corker.jpg"]
@@ -89,7 +90,7 @@ def test_dirty_crawl_of_altered_copies_loses_exactly_the_intruders(tmp_path):
     assert summary.index.vectors == 5
 
     means = build(tmp_path / "images", tmp_path / "data", DEMO / "catalog.json",
-                  load_config(None, FAST | {"gallery_vectors": "mean", "other_identities": "keep"}))
+                  load_config(None, FAST | {"other_identities": "keep"}))
     assert (means.filter.detected, means.embed.computed) == (0, 0)
     assert (means.clean.kept, means.clean.rejected, means.index.vectors) == (7, 2, 2)
     gallery = pq.read_table(tmp_path / "data" / "gallery.parquet").to_pylist()

@@ -24,7 +24,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
-import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -143,6 +142,14 @@ def parquet_gallery(gallery: np.ndarray) -> dict:
         return {"write": write, "read": time.perf_counter() - started, "size": data.gallery.stat().st_size}
 
 
+def peak_memory() -> int:
+    """This process's peak resident memory in bytes (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def file_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.parent.glob(path.name + "*"))
 
@@ -192,7 +199,7 @@ def child(library: str, gallery_file: str, queries_file: str, m: int, ef_constru
         set_ef(ef)
         result = time_queries(search, queries)
         sweep[ef] = result | {"ids": result["ids"].tolist()}
-    return {"build": build, "load": load, "size": size, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    return {"build": build, "load": load, "size": size, "peak_rss": peak_memory(),
             "sweep": sweep}
 
 

@@ -270,6 +270,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="build threads")
     parser.add_argument("--sizes", help="only these synthetic sizes, e.g. 1000000 (default: by mode)")
     parser.add_argument("--exact-only", action="store_true", help="no HNSW builds (exact search, Parquet)")
+    parser.add_argument("--settings", help="only these builds, e.g. nmslib:32:200 (library:M:efConstruction)")
     args = parser.parse_args()
     started = time.perf_counter()
 
@@ -307,6 +308,10 @@ def main() -> None:
     if args.sizes:
         sizes = {int(size) for size in args.sizes.split(",")}
         runs = [run for run in runs if len(np.load(run[1], mmap_mode="r")) in sizes]
+    if args.settings:
+        chosen = {(library, int(m), int(ef)) for library, m, ef in
+                  (item.split(":") for item in args.settings.split(","))}
+        runs = [(name, *files, [s for s in settings if s in chosen], limit) for name, *files, settings, limit in runs]
     if args.exact_only:
         runs = [(name, *files, [], limit) for name, *files, settings, limit in runs]
     if importlib.util.find_spec("faiss") is None:  # the optional comparison: pip install 'lookalike[bench]'
@@ -321,7 +326,8 @@ def main() -> None:
     parts.append(f"Load at end: {os.getloadavg()[0]:.2f}; whole run {time.perf_counter() - started:.0f} s. Build "
                  f"threads: {args.threads}; queries one at a time on one thread (batched: all at once).")
     mode = ("full" if args.full else "quick") + ("-" + args.sizes.replace(",", "-") if args.sizes else "") + \
-        ("-exact" if args.exact_only else "")
+        ("-exact" if args.exact_only else "") + ("-" + args.settings.replace(":", "").replace(",", "-")
+                                                  if args.settings else "")
     write_report(f"index-{mode}", "\n".join(parts))
     save_json(f"index-{mode}", raw)
 

@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .errors import LookalikeError
 
@@ -153,12 +153,17 @@ def _writing(path: Path):
     return _tmp_path(path)
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write a file atomically."""
+def write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write a file atomically; ``durable=False`` skips the fsync, for many small files that the caller
+    syncs at once later (a killed process still leaves the whole file or none)."""
     tmp = _writing(path)
     try:
-        tmp.write_bytes(data)
-        _replace_atomically(tmp, path)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise LookalikeError(f"cannot write {path}: {exc.strerror}") from None
@@ -248,9 +253,11 @@ class Checkpoint:
     MAX_ROWS = 64
     SECONDS = 30.0
 
-    def __init__(self, data: DataDir, stage: str, artifact: str):
+    def __init__(self, data: DataDir, stage: str, artifact: str, before_save: Callable[[], None] | None = None):
+        """``before_save`` runs before each part is written (crawl syncs the images its rows point to)."""
         self.folder = data.parts(stage)
         self.artifact = artifact
+        self.before_save = before_save
         self.every = self.MAX_ROWS
         self.pending: list[dict] = []
         self.last = time.monotonic()
@@ -287,6 +294,8 @@ class Checkpoint:
 
     def flush(self) -> None:
         if self.pending:
+            if self.before_save:
+                self.before_save()
             write_table(self.folder / f"part-{time.time_ns():020d}.parquet", self.artifact, self.pending)
             self.pending = []
         self.last = time.monotonic()

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -30,7 +30,7 @@ from .artifacts import Checkpoint, DataDir, rows_by_key, write_bytes, write_tabl
 from .catalog import alias_problem, load_catalog
 from .config import Config, CrawlConfig
 from .errors import LookalikeError
-from .images import ImageRejected, decode_image
+from .images import ImageRejected, verify_image
 
 log = logging.getLogger(__name__)
 
@@ -103,19 +103,15 @@ def verified_image(data: bytes, limits: CrawlConfig) -> tuple[str, int, int]:
     """(extension, width, height) of downloaded bytes that decode as an image within the limits.
 
     Raises ImageRejected with the manifest status as reason."""
-    from PIL import Image
-
     if not data:
         raise ImageRejected("empty", "the response has no body")
     try:
-        array = decode_image(data, limits.max_download_pixels)
+        image_format, width, height = verify_image(data, limits.max_download_pixels)
     except ImageRejected as exc:
         raise ImageRejected("not_image" if exc.reason == "undecodable" else exc.reason, exc.detail) from None
-    height, width = array.shape[:2]
     if min(width, height) < limits.min_download_side:
         raise ImageRejected("too_small", f"{width}x{height} pixels, the shorter side is under "
                                          f"{limits.min_download_side}")
-    image_format = Image.open(io.BytesIO(data)).format
     if image_format not in EXTENSIONS:
         raise ImageRejected("unsupported_format", f"{image_format} images are not kept")
     return EXTENSIONS[image_format], width, height
@@ -141,8 +137,6 @@ def read_capped(response, deadline: float, max_bytes: int) -> bytes:
 def make_session(threads: int):
     """An icrawler session with a connection pool for ``threads`` threads and no automatic retries, that
     reads proxy settings from the environment once per host (requests scans it on every request)."""
-    import os
-
     from icrawler.utils import ProxyPool, Session
     from requests.adapters import HTTPAdapter
     from requests.utils import get_environ_proxies
@@ -184,7 +178,7 @@ def image_store_class():
             return self.root / alias / name
 
         def write(self, id: str, data: bytes) -> None:
-            write_bytes(self.path(id), data)
+            write_bytes(self.path(id), data, durable=False)  # synced in bulk before the manifest names it
 
         def exists(self, id: str) -> bool:
             return self.path(id).exists()
@@ -416,7 +410,7 @@ def crawl(catalog: str | Path, data_dir: str | Path, config: Config = Config(),
     people = load_catalog(catalog)
     url_lists = read_url_list(urls, people) if urls is not None else {}
     data = DataDir(Path(data_dir))
-    checkpoint = Checkpoint(data, "crawl", "crawl")
+    checkpoint = Checkpoint(data, "crawl", "crawl", before_save=os.sync)
     previous = checkpoint.resume(data.crawl, "crawl")
     by_alias: dict[str, list[dict]] = defaultdict(list)
     for row in rows_by_key(previous, manifest_key).values():

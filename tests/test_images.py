@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike_cli.images import ImageRejected, decode_image, list_gallery
+from lookalike_cli.images import ImageRejected, decode_image, list_gallery, verify_image
 
 from conftest import DEMO
 
@@ -63,6 +63,7 @@ def test_exif_orientation_is_applied(portrait, orientation, turn):
     array = decode_image(encode(stored, "PNG", exif=exif), 10**8)
     assert array.shape[:2] == (portrait.height, portrait.width)
     assert np.abs(array.astype(int) - np.asarray(portrait, dtype=int)).mean() < 1
+    assert verify_image(encode(stored, "JPEG", exif=exif), 10**8) == ("JPEG", portrait.width, portrait.height)
 
 
 def test_animated_gif_gives_its_first_frame(portrait):
@@ -79,19 +80,27 @@ def test_webp(portrait):
     (b"", "undecodable"),
     (b"<html><body>not an image</body></html>", "undecodable"),
     (PORTRAIT.read_bytes()[:2000], "undecodable"),
+    (PORTRAIT.read_bytes()[:len(PORTRAIT.read_bytes()) * 2 // 3], "undecodable"),  # the last third of the scan
     (CORRUPT_PNG, "undecodable"),
 ])
-def test_broken_files_are_rejected(data, reason):
+@pytest.mark.parametrize("check", [decode_image, verify_image])
+def test_broken_files_are_rejected(data, reason, check):
     with pytest.raises(ImageRejected) as caught:
-        decode_image(data, 10**8)
+        check(data, 10**8)
     assert caught.value.reason == reason
 
 
-def test_a_decompression_bomb_is_refused_from_its_header():
+@pytest.mark.parametrize("check", [decode_image, verify_image])
+def test_a_decompression_bomb_is_refused_from_its_header(check):
     bomb = encode(Image.new("1", (30000, 30000)), "PNG")  # 900 Mpx in a few hundred kB
     with pytest.raises(ImageRejected) as caught:
-        decode_image(bomb, 40_000_000)
+        check(bomb, 40_000_000)
     assert caught.value.reason == "too_large"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF"])
+def test_verify_image_reads_format_and_size_of_whole_files(portrait, fmt):
+    assert verify_image(encode(portrait, fmt), 10**8) == (fmt, portrait.width, portrait.height)
 
 
 def test_list_gallery_reads_both_layouts_and_flags_bad_files(tmp_path):

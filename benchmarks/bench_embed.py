@@ -7,7 +7,7 @@
 The bare path is what any program must do per image: decode (Pillow), HOG detection (upsample 1, on a copy
 shrunk to detect_max_size as the stage does), 5-point landmarks, descriptor (num_jitters 1), in one process with
 the models already loaded. The project's path is
-`filter_images` + `embed_faces` into an empty data directory (hashing, Parquet, checkpoints, decoding twice:
+`filter_images` + `embed_faces` into an empty data directory, sharing one worker pool as `build` does (hashing, Parquet, checkpoints, decoding twice:
 once per stage). Rounds alternate the variants, so that a busy machine slows all of them alike.
 """
 
@@ -59,18 +59,21 @@ def bare_dlib(images: list[Path], num_jitters: int) -> float:
 
 
 def project_path(folder: Path, workers: int, num_jitters: int) -> tuple[float, int]:
-    """Seconds for `filter` + `embed` into a fresh data directory, and the descriptors made."""
+    """Seconds for `filter` + `embed` into a fresh data directory, sharing one worker pool as `lookalike build`
+    does, and the descriptors made."""
     from lookalike_cli.config import Config
     from lookalike_cli.embed import embed_faces
     from lookalike_cli.filter import filter_images
+    from lookalike_cli.models import model_workers
 
     config = Config()
     config = replace(config, runtime=replace(config.runtime, workers=workers),
                      embed=replace(config.embed, num_jitters=num_jitters))
     with tempfile.TemporaryDirectory() as data_dir:
         started = time.perf_counter()
-        filter_images(folder, data_dir, None, config)
-        faces = embed_faces(data_dir, config).faces
+        with model_workers(config.runtime) as workers:
+            filter_images(folder, data_dir, None, config, workers)
+            faces = embed_faces(data_dir, config, workers).faces
         return time.perf_counter() - started, faces
 
 
@@ -109,7 +112,7 @@ def main() -> None:
         markdown_table(["path", "median time", "images/s", "time / bare dlib", "speed-up vs 1 worker",
                         "rounds (s)"], rows),
         "", "The 1-worker path and the bare path run in this process with the models loaded; 2 workers start "
-        "two processes (forkserver) that each load the models, which is inside the time."])
+        "two processes (forkserver) that each load the models once for both stages, which is inside the time."])
     write_report("embed-full" if args.full else "embed-quick", text)
 
 

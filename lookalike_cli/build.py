@@ -11,6 +11,7 @@ from .config import Config
 from .embed import EmbedSummary, embed_faces
 from .filter import FilterSummary, filter_images
 from .index import IndexSummary, build_index
+from .models import model_workers
 from .similarity import Calibration
 
 
@@ -26,8 +27,9 @@ class BuildSummary:
 def build(images_dir: str | Path, data_dir: str | Path, catalog: str | Path | None = None,
           config: Config = Config()) -> BuildSummary:
     """Build a searchable gallery in ``data_dir`` from the photos in ``images_dir``."""
-    filtered = filter_images(images_dir, data_dir, catalog, config)
-    embedded = embed_faces(data_dir, config)
+    with model_workers(config.runtime) as workers:  # one pool for both stages: the models load once
+        filtered = filter_images(images_dir, data_dir, catalog, config, workers)
+        embedded = embed_faces(data_dir, config, workers)
     cleaned = clean_identities(data_dir, config)
     calibration = calibrate(data_dir, config)
     indexed = build_index(data_dir, config)

@@ -7,6 +7,7 @@ computes only the new ones, and a killed run resumes from its checkpoint parts.
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,8 @@ from .artifacts import Checkpoint, DataDir, read_table, write_table
 from .config import Config
 from .errors import LookalikeError
 from .images import ImageRejected, read_image
-from .models import Face, model_id, process_models
-from .parallel import parallel_map
+from .models import Face, model_id, model_workers, process_models
+from .parallel import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,9 @@ def _cache_key(row: dict) -> tuple:
     return row["sha256"], tuple(row["box"]), row["embed_key"]
 
 
-def embed_faces(data_dir: str | Path, config: Config = Config()) -> EmbedSummary:
-    """Run the embed stage on the accepted rows of ``filter.parquet``; writes ``embeddings.parquet``."""
+def embed_faces(data_dir: str | Path, config: Config = Config(), workers: WorkerPool | None = None) -> EmbedSummary:
+    """Run the embed stage on the accepted rows of ``filter.parquet``; writes ``embeddings.parquet``.
+    ``workers``: a pool to use (default: one of ``config.runtime.workers`` for this stage)."""
     data = DataDir(Path(data_dir))
     filtered = read_table(data.require(data.filter, "filter"), "filter", "filter").to_pylist()
     accepted = [row for row in filtered if row["status"] == "accepted"]
@@ -96,18 +98,18 @@ def embed_faces(data_dir: str | Path, config: Config = Config()) -> EmbedSummary
     if todo:
         checkpoint.plan(len(todo))
         by_path = {row["path"]: row for row in accepted}
-        for path, embedding, error in parallel_map(embed_face, todo, workers=config.runtime.workers,
-                                                   initializer=process_models,
-                                                   initargs=(config.runtime.models_dir,), desc="embed"):
-            if embedding is None:
-                failed += 1
-                log.warning("cannot embed %s: %s", path, error)
-                continue
-            source = by_path[path]
-            out = {"path": path, "alias": source["alias"], "sha256": source["sha256"], "box": source["box"],
-                   "embed_key": key, "embedding": embedding}
-            rows[position[path]] = out
-            checkpoint.add(out)
+        with ExitStack() as stack:
+            pool = workers or stack.enter_context(model_workers(config.runtime))
+            for path, embedding, error in pool.map(embed_face, todo, desc="embed"):
+                if embedding is None:
+                    failed += 1
+                    log.warning("cannot embed %s: %s", path, error)
+                    continue
+                source = by_path[path]
+                out = {"path": path, "alias": source["alias"], "sha256": source["sha256"], "box": source["box"],
+                       "embed_key": key, "embedding": embedding}
+                rows[position[path]] = out
+                checkpoint.add(out)
         checkpoint.flush()
 
     final = [row for row in rows if row is not None]

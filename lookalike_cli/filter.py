@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from .catalog import load_catalog, person_row
 from .config import Config, DetectConfig, FilterConfig
 from .errors import LookalikeError
 from .images import GalleryImage, ImageRejected, list_gallery, read_image, sha256_of
-from .models import process_models
-from .parallel import parallel_map
+from .models import model_workers, process_models
+from .parallel import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class DetectTask:
     detect: DetectConfig
     max_pixels: int
     models_dir: str
+    size: int  # bytes: detection takes longer on larger files
 
 
 def detect_key(detect: DetectConfig, filter_config: FilterConfig) -> str:
@@ -102,8 +104,9 @@ def people_rows(images: list[GalleryImage], catalog: str | Path | None) -> list[
 
 
 def filter_images(images_dir: str | Path, data_dir: str | Path, catalog: str | Path | None = None,
-                  config: Config = Config()) -> FilterSummary:
-    """Run the filter stage over ``images_dir``; writes ``filter.parquet`` and ``people.parquet``."""
+                  config: Config = Config(), workers: WorkerPool | None = None) -> FilterSummary:
+    """Run the filter stage over ``images_dir``; writes ``filter.parquet`` and ``people.parquet``.
+    ``workers``: a pool to use (default: one of ``config.runtime.workers`` for this stage)."""
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise LookalikeError(f"images folder {images_dir} does not exist or is not a folder")
@@ -139,17 +142,18 @@ def filter_images(images_dir: str | Path, data_dir: str | Path, catalog: str | P
                                                "eye_distance", "tilt", "reason", "detail")})
         else:
             todo.append(DetectTask(image.path, config.detect, config.filter.max_image_pixels,
-                                   config.runtime.models_dir))
+                                   config.runtime.models_dir, stat.st_size))
 
     log.info("filter: %d images, %d cached, %d to detect", len(images), len(images) - len(todo), len(todo))
     if todo:
         checkpoint.plan(len(todo))
-        for result in parallel_map(detect_image, todo, workers=config.runtime.workers,
-                                   initializer=process_models, initargs=(config.runtime.models_dir,),
-                                   desc="filter"):
-            row = rows[result["path"]]
-            row.update(result)
-            checkpoint.add(row)
+        todo.sort(key=lambda task: task.size, reverse=True)  # the slowest first, so that no worker ends alone
+        with ExitStack() as stack:
+            pool = workers or stack.enter_context(model_workers(config.runtime))
+            for result in pool.map(detect_image, todo, desc="filter"):
+                row = rows[result["path"]]
+                row.update(result)
+                checkpoint.add(row)
         checkpoint.flush()
 
     for row in rows.values():

@@ -9,14 +9,19 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .config import RuntimeConfig
 from .errors import LookalikeError
 from .geometry import box_area, eye_distance, head_tilt, scale_box
 
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+
+if TYPE_CHECKING:
+    from .parallel import WorkerPool
 
 
 def models_folder(models_dir: str = "") -> Path:
@@ -124,3 +129,11 @@ def process_models(models_dir: str = "") -> FaceModels:
     if models_dir not in _process_models:
         _process_models[models_dir] = FaceModels(models_dir)
     return _process_models[models_dir]
+
+
+def model_workers(runtime: RuntimeConfig) -> WorkerPool:
+    """``runtime.workers`` worker processes for dlib work, each loading the models once; share one across
+    stages (as ``build`` does) to load them once per run."""
+    from .parallel import WorkerPool
+
+    return WorkerPool(runtime.workers, process_models, (runtime.models_dir,))

@@ -22,26 +22,46 @@ def resolve_workers(workers: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def parallel_map(func: Callable[[T], R], items: Sequence[T], *, workers: int,
-                 initializer: Callable[..., None], initargs: tuple = (), desc: str = "",
-                 unit: str = "image") -> Iterator[R]:
-    """Yield ``func(item)`` for every item, in completion order, with a progress bar.
+class WorkerPool:
+    """Worker processes that run ``initializer(*initargs)`` once each (to load models) and then serve every
+    ``map`` call until closed, so that the stages of one build share them. The processes start on the first
+    ``map`` that has work for them; with one worker everything runs in this process."""
 
-    ``initializer(*initargs)`` runs once per worker process (to load models); with one worker, or one
-    item, everything runs in this process.
-    """
-    workers = min(resolve_workers(workers), max(1, len(items)))
-    with tqdm(total=len(items), desc=desc, unit=unit, disable=None, leave=False) as bar:
-        if workers == 1:
-            initializer(*initargs)
-            results: Iterable[R] = map(func, items)
-            for result in results:
+    def __init__(self, workers: int, initializer: Callable[..., None], initargs: tuple = ()):
+        self.workers = resolve_workers(workers)
+        self.initializer = initializer
+        self.initargs = initargs
+        self._pool = None
+        self._initialized_here = False
+
+    def map(self, func: Callable[[T], R], items: Sequence[T], desc: str = "", unit: str = "image") -> Iterator[R]:
+        """Yield ``func(item)`` for every item, in completion order, with a progress bar."""
+        with tqdm(total=len(items), desc=desc, unit=unit, disable=None, leave=False) as bar:
+            for result in self._results(func, items):
                 bar.update()
                 yield result
-            return
-        context = multiprocessing.get_context("forkserver")
-        chunksize = max(1, min(16, len(items) // (workers * 8)))
-        with context.Pool(workers, initializer=initializer, initargs=initargs) as pool:
-            for result in pool.imap_unordered(func, items, chunksize=chunksize):
-                bar.update()
-                yield result
+
+    def _results(self, func: Callable[[T], R], items: Sequence[T]) -> Iterable[R]:
+        if self._pool is None and (self.workers == 1 or len(items) == 1):
+            if not self._initialized_here:
+                self.initializer(*self.initargs)
+                self._initialized_here = True
+            return map(func, items)
+        if self._pool is None:
+            context = multiprocessing.get_context("forkserver")
+            self._pool = context.Pool(self.workers, initializer=self.initializer, initargs=self.initargs)
+        # One item at a time: an item takes 10 ms to a few seconds, and a chunk would keep one worker busy
+        # at the end while the other waits.
+        return self._pool.imap_unordered(func, items)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

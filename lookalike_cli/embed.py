@@ -7,7 +7,6 @@ computes only the new ones, and a killed run resumes from its checkpoint parts.
 from __future__ import annotations
 
 import logging
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,8 +97,7 @@ def embed_faces(data_dir: str | Path, config: Config = Config(), workers: Worker
     if todo:
         checkpoint.plan(len(todo))
         by_path = {row["path"]: row for row in accepted}
-        with ExitStack() as stack:
-            pool = workers or stack.enter_context(model_workers(config.runtime))
+        with model_workers(config.runtime, shared=workers) as pool:
             for path, embedding, error in pool.map(embed_face, todo, desc="embed"):
                 if embedding is None:
                     failed += 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,8 +147,7 @@ def filter_images(images_dir: str | Path, data_dir: str | Path, catalog: str | P
     if todo:
         checkpoint.plan(len(todo))
         todo.sort(key=lambda task: task.size, reverse=True)  # the slowest first, so that no worker ends alone
-        with ExitStack() as stack:
-            pool = workers or stack.enter_context(model_workers(config.runtime))
+        with model_workers(config.runtime, shared=workers) as pool:
             for result in pool.map(detect_image, todo, desc="filter"):
                 row = rows[result["path"]]
                 row.update(result)

@@ -7,9 +7,10 @@ nothing is ever downloaded. Loading takes about half a second, so every process 
 from __future__ import annotations
 
 import importlib.util
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -131,9 +132,14 @@ def process_models(models_dir: str = "") -> FaceModels:
     return _process_models[models_dir]
 
 
-def model_workers(runtime: RuntimeConfig) -> WorkerPool:
-    """``runtime.workers`` worker processes for dlib work, each loading the models once; share one across
-    stages (as ``build`` does) to load them once per run."""
+@contextmanager
+def model_workers(runtime: RuntimeConfig, shared: WorkerPool | None = None) -> Iterator[WorkerPool]:
+    """``runtime.workers`` worker processes for dlib work, each loading the models once, closed on exit; or
+    ``shared``, a pool the caller opened (``build`` shares one across stages), used as is and left open."""
+    if shared is not None:
+        yield shared
+        return
     from .parallel import WorkerPool
 
-    return WorkerPool(runtime.workers, process_models, (runtime.models_dir,))
+    with WorkerPool(runtime.workers, process_models, (runtime.models_dir,)) as pool:
+        yield pool

@@ -1,5 +1,5 @@
 """Nearest-neighbour search, 128-d, Euclidean: the project's exact numpy search vs HNSW (nmslib, the
-project's; faiss for comparison) on real descriptors and on synthetic ones matched to them.
+project's; faiss, hnswlib and usearch for comparison, when installed) on real descriptors and on synthetic ones matched to them.
 
     .venv/bin/python benchmarks/bench_index.py          # quick: real, 12k and 100k vectors
     .venv/bin/python benchmarks/bench_index.py --full   # adds 1M vectors and a wider parameter sweep
@@ -154,45 +154,90 @@ def file_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.parent.glob(path.name + "*"))
 
 
+def build_nmslib(gallery: np.ndarray, m: int, ef_construction: int, threads: int, path: Path):
+    """The project's index: build, save to ``path``, load back. Every builder returns (search, set_ef, build
+    seconds, load seconds)."""
+    from lookalike_cli.config import IndexConfig
+    from lookalike_cli.index import HnswIndex
+
+    started = time.perf_counter()
+    built = HnswIndex.build(gallery, IndexConfig(hnsw_m=m, hnsw_ef_construction=ef_construction), threads)
+    build = time.perf_counter() - started
+    built.save(path)
+    started = time.perf_counter()
+    index = HnswIndex.load(path, len(gallery), 10)
+    load = time.perf_counter() - started
+    return (lambda q: index.search(q, K)), (lambda ef: index.index.setQueryTimeParams({"efSearch": ef})), build, load
+
+
+def build_faiss(gallery: np.ndarray, m: int, ef_construction: int, threads: int, path: Path):
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+    started = time.perf_counter()
+    index = faiss.IndexHNSWFlat(gallery.shape[1], m)
+    index.hnsw.efConstruction = ef_construction
+    index.add(gallery)
+    build = time.perf_counter() - started
+    faiss.write_index(index, str(path))
+    started = time.perf_counter()
+    index = faiss.read_index(str(path))
+    load = time.perf_counter() - started
+    faiss.omp_set_num_threads(1)
+
+    def set_ef(ef: int) -> None:
+        index.hnsw.efSearch = ef
+    return (lambda q: index.search(q, K)[::-1]), set_ef, build, load  # (distances, ids) -> (ids, distances)
+
+
+def build_hnswlib(gallery: np.ndarray, m: int, ef_construction: int, threads: int, path: Path):
+    import hnswlib
+
+    started = time.perf_counter()
+    index = hnswlib.Index(space="l2", dim=gallery.shape[1])
+    index.init_index(max_elements=len(gallery), M=m, ef_construction=ef_construction)
+    index.add_items(gallery, num_threads=threads)
+    build = time.perf_counter() - started
+    index.save_index(str(path))
+    started = time.perf_counter()
+    index = hnswlib.Index(space="l2", dim=gallery.shape[1])
+    index.load_index(str(path))
+    load = time.perf_counter() - started
+    return (lambda q: index.knn_query(q, k=K, num_threads=1)), index.set_ef, build, load
+
+
+def build_usearch(gallery: np.ndarray, m: int, ef_construction: int, threads: int, path: Path):
+    from usearch.index import Index
+
+    started = time.perf_counter()
+    index = Index(ndim=gallery.shape[1], metric="l2sq", dtype="f32", connectivity=m, expansion_add=ef_construction)
+    index.add(np.arange(len(gallery)), gallery, threads=threads)
+    build = time.perf_counter() - started
+    index.save(str(path))
+    started = time.perf_counter()
+    index = Index.restore(str(path))
+    load = time.perf_counter() - started
+
+    def search(q: np.ndarray):
+        found = index.search(q, K, threads=1)
+        return np.atleast_2d(found.keys), np.atleast_2d(found.distances)
+
+    def set_ef(ef: int) -> None:
+        index.expansion_search = ef
+    return search, set_ef, build, load
+
+
+BUILDERS = {"nmslib": build_nmslib, "faiss": build_faiss, "hnswlib": build_hnswlib, "usearch": build_usearch}
+MODULES = {"nmslib": "nmslib", "faiss": "faiss", "hnswlib": "hnswlib", "usearch": "usearch"}
+
+
 def child(library: str, gallery_file: str, queries_file: str, m: int, ef_construction: int,
           threads: int) -> dict:
     """Build one HNSW index and sweep efSearch (runs in a child process; prints JSON)."""
     gallery, queries = np.load(gallery_file), np.load(queries_file)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "index.bin"
-        started = time.perf_counter()
-        if library == "nmslib":
-            from lookalike_cli.config import IndexConfig
-            from lookalike_cli.index import HnswIndex
-
-            index = HnswIndex.build(gallery, IndexConfig(hnsw_m=m, hnsw_ef_construction=ef_construction),
-                                    threads)
-            build = time.perf_counter() - started
-            index.save(path)
-            started = time.perf_counter()
-            index = HnswIndex.load(path, len(gallery), 10)
-            load = time.perf_counter() - started
-            search = lambda q: index.search(q, K)  # noqa: E731
-
-            def set_ef(ef: int) -> None:
-                index.index.setQueryTimeParams({"efSearch": ef})
-        else:
-            import faiss
-
-            faiss.omp_set_num_threads(threads)
-            index = faiss.IndexHNSWFlat(gallery.shape[1], m)
-            index.hnsw.efConstruction = ef_construction
-            index.add(gallery)
-            build = time.perf_counter() - started
-            faiss.write_index(index, str(path))
-            started = time.perf_counter()
-            index = faiss.read_index(str(path))
-            load = time.perf_counter() - started
-            faiss.omp_set_num_threads(1)
-            search = lambda q: index.search(q, K)[::-1]  # noqa: E731  (distances, ids) -> (ids, distances)
-
-            def set_ef(ef: int) -> None:
-                index.hnsw.efSearch = ef
+        search, set_ef, build, load = BUILDERS[library](gallery, m, ef_construction, threads, path)
         size = file_size(path)
     sweep = {}
     for ef in EF_SEARCH:
@@ -270,7 +315,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="build threads")
     parser.add_argument("--sizes", help="only these synthetic sizes, e.g. 1000000 (default: by mode)")
     parser.add_argument("--exact-only", action="store_true", help="no HNSW builds (exact search, Parquet)")
-    parser.add_argument("--settings", help="only these builds, e.g. nmslib:32:200 (library:M:efConstruction)")
+    parser.add_argument("--settings", help="these builds instead of the mode's, e.g. nmslib:32:200,hnswlib:32:200 "
+                                           f"(library:M:efConstruction; libraries: {', '.join(BUILDERS)})")
     args = parser.parse_args()
     started = time.perf_counter()
 
@@ -309,13 +355,15 @@ def main() -> None:
         sizes = {int(size) for size in args.sizes.split(",")}
         runs = [run for run in runs if len(np.load(run[1], mmap_mode="r")) in sizes]
     if args.settings:
-        chosen = {(library, int(m), int(ef)) for library, m, ef in
-                  (item.split(":") for item in args.settings.split(","))}
-        runs = [(name, *files, [s for s in settings if s in chosen], limit) for name, *files, settings, limit in runs]
+        chosen = [(library, int(m), int(ef)) for library, m, ef in
+                  (item.split(":") for item in args.settings.split(","))]
+        runs = [(name, *files, chosen, limit) for name, *files, settings, limit in runs]
     if args.exact_only:
         runs = [(name, *files, [], limit) for name, *files, settings, limit in runs]
-    if importlib.util.find_spec("faiss") is None:  # the optional comparison: pip install 'lookalike[bench]'
-        runs = [(name, *files, [s for s in settings if s[0] != "faiss"], limit)
+    missing = {library for library, module in MODULES.items() if importlib.util.find_spec(module) is None}
+    if missing:  # the comparisons are optional: pip install 'lookalike[bench]' (hnswlib compiles from source)
+        print(f"not installed, skipped: {', '.join(sorted(missing))}", file=sys.stderr)
+        runs = [(name, *files, [s for s in settings if s[0] not in missing], limit)
                 for name, *files, settings, limit in runs]
     raw = []
     for name, gallery, held_out, settings, limit in runs:

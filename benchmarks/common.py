@@ -24,7 +24,7 @@ RESULTS = REPO / "benchmarks" / "results"
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED", REPO.parent / "shared"))
 CONGRESS = SHARED / "congress"
 FACES = SHARED / "faces"
-VERSIONED = ("dlib-bin", "dlib", "nmslib", "faiss-cpu", "numpy", "pillow", "pyarrow")
+VERSIONED = ("dlib-bin", "dlib", "nmslib", "faiss-cpu", "hnswlib", "usearch", "numpy", "pillow", "pyarrow")
 
 sys.path.insert(0, str(REPO))
 

@@ -104,7 +104,7 @@ class IndexConfig:
     hnsw_m: int = setting(32, "HNSW links per node (nmslib M)", min=2, max=512)
     hnsw_ef_construction: int = setting(200, "HNSW candidate list while building (efConstruction)",
                                         min=1, max=100_000)
-    hnsw_ef_search: int = setting(160, "HNSW candidate list while searching (efSearch)", min=1,
+    hnsw_ef_search: int = setting(400, "HNSW candidate list while searching (efSearch)", min=1,
                                   max=100_000)
 
 

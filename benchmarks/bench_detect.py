@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from common import CONGRESS, FACES, header, markdown_table, median, require_shared, write_report
+from common import CONGRESS, FACES, header, markdown_table, median, require_shared, shared_photos, write_report
 
 LIMITS = (0, 1600, 1200, 1024, 800, 640)
 
@@ -35,8 +35,7 @@ def photos(full: bool) -> list[tuple[str, np.ndarray]]:
             image = Image.open(path).convert("RGB")
             found.append((f"congress x{factor}/{path.name}", np.asarray(
                 image.resize((image.width * factor, image.height * factor), Image.BICUBIC))))
-    labelled = sorted(p for p in (FACES / "people").glob("*/*") if p.suffix.lower() in (".jpg", ".png"))
-    hard = sorted(p for p in (FACES / "hard").glob("*") if p.suffix.lower() in (".jpg", ".png"))
+    labelled, hard = shared_photos("people/*/*"), shared_photos("hard/*")
     for path in (labelled + hard) if full else labelled[::7][:8]:
         found.append((str(path.relative_to(FACES)), read_image(path, 40_000_000)))
     return found
@@ -69,13 +68,13 @@ def main() -> None:
         for limit in LIMITS:
             shrunk = bool(limit) and max(image.shape[:2]) > limit
             if limit and not shrunk:
-                faces, seconds = reference_faces, reference_seconds  # no shrinking: the same work
+                faces, seconds = reference, reference_seconds  # no shrinking: the same work
             else:
                 started = time.perf_counter()
                 faces = models.detect(image, 1, 0.0, limit)
                 seconds = time.perf_counter() - started
             if reference is None:
-                reference, reference_faces, reference_seconds = faces, faces, seconds
+                reference, reference_seconds = faces, seconds
                 descriptors = [models.descriptor(image, face, 1) for face in faces]
             entry = stats[limit]
             entry["seconds"].append(seconds)

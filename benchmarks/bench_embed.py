@@ -21,12 +21,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from common import CONGRESS, FACES, header, markdown_table, median, require_shared, write_report
+from common import (CONGRESS, FACES, header, markdown_table, median, require_shared, shared_photos,
+                    write_report)
 
 
 def sample_images(congress: int, faces: int) -> list[Path]:
     portraits = sorted((CONGRESS / "images").glob("*.jpg"))[:congress]
-    labelled = sorted(p for p in (FACES / "people").glob("*/*") if p.suffix.lower() in (".jpg", ".png"))[:faces]
+    labelled = shared_photos("people/*/*")[:faces]
     return portraits + labelled
 
 

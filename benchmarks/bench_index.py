@@ -37,6 +37,7 @@ from common import (CACHE, header, markdown_table, median, ms, percentile, real_
 
 K = 10
 EF_SEARCH = (10, 20, 40, 80, 160, 400)
+REAL_QUERIES = 100  # real descriptors held out as queries; the rest is the real gallery
 ORIGINAL = (100, 2000)  # the original service's M and efConstruction (efSearch 400)
 
 
@@ -228,7 +229,6 @@ def build_usearch(gallery: np.ndarray, m: int, ef_construction: int, threads: in
 
 
 BUILDERS = {"nmslib": build_nmslib, "faiss": build_faiss, "hnswlib": build_hnswlib, "usearch": build_usearch}
-MODULES = {"nmslib": "nmslib", "faiss": "faiss", "hnswlib": "hnswlib", "usearch": "usearch"}
 
 
 def child(library: str, gallery_file: str, queries_file: str, m: int, ef_construction: int,
@@ -338,36 +338,33 @@ def main() -> None:
     held = rng.permutation(len(real))
     CACHE.mkdir(parents=True, exist_ok=True)
     real_gallery, real_queries = CACHE / "real-gallery.npy", CACHE / "real-queries.npy"
-    np.save(real_gallery, real[held[100:]])
-    np.save(real_queries, real[held[:100]])
+    np.save(real_gallery, real[held[REAL_QUERIES:]])
+    np.save(real_queries, real[held[:REAL_QUERIES]])
 
     core = [("nmslib", 16, 100), ("nmslib", 32, 200), ("faiss", 16, 100)]
     wide = [("faiss", 32, 200), ("nmslib", 8, 50), ("nmslib", 48, 400), ("nmslib", *ORIGINAL)]
     queries = 1000 if args.full else 300
-    runs = [("Real descriptors", real_gallery, real_queries, core, 120),
-            ("Synthetic", *dataset("synthetic", 12_000, queries, sample), core + (wide if args.full else [("nmslib", *ORIGINAL)]),
-             900 if args.full else 300),
-            ("Synthetic", *dataset("synthetic", 100_000, queries, sample), core + (wide if args.full else []), 1800)]
+    # (name, synthetic size or None for the real set, HNSW builds, time limit per build in seconds)
+    plan = [("Real descriptors", None, core, 120),
+            ("Synthetic", 12_000, core + (wide if args.full else [("nmslib", *ORIGINAL)]), 900 if args.full else 300),
+            ("Synthetic", 100_000, core + (wide if args.full else []), 1800)]
     if args.full or args.sizes:
-        runs.append(("Synthetic", *dataset("synthetic", 1_000_000, queries, sample),
-                     [("nmslib", 16, 100), ("faiss", 16, 100), ("nmslib", 32, 200)], 3600))
+        plan.append(("Synthetic", 1_000_000, [("nmslib", 16, 100), ("faiss", 16, 100), ("nmslib", 32, 200)], 3600))
     if args.sizes:
         sizes = {int(size) for size in args.sizes.split(",")}
-        runs = [run for run in runs if len(np.load(run[1], mmap_mode="r")) in sizes]
-    if args.settings:
-        chosen = [(library, int(m), int(ef)) for library, m, ef in
-                  (item.split(":") for item in args.settings.split(","))]
-        runs = [(name, *files, chosen, limit) for name, *files, settings, limit in runs]
-    if args.exact_only:
-        runs = [(name, *files, [], limit) for name, *files, settings, limit in runs]
-    missing = {library for library, module in MODULES.items() if importlib.util.find_spec(module) is None}
+        plan = [entry for entry in plan if (entry[1] or len(real) - REAL_QUERIES) in sizes]
+    chosen = [(library, int(m), int(ef)) for library, m, ef in
+              (item.split(":") for item in args.settings.split(","))] if args.settings else None
+    missing = {library for library in BUILDERS if importlib.util.find_spec(library) is None}
     if missing:  # the comparisons are optional: pip install 'lookalike[bench]' (hnswlib compiles from source)
         print(f"not installed, skipped: {', '.join(sorted(missing))}", file=sys.stderr)
-        runs = [(name, *files, [s for s in settings if s[0] not in missing], limit)
-                for name, *files, settings, limit in runs]
     raw = []
-    for name, gallery, held_out, settings, limit in runs:
-        text, rows = bench(name, gallery, held_out, settings, args.threads, limit)
+    for name, size, settings, limit in plan:
+        settings = [] if args.exact_only else chosen or settings
+        gallery, held_out = (real_gallery, real_queries) if size is None else \
+            dataset("synthetic", size, queries, sample)
+        text, rows = bench(name, gallery, held_out, [s for s in settings if s[0] not in missing], args.threads,
+                           limit)
         parts.append(text)
         raw += rows
         print(text, file=sys.stderr, flush=True)

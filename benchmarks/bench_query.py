@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import (FACES, REPO, congress_gallery, header, markdown_table, median, ms, percentile,
-                    repeat_timed, write_report)
+from common import (REPO, congress_gallery, header, markdown_table, median, ms, percentile, repeat_timed,
+                    shared_photos, write_report)
 
 LOOKALIKE = [sys.executable, "-m", "lookalike_cli"]
 
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true")
     args = parser.parse_args()
     data_dir = congress_gallery()
-    photos = sorted(p for p in (FACES / "people").glob("*/*") if p.suffix.lower() in (".jpg", ".png"))
+    photos = shared_photos("people/*/*")
     photos = photos if args.full else photos[:20]
     cold_runs = 9 if args.full else 5
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import httpx
 
-from common import (CACHE, CONGRESS, FACES, REPO, congress_gallery, header, load_average, markdown_table, median, ms,
-                    percentile, repeat_timed, run_cli, write_report)
+from common import (CACHE, CONGRESS, REPO, congress_gallery, header, load_average, markdown_table, median, ms,
+                    percentile, repeat_timed, run_cli, shared_photos, write_report)
 
 CLIENTS = 4  # concurrent clients: more than the workers, so that the queue is used
 WARM_UP = 2.0  # seconds of load before measuring
@@ -106,7 +106,7 @@ def main() -> None:
     data_dir = congress_gallery() if shared else demo_gallery()
     photo_sets = {SELFIE: [(REPO / "data/demo/selfie.jpg").read_bytes()]}
     if shared:
-        photo_sets["faces/people, 55 photos"] = [path.read_bytes() for path in sorted(FACES.glob("people/*/*"))]
+        photo_sets["faces/people, 55 photos"] = [path.read_bytes() for path in shared_photos("people/*/*")]
     head = header("lookalike serve under load (loopback)", ["benchmarks/bench_serve.py", *sys.argv[1:]])
     alone = service_times(data_dir, photo_sets)
     servers = {workers: start_server(data_dir, workers) for workers in WORKERS}

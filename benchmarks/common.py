@@ -24,6 +24,7 @@ RESULTS = REPO / "benchmarks" / "results"
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED", REPO.parent / "shared"))
 CONGRESS = SHARED / "congress"
 FACES = SHARED / "faces"
+PHOTO_SUFFIXES = (".jpg", ".png")
 VERSIONED = ("dlib-bin", "dlib", "nmslib", "faiss-cpu", "hnswlib", "usearch", "numpy", "pillow", "pyarrow")
 
 sys.path.insert(0, str(REPO))
@@ -99,6 +100,11 @@ def dlib_build() -> str:
 
     info = dlib_build_info()
     return f"dlib {info['version']} (BLAS {'on' if info['blas'] else 'off'}, AVX {'on' if info['avx'] else 'off'})"
+
+
+def shared_photos(pattern: str) -> list[Path]:
+    """The JPEG and PNG files of ``../shared/faces`` matching ``pattern`` ("people/*/*": the labelled photos), sorted."""
+    return sorted(p for p in FACES.glob(pattern) if p.suffix.lower() in PHOTO_SUFFIXES)
 
 
 def header(title: str, argv: Sequence[str]) -> str:

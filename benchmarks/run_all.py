@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 FOLDER = Path(__file__).resolve().parent
-ORDER = ("dlib", "embed", "query", "detect", "crawl", "index")  # the longest last
+# the longest (index) last but one; search_pruning reuses the vectors index caches
+ORDER = ("dlib", "embed", "query", "detect", "crawl", "serve", "index", "search_pruning")
 TOPICS = sorted((p.stem.removeprefix("bench_") for p in FOLDER.glob("bench_*.py")),
                 key=lambda topic: ORDER.index(topic) if topic in ORDER else len(ORDER))
 

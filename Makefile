@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DATA ?= data/demo/out
 PYTEST_ARGS ?=
 
-.PHONY: install demo test clean bench bench-full dlib-blas-wheel dlib-blas
+.PHONY: install demo test clean bench bench-full dlib-blas-wheel dlib-blas settings
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ pipeline: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# configs/default.toml and the README's settings table, from lookalike_cli/config.py
+settings: install
+	$(BIN)/python tools/write_settings.py
 
 # Speed figures, side by side in one run, written to benchmarks/results/ (see benchmarks/RESULTS.md).
 bench: $(VENV)/.bench

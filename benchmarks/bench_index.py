@@ -43,7 +43,7 @@ ORIGINAL = (100, 2000)  # the original service's M and efConstruction (efSearch 
 
 def nearest_distances(vectors: np.ndarray) -> np.ndarray:
     """Each vector's distance to its nearest other vector (exact)."""
-    from lookalike_cli.index import ExactIndex
+    from lookalike_cli.search import ExactIndex
 
     _, distances = ExactIndex(vectors).search(vectors, 2)
     return distances[:, 1]
@@ -114,7 +114,7 @@ def time_queries(search, queries: np.ndarray) -> dict:
 
 
 def measure_exact(gallery: np.ndarray, queries: np.ndarray) -> dict:
-    from lookalike_cli.index import ExactIndex
+    from lookalike_cli.search import ExactIndex
 
     started = time.perf_counter()
     index = ExactIndex(gallery)
@@ -127,7 +127,7 @@ def parquet_gallery(gallery: np.ndarray) -> dict:
     """Seconds to write and read back ``gallery.parquet`` (the project's artifact) of these vectors, its size."""
     import pyarrow as pa
 
-    from lookalike_cli.artifacts import EMBEDDING_SIZE, DataDir, read_vectors, write_table
+    from lookalike_cli.artifacts import EMBEDDING_SIZE, DataDir, load_table, table_vectors, write_table
 
     names = pa.array([f"person-{i:07d}" for i in range(len(gallery))])
     table = pa.table({"alias": names, "kind": pa.array(["photo"] * len(gallery)), "path": names, "image": names,
@@ -136,11 +136,11 @@ def parquet_gallery(gallery: np.ndarray) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         data = DataDir(Path(folder))
         started = time.perf_counter()
-        write_table(data.gallery, "gallery", table)
+        write_table(data.path("gallery"), "gallery", table)
         write = time.perf_counter() - started
         started = time.perf_counter()
-        read_vectors(data)
-        return {"write": write, "read": time.perf_counter() - started, "size": data.gallery.stat().st_size}
+        table_vectors(load_table(data.path("gallery"), "gallery"))
+        return {"write": write, "read": time.perf_counter() - started, "size": data.path("gallery").stat().st_size}
 
 
 def peak_memory() -> int:
@@ -159,10 +159,10 @@ def build_nmslib(gallery: np.ndarray, m: int, ef_construction: int, threads: int
     """The project's index: build, save to ``path``, load back. Every builder returns (search, set_ef, build
     seconds, load seconds)."""
     from lookalike_cli.config import IndexConfig
-    from lookalike_cli.index import HnswIndex
+    from lookalike_cli.search import HnswIndex
 
     started = time.perf_counter()
-    built = HnswIndex.build(gallery, IndexConfig(hnsw_m=m, hnsw_ef_construction=ef_construction), threads)
+    built = HnswIndex.build(gallery, m, ef_construction, IndexConfig().hnsw_ef_search, threads)
     build = time.perf_counter() - started
     built.save(path)
     started = time.perf_counter()
@@ -305,7 +305,7 @@ def bench(name: str, gallery_file: Path, queries_file: Path, settings: list[tupl
     scale = markdown_table(["index file", "build s", "size", "load s", "peak memory of build + queries"], loads)
     return (f"### {name}: {len(gallery):,} vectors, {len(queries)} queries, k={K}\n\n{table}\n\n"
             f"`gallery.parquet` of these vectors: {size_text(parquet['size'])}, written in {parquet['write']:.2f} s, "
-            f"read (`read_vectors`) in {parquet['read']:.2f} s; the exact index is those vectors in memory.\n\n"
+            f"read (`table_vectors`) in {parquet['read']:.2f} s; the exact index is those vectors in memory.\n\n"
             f"{scale}\n"), raw
 
 

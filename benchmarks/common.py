@@ -159,11 +159,11 @@ def run_cli(args: Sequence[str]) -> None:
 
 def real_descriptors(num_jitters: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(N x 128 float32 descriptors, person labels) of every embedded congress and faces/people photo."""
-    from lookalike_cli.artifacts import DataDir, read_vectors
+    from lookalike_cli.artifacts import DataDir
 
     vectors, labels = [], []
     for data_dir in (congress_gallery(num_jitters), faces_embeddings(num_jitters)):
-        rows, found = read_vectors(DataDir(data_dir), "embeddings")
+        rows, found = DataDir(data_dir).vectors("embeddings")
         vectors.append(found)
         labels += [f"{data_dir.name}/{row['alias']}" for row in rows]
     return np.concatenate(vectors), np.asarray(labels)

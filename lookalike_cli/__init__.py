@@ -2,8 +2,8 @@
 
 The stages are plain functions (``build``, ``filter_images``, ``embed_faces``, ``clean_identities``,
 ``calibrate``, ``build_index``) and ``Lookalike`` answers photos; the ``lookalike`` command is a thin layer
-over them.
-They are imported on first use, so that importing the package (and ``lookalike --help``) stays fast.
+over them. They are imported on first use, so that importing the package (and ``lookalike --help``) stays fast;
+no module of the package bears an exported name, so importing a module never shadows an export.
 """
 
 from importlib import import_module
@@ -11,9 +11,9 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Lookalike": "query", "build": "build", "filter_images": "filter", "embed_faces": "embed",
-    "clean_identities": "clean", "calibrate": "calibrate", "build_index": "index", "Config": "config",
-    "load_config": "config", "LookalikeError": "errors",
+    "Lookalike": "query", "PhotoResult": "query", "build": "pipeline", "filter_images": "filter",
+    "embed_faces": "embed", "clean_identities": "clean", "calibrate": "calibration", "build_index": "index",
+    "Config": "config", "load_config": "config", "LookalikeError": "errors",
 }
 
 __all__ = list(_EXPORTS)
@@ -21,5 +21,11 @@ __all__ = list(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

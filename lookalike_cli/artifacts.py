@@ -1,8 +1,10 @@
-"""Where every artifact lives in a data directory, what its columns are, and how it is written.
+"""The data directory: which artifact lives where, who makes it, its schema, and how it is read and written.
 
-All writes are atomic (temp file in the same folder, fsync, rename), so a killed run leaves either the old
-file or the new one. Long stages also write checkpoint parts under ``parts/<stage>/`` as they go; a re-run
-reads them back, and the stage's final Parquet replaces them.
+Every artifact has a registry entry (file, producing stage, Parquet columns or JSON) and is read through
+``DataDir.read``, which checks that it exists, is intact, is this version's, and is fresh: each artifact records
+a content id and the ids of the artifacts it was made from, so a copied, untarred or read-only data directory
+stays valid (no timestamps are compared). All writes are atomic (temp file in the same folder, fsync, rename).
+Long stages also write checkpoint parts under ``parts/<stage>/``; a re-run reads them back.
 """
 
 from __future__ import annotations
@@ -12,46 +14,67 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from .errors import LookalikeError
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 EMBEDDING_SIZE = 128
 
-# Column name -> pyarrow type name, per artifact. The single definition of every table's schema.
-COLUMNS: dict[str, dict[str, str]] = {
-    "crawl": {
+
+@dataclass(frozen=True)
+class Artifact:
+    """One artifact of a data directory: its file, the command that writes it, its Parquet columns (column
+    name -> type name; None for a JSON artifact) and the artifacts it is made from (checked for freshness)."""
+
+    name: str
+    file: str
+    stage: str
+    columns: dict[str, str] | None = None
+    made_from: tuple[str, ...] = ()
+
+
+ARTIFACTS: dict[str, Artifact] = {artifact.name: artifact for artifact in (
+    Artifact("crawl", "crawl.parquet", "crawl", {
         "alias": "string", "query": "string", "url": "string", "path": "string", "sha256": "string",
         "bytes": "int64", "width": "int32", "height": "int32", "http_status": "int32", "status": "string",
         "error": "string", "seconds": "float32", "time": "string",
-    },
-    "people": {
+    }),
+    Artifact("people", "people.parquet", "filter", {
         "alias": "string", "name": "string", "role": "string", "n_movies": "int64", "extra": "string",
-    },
-    "filter": {
+    }),
+    Artifact("filter", "filter.parquet", "filter", {
         "path": "string", "alias": "string", "sha256": "string", "size": "int64", "mtime_ns": "int64",
         "detect_key": "string", "width": "int32", "height": "int32", "n_faces": "int32",
         "box": "box", "landmarks": "landmarks", "score": "float32", "eye_distance": "float32",
         "tilt": "float32", "status": "string", "reason": "string", "detail": "string",
-    },
-    "embeddings": {
+    }),
+    Artifact("embeddings", "embeddings.parquet", "embed", {
         "path": "string", "alias": "string", "sha256": "string", "box": "box", "embed_key": "string",
         "embedding": "embedding",
-    },
-    "identities": {
+    }),
+    Artifact("identities", "identities.parquet", "clean", {
         "path": "string", "alias": "string", "sha256": "string", "status": "string", "reason": "string",
         "medoid_distance": "float32", "person_status": "string", "representative": "bool",
-    },
-    "gallery": {
+    }, made_from=("embeddings",)),
+    Artifact("gallery", "gallery.parquet", "clean", {
         "alias": "string", "kind": "string", "path": "string", "image": "string", "embed_key": "string",
         "embedding": "embedding",
-    },
-}
+    }, made_from=("embeddings",)),
+    Artifact("clean", "clean.json", "clean", made_from=("embeddings", "gallery")),
+    Artifact("calibration", "calibration.json", "calibrate", made_from=("gallery",)),
+)}
+
+# Column name -> type name, per Parquet artifact: the single definition of every table's schema.
+COLUMNS: dict[str, dict[str, str]] = {name: a.columns for name, a in ARTIFACTS.items() if a.columns is not None}
 
 
 def arrow_schema(artifact: str):
@@ -67,82 +90,45 @@ def arrow_schema(artifact: str):
     return pa.schema(fields, metadata={"lookalike.artifact": f"{artifact}/{SCHEMA_VERSION}"})
 
 
-@dataclass(frozen=True)
-class DataDir:
-    """The paths of one data directory's artifacts."""
+def new_id() -> str:
+    """A fresh content id for an artifact being written."""
+    return uuid.uuid4().hex
 
-    root: Path
 
-    @property
-    def images(self) -> Path:
-        return self.root / "images"
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+        and value not in (float("inf"), float("-inf"))
 
-    @property
-    def crawl(self) -> Path:
-        return self.root / "crawl.parquet"
 
-    @property
-    def people(self) -> Path:
-        return self.root / "people.parquet"
+# What a valid JSON artifact holds: key -> (check, what it must be). Checked on every read.
+JSON_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "finite": _number,
+    "positive": lambda v: _number(v) and v > 0,
+    "count": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**53,
+    "fraction": lambda v: _number(v) and 0 <= v <= 1,
+    "text": lambda v: isinstance(v, str),
+    "table": lambda v: isinstance(v, dict),
+}
+JSON_FIELDS: dict[str, dict[str, str]] = {
+    "clean": {"photos": "count", "kept": "count", "people": "table"},
+    "calibration": {"mean": "finite", "std": "positive", "count": "count", "min_similarity": "fraction"},
+}
 
-    @property
-    def filter(self) -> Path:
-        return self.root / "filter.parquet"
 
-    @property
-    def embeddings(self) -> Path:
-        return self.root / "embeddings.parquet"
-
-    @property
-    def identities(self) -> Path:
-        return self.root / "identities.parquet"
-
-    @property
-    def gallery(self) -> Path:
-        return self.root / "gallery.parquet"
-
-    @property
-    def clean(self) -> Path:
-        return self.root / "clean.json"
-
-    @property
-    def calibration(self) -> Path:
-        return self.root / "calibration.json"
-
-    @property
-    def index_dir(self) -> Path:
-        return self.root / "index"
-
-    @property
-    def index_meta(self) -> Path:
-        return self.index_dir / "index.json"
-
-    @property
-    def hnsw(self) -> Path:
-        return self.index_dir / "hnsw.bin"
-
-    def parts(self, stage: str) -> Path:
-        return self.root / "parts" / stage
-
-    @property
-    def lock(self) -> Path:
-        return self.root / ".lock"
-
-    def require(self, path: Path, stage: str) -> Path:
-        """``path`` if it exists, else an error saying which command makes it."""
-        if not path.exists():
-            raise LookalikeError(f"{path} does not exist: run `lookalike {stage} --data-dir {self.root}` first")
-        return path
+def json_problem(data: Any, fields: dict[str, str]) -> str | None:
+    """What is wrong with a JSON artifact's content, or None."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    for key, check in fields.items():
+        if key not in data:
+            return f"no {key!r}"
+        if not JSON_CHECKS[check](data[key]):
+            return f"{key!r} is not a {check} value: {str(data[key])[:40]!r}"
+    return None
 
 
 def _tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def _replace_atomically(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _writing(path: Path):
@@ -155,7 +141,7 @@ def _writing(path: Path):
 
 def write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     """Write a file atomically; ``durable=False`` skips the fsync, for many small files that the caller
-    syncs at once later (a killed process still leaves the whole file or none)."""
+    syncs later (a killed process still leaves the whole file or none)."""
     tmp = _writing(path)
     try:
         with open(tmp, "wb") as fh:
@@ -174,76 +160,204 @@ def write_json(path: Path, data: Any) -> None:
     write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
-def read_json(path: Path, stage: str) -> dict:
-    """Read a JSON artifact; a damaged one is an error that says how to rebuild it."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LookalikeError(f"{path} does not exist: run `lookalike {stage}` first") from None
-    except (OSError, ValueError) as exc:
-        raise LookalikeError(f"{path} is damaged ({exc}): delete it and run `lookalike {stage}` again") from None
-    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
-        raise LookalikeError(f"{path} was written by another version of lookalike: "
-                             f"delete it and run `lookalike {stage}` again")
-    return data
-
-
-def write_table(path: Path, artifact: str, rows: list[dict] | Any) -> None:
-    """Write rows (a list of dicts, or a pyarrow Table) as a Parquet artifact, atomically."""
+def write_table(path: Path, artifact: str, rows: list[dict] | Any, metadata: dict[str, str] | None = None) -> None:
+    """Write rows (a list of dicts, or a pyarrow Table) as a Parquet artifact's file, atomically."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = arrow_schema(artifact)
+    if metadata:
+        schema = schema.with_metadata(schema.metadata | {k.encode(): v.encode() for k, v in metadata.items()})
     table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
     table = table.select(list(COLUMNS[artifact])).cast(schema)
     tmp = _writing(path)
     try:
         pq.write_table(table, tmp)
-        _replace_atomically(tmp, path)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise LookalikeError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def read_table(path: Path, artifact: str, stage: str):
-    """Read a Parquet artifact as a pyarrow Table, checking that it is the artifact this version writes."""
+class ArtifactProblem(Exception):
+    """Why an artifact file cannot be used: ``kind`` is missing, damaged or version."""
+
+    def __init__(self, kind: str, detail: str = ""):
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
+def load_table(path: Path, artifact: str):
+    """A Parquet artifact file as a pyarrow Table, checked against this version's schema; raises
+    ArtifactProblem."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not path.exists():
-        raise LookalikeError(f"{path} does not exist: run `lookalike {stage}` first")
     try:
         table = pq.read_table(path)
+    except FileNotFoundError:
+        raise ArtifactProblem("missing") from None
     except (OSError, pa.ArrowException) as exc:
-        raise LookalikeError(f"{path} is damaged ({str(exc).splitlines()[0]}): "
-                             f"delete it and run `lookalike {stage}` again") from None
-    tag = (table.schema.metadata or {}).get(b"lookalike.artifact", b"").decode()
-    if tag != f"{artifact}/{SCHEMA_VERSION}" or table.schema.names != list(COLUMNS[artifact]):
-        raise LookalikeError(f"{path} is not a {artifact} table of this lookalike version: "
-                             f"delete it and run `lookalike {stage}` again")
+        raise ArtifactProblem("damaged", str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    tag = (table.schema.metadata or {}).get(b"lookalike.artifact", b"").decode(errors="replace")
+    if tag != f"{artifact}/{SCHEMA_VERSION}":
+        raise ArtifactProblem("version")
+    if not table.schema.remove_metadata().equals(arrow_schema(artifact).remove_metadata()):
+        raise ArtifactProblem("damaged", "its columns are not the expected ones")
     return table
 
 
-# The stage that writes each artifact holding descriptors.
-VECTOR_STAGES = {"embeddings": "embed", "gallery": "clean"}
+def load_json(path: Path, fields: dict[str, str]) -> dict:
+    """A JSON artifact file, checked; raises ArtifactProblem."""
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ArtifactProblem("missing") from None
+    except (OSError, ValueError) as exc:
+        raise ArtifactProblem("damaged", str(exc)) from None
+    if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
+        raise ArtifactProblem("version")
+    problem = json_problem(data, fields)
+    if problem:
+        raise ArtifactProblem("damaged", problem)
+    return data
 
 
-def read_vectors(data: DataDir, artifact: str = "gallery"):
-    """Rows (without descriptors) and the N x 128 float32 descriptor matrix of the searched ``gallery`` or
-    of every photo's ``embeddings``, in row order."""
+def problem_message(path: Path, problem: ArtifactProblem, command: str) -> str:
+    """The one-line error for an artifact that cannot be used; ``command`` remakes it."""
+    if problem.kind == "missing":
+        return f"{path} does not exist: run `{command}` first"
+    if problem.kind == "version":
+        return f"{path} was written by another version of lookalike: run `{command}` again"
+    return f"{path} is damaged ({problem.detail}): run `{command}` again"
+
+
+def table_id(table_or_schema) -> str | None:
+    """The content id recorded in a Parquet artifact, or None for one written before ids."""
+    value = (table_or_schema.schema.metadata if hasattr(table_or_schema, "schema") else
+             table_or_schema.metadata or {}).get(b"lookalike.id")
+    return value.decode() if value else None
+
+
+def recorded_inputs(value) -> dict[str, str]:
+    """The ids of the artifacts that an artifact (Table or JSON dict) was made from."""
+    if isinstance(value, dict):
+        if "inputs" in value:
+            return dict(value["inputs"])
+        # written before content ids: size-mtime identities under these keys
+        return {key.removesuffix("_id"): f"legacy:{value[key]}" for key in ("gallery_id", "embeddings_id")
+                if key in value}
+    raw = (value.schema.metadata or {}).get(b"lookalike.inputs")
+    return json.loads(raw) if raw else {}
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """A data directory: its artifacts, read and written through the registry."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    def path(self, name: str) -> Path:
+        return self.root / ARTIFACTS[name].file
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def generations(self) -> Path:
+        return self.root / "generations"
+
+    def parts(self, stage: str) -> Path:
+        return self.root / "parts" / stage
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    def command(self, stage: str) -> str:
+        return f"lookalike {stage} --data-dir {self.root}"
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).exists()
+
+    def read(self, name: str, fresh: bool = True):
+        """An artifact: a pyarrow Table, or a dict for JSON. One-line errors when it is missing, damaged, of
+        another version, or (``fresh``) older than an artifact it was made from."""
+        artifact = ARTIFACTS[name]
+        path = self.path(name)
+        try:
+            value = load_table(path, name) if artifact.columns else load_json(path, JSON_FIELDS.get(name, {}))
+        except ArtifactProblem as problem:
+            raise LookalikeError(problem_message(path, problem, self.command(artifact.stage))) from None
+        if fresh:
+            recorded = recorded_inputs(value)
+            if artifact.columns and table_id(value) is None:  # written before ids: the stage's JSON report says
+                report = next(a.name for a in ARTIFACTS.values() if a.stage == artifact.stage and not a.columns)
+                recorded = recorded_inputs(load_json(self.path(report), {})) if self.exists(report) else {}
+            for source in artifact.made_from:
+                if recorded.get(source) != self.id_of(source):
+                    raise LookalikeError(f"{path} is older than {self.path(source)}: "
+                                         f"run `{self.command(artifact.stage)}` again")
+        return value
+
+    def id_of(self, name: str) -> str:
+        """The content id of an artifact (size and time for one written before ids)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        artifact = ARTIFACTS[name]
+        path = self.path(name)
+        try:
+            recorded = table_id(pq.read_schema(path)) if artifact.columns else load_json(path, {}).get("id")
+            stat = path.stat()
+        except FileNotFoundError:
+            raise LookalikeError(problem_message(path, ArtifactProblem("missing"),
+                                                 self.command(artifact.stage))) from None
+        except (OSError, pa.ArrowException, ArtifactProblem) as exc:
+            raise LookalikeError(f"{path} is damaged ({exc}): run `{self.command(artifact.stage)}` again") from None
+        return recorded or f"legacy:{stat.st_size}-{stat.st_mtime_ns}"
+
+    def vectors(self, name: str = "gallery"):
+        """Rows (without descriptors) and the N x 128 float32 descriptor matrix of an artifact with an
+        ``embedding`` column, in row order."""
+        return table_vectors(self.read(name))
+
+    def write(self, name: str, value) -> str:
+        """Write an artifact (rows or a Table; a dict for JSON) with a new id and the ids of the artifacts it is
+        made from; returns its id."""
+        artifact = ARTIFACTS[name]
+        identity = new_id()
+        inputs = {source: self.id_of(source) for source in artifact.made_from}
+        path = self.path(name)
+        if artifact.columns:
+            write_table(path, name, value, {"lookalike.id": identity, "lookalike.inputs": json.dumps(inputs)})
+        else:
+            write_json(path, value | {"schema_version": SCHEMA_VERSION, "id": identity, "inputs": inputs})
+        return identity
+
+    @contextmanager
+    def locked(self, command: str) -> Iterator[None]:
+        """Hold this data directory's exclusive lock (re-entrant within a process: ``build`` holds it for its
+        stages); says who holds it when it is taken."""
+        with _lock(self, command):
+            yield
+
+
+def table_vectors(table):
+    """Rows (without descriptors) and the N x 128 float32 descriptor matrix of a Table with an ``embedding``
+    column."""
     import numpy as np
 
-    stage = VECTOR_STAGES[artifact]
-    table = read_table(data.require(getattr(data, artifact), stage), artifact, stage)
     column = table.column("embedding").combine_chunks()
     vectors = column.values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(table), EMBEDDING_SIZE)
     return table.drop_columns(["embedding"]).to_pylist(), vectors
-
-
-def artifact_id(path: Path) -> str:
-    """The identity of an artifact file (size, modification time): what later stages record they were made from."""
-    stat = path.stat()
-    return f"{stat.st_size}-{stat.st_mtime_ns}"
 
 
 class Checkpoint:
@@ -253,10 +367,11 @@ class Checkpoint:
     MAX_ROWS = 64
     SECONDS = 30.0
 
-    def __init__(self, data: DataDir, stage: str, artifact: str, before_save: Callable[[], None] | None = None):
+    def __init__(self, data: DataDir, artifact: str, before_save: Callable[[], None] | None = None):
         """``before_save`` runs before each part is written (crawl syncs the images its rows point to)."""
-        self.folder = data.parts(stage)
+        self.data = data
         self.artifact = artifact
+        self.folder = data.parts(ARTIFACTS[artifact].stage)
         self.before_save = before_save
         self.every = self.MAX_ROWS
         self.pending: list[dict] = []
@@ -266,24 +381,24 @@ class Checkpoint:
         """Size the parts for a run that will add ``total`` rows."""
         self.every = max(1, min(self.MAX_ROWS, total // 10))
 
-    def resume(self, path: Path, stage: str) -> list[dict]:
-        """The rows of the stage's artifact ``path`` from its last run (none when it is damaged: that work is
+    def resume(self) -> list[dict]:
+        """The rows of the stage's artifact from its last run (none when it cannot be used: that work is
         redone), then the rows that interrupted runs saved in parts."""
         rows = []
-        if path.exists():
+        if self.data.exists(self.artifact):
             try:
-                rows = read_table(path, self.artifact, stage).to_pylist()
+                rows = self.data.read(self.artifact, fresh=False).to_pylist()
             except LookalikeError as exc:
-                logging.getLogger(__name__).warning("ignoring the previous %s results: %s", stage, exc)
-        return rows + self.read(stage)
+                log.warning("ignoring the previous %s results: %s", self.artifact, exc)
+        return rows + self.read_parts()
 
-    def read(self, stage: str) -> list[dict]:
-        """Rows saved by earlier, interrupted runs (damaged parts are skipped: their work is redone)."""
+    def read_parts(self) -> list[dict]:
+        """Rows saved by earlier, interrupted runs (damaged parts are deleted: their work is redone)."""
         rows: list[dict] = []
         for part in sorted(self.folder.glob("part-*.parquet")) if self.folder.exists() else []:
             try:
-                rows.extend(read_table(part, self.artifact, stage).to_pylist())
-            except LookalikeError:
+                rows.extend(load_table(part, self.artifact).to_pylist())
+            except ArtifactProblem:
                 part.unlink(missing_ok=True)
         return rows
 
@@ -319,40 +434,68 @@ def remove_stale_temp_files(root: Path) -> int:
     return count
 
 
-class DataDirLock:
-    """An exclusive lock on a data directory for commands that write to it; says who holds it."""
+def _check_writable(root: Path) -> None:
+    """Fail before any work when files cannot be created in ``root`` (a read-only or immutable folder)."""
+    probe = _tmp_path(root / "probe")
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise LookalikeError(f"cannot use data directory {root}: {exc.strerror}") from None
 
-    def __init__(self, data: DataDir, command: str):
-        self.data = data
-        self.command = command
-        self.fh = None
 
-    def __enter__(self) -> "DataDirLock":
+_held_locks: dict[Path, list] = {}  # data directory -> [open lock file, depth], for re-entrant locking
+_held_guard = threading.Lock()
+
+
+@contextmanager
+def _lock(data: DataDir, command: str) -> Iterator[None]:
+    try:
+        data.root.mkdir(parents=True, exist_ok=True)
+        key = data.root.resolve()
+    except FileExistsError:
+        raise LookalikeError(f"data directory {data.root} is a file") from None
+    except OSError as exc:
+        raise LookalikeError(f"cannot use data directory {data.root}: {exc.strerror}") from None
+    with _held_guard:
+        held = _held_locks.get(key)
+        if held:
+            held[1] += 1
+    if held:
         try:
-            self.data.root.mkdir(parents=True, exist_ok=True)
-            self.fh = open(self.data.lock, "a+", encoding="utf-8")
-        except OSError as exc:
-            raise LookalikeError(f"cannot use data directory {self.data.root}: {exc.strerror}") from None
-        try:
-            fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.fh.seek(0)
-            holder = self.fh.read().strip() or "another process"
-            self.fh.close()
-            raise LookalikeError(f"data directory {self.data.root} is in use by {holder}; "
-                                 "wait for it to finish or stop it") from None
-        self.fh.seek(0)
-        self.fh.truncate()
-        self.fh.write(f"pid {os.getpid()} on {socket.gethostname()} (lookalike {self.command}, "
-                      f"since {time.strftime('%Y-%m-%d %H:%M:%S')})")
-        self.fh.flush()
-        remove_stale_temp_files(self.data.root)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self.fh is not None:
-            self.fh.truncate(0)
-            self.fh.close()
+            yield
+        finally:
+            with _held_guard:
+                held[1] -= 1
+        return
+    try:
+        fh = open(data.lock, "a+", encoding="utf-8")
+    except OSError as exc:
+        raise LookalikeError(f"cannot use data directory {data.root}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip()[:200] or "another process"
+        fh.close()
+        raise LookalikeError(f"data directory {data.root} is in use by {holder}; "
+                             "wait for it to finish or stop it") from None
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} (lookalike {command}, "
+                 f"since {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        fh.flush()
+        remove_stale_temp_files(data.root)
+        _check_writable(data.root)
+        with _held_guard:
+            _held_locks[key] = [fh, 1]
+        yield
+    finally:
+        with _held_guard:
+            _held_locks.pop(key, None)
+        fh.truncate(0)
+        fh.close()
 
 
 def rows_by_key(rows: Iterable[dict], key) -> dict:

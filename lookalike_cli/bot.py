@@ -12,7 +12,7 @@ import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
 from telegram import Message, Update
@@ -22,9 +22,11 @@ from telegram.ext import MessageHandler
 
 from .config import Config
 from .errors import LookalikeError
-from .query import FaceResult
 from .recognizer import Busy, RecognitionFailed, RecognitionTimeout, Recognizer, rejection_reason
 from .render import MAX_PANELS
+
+if TYPE_CHECKING:
+    from .query import FaceResult
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .config import section_fields
+from .config import field_type, section_fields
 from .errors import LookalikeError
 
 log = logging.getLogger("lookalike_cli")
@@ -67,8 +67,7 @@ def config_options(*sections: str):
         for section in reversed(sections):
             for f in reversed(section_fields(section)):
                 meta = f.metadata
-                kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str}[f.type]
-                click_type = click.Choice(meta["choices"]) if meta["choices"] else kind
+                click_type = click.Choice(meta["choices"]) if meta["choices"] else field_type(f)
                 command = click.option(f"--{f.name.replace('_', '-')}", f.name, type=click_type, default=None,
                                        help=f"{meta['help'][0].upper()}{meta['help'][1:]} [{section}.{f.name}, "
                                             f"default: {f.default!r}]")(command)
@@ -99,19 +98,6 @@ images_option = click.option(
 catalog_option = click.option(
     "--catalog", type=click.Path(path_type=Path), default=None,
     help='People as JSON: [{"name", "alias", "role", "n_movies"}, ...]; without it the alias is the name.')
-
-
-def locked(command_name: str):
-    """Hold the data directory's lock while the command runs."""
-    def decorate(command):
-        @wraps(command)
-        def wrapper(*args, data_dir: Path, **kwargs):
-            from .artifacts import DataDir, DataDirLock
-
-            with DataDirLock(DataDir(data_dir), command_name):
-                return command(*args, data_dir=data_dir, **kwargs)
-        return wrapper
-    return decorate
 
 
 @click.group(cls=LookalikeGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -158,7 +144,8 @@ def print_calibration(calibration) -> None:
 
 
 def print_index(summary) -> None:
-    click.echo(f"index: {summary.backend} over {summary.vectors} vectors in {summary.seconds:.1f} s")
+    click.echo(f"index: {summary.backend} over {summary.vectors} vectors in {summary.seconds:.1f} s, "
+               f"published as generation {summary.generation}")
 
 
 def print_crawl(summary) -> None:
@@ -176,7 +163,6 @@ def print_crawl(summary) -> None:
 @data_dir_option
 @config_options("crawl")
 @with_config
-@locked("crawl")
 def crawl_command(catalog: Path, urls: Path | None, data_dir: Path, config) -> None:
     """Download photos of every catalog person into DATA_DIR/images/<alias>/, resumably.
 
@@ -194,7 +180,6 @@ def crawl_command(catalog: Path, urls: Path | None, data_dir: Path, config) -> N
 @data_dir_option
 @config_options(*DLIB_SECTIONS, "filter")
 @with_config
-@locked("filter")
 def filter_command(images_dir: Path, catalog: Path | None, data_dir: Path, config) -> None:
     """Keep gallery photos with one usable face; record every rejection and its reason."""
     from .filter import filter_images
@@ -206,7 +191,6 @@ def filter_command(images_dir: Path, catalog: Path | None, data_dir: Path, confi
 @data_dir_option
 @config_options("runtime", "embed")
 @with_config
-@locked("embed")
 def embed_command(data_dir: Path, config) -> None:
     """Compute a 128-d face descriptor for every accepted photo."""
     from .embed import embed_faces
@@ -218,7 +202,6 @@ def embed_command(data_dir: Path, config) -> None:
 @data_dir_option
 @config_options("clean")
 @with_config
-@locked("clean")
 def clean_command(data_dir: Path, config) -> None:
     """Keep each person's photos that show the same face; choose what the index holds."""
     from .clean import clean_identities
@@ -230,10 +213,9 @@ def clean_command(data_dir: Path, config) -> None:
 @data_dir_option
 @config_options("calibrate")
 @with_config
-@locked("calibrate")
 def calibrate_command(data_dir: Path, config) -> None:
     """Measure how far a stranger's best match is, to turn distances into percents."""
-    from .calibrate import calibrate
+    from .calibration import calibrate
 
     print_calibration(calibrate(data_dir, config))
 
@@ -242,9 +224,8 @@ def calibrate_command(data_dir: Path, config) -> None:
 @data_dir_option
 @config_options("runtime", "index")
 @with_config
-@locked("index")
 def index_command(data_dir: Path, config) -> None:
-    """Build the nearest-neighbour index over the gallery descriptors."""
+    """Build the nearest-neighbour index and publish the gallery to queries in one step."""
     from .index import build_index
 
     print_index(build_index(data_dir, config))
@@ -256,10 +237,9 @@ def index_command(data_dir: Path, config) -> None:
 @data_dir_option
 @config_options(*DLIB_SECTIONS, "filter", "embed", "clean", "calibrate", "index")
 @with_config
-@locked("build")
 def build_command(images_dir: Path, catalog: Path | None, data_dir: Path, config) -> None:
     """Run filter, embed, clean, calibrate and index: a searchable gallery from a folder of photos."""
-    from .build import build
+    from .pipeline import build
 
     summary = build(images_dir, data_dir, catalog, config)
     print_filter(summary.filter)

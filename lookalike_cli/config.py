@@ -164,8 +164,18 @@ def section_fields(section: str) -> tuple[dataclasses.Field, ...]:
     return dataclasses.fields(SECTIONS[section])
 
 
+def field_type(f: dataclasses.Field) -> type:
+    """The Python type of a config field (annotations are strings here)."""
+    return f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str, "bool": bool}[f.type]
+
+
+def choices_of(section: type, key: str) -> tuple[str, ...]:
+    """The allowed values of a choice setting."""
+    return next(f.metadata["choices"] for f in dataclasses.fields(section) if f.name == key)
+
+
 def _check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
-    kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str, "bool": bool}[f.type]
+    kind = field_type(f)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -228,3 +238,44 @@ def section_of(key: str) -> str:
         if any(f.name == key for f in section_fields(name)):
             return name
     raise KeyError(key)
+
+
+def _allowed(f: dataclasses.Field) -> str:
+    meta = f.metadata
+    if meta["choices"]:
+        return "one of " + ", ".join(meta["choices"])
+    return "; ".join(part for part in (f">= {meta['min']:g}" if meta["min"] is not None else "",
+                                       f"<= {meta['max']:g}" if meta["max"] is not None else "") if part)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def default_toml() -> str:
+    """The text of ``configs/default.toml``: every key with its help, range and default."""
+    lines = ["# lookalike's settings. Every key is also an option of the commands that use its section",
+             "# (filter.max_tilt is --max-tilt); options given on the command line override this file.",
+             "# Use another file with --config FILE or LOOKALIKE_CONFIG=FILE. These are the built-in defaults.",
+             "# Generated from lookalike_cli/config.py by `make settings`: edit that file, not this one."]
+    for section in SECTIONS:
+        lines += ["", f"[{section}]"]
+        for f in section_fields(section):
+            allowed = _allowed(f)
+            lines.append(f"# {f.metadata['help']}" + (f" ({allowed})" if allowed else ""))
+            lines.append(f"{f.name} = {_toml_value(f.default)}")
+    return "\n".join(lines) + "\n"
+
+
+def settings_table() -> str:
+    """The README's table of every setting (Markdown)."""
+    lines = ["| key | default | allowed | meaning |", "| --- | --- | --- | --- |"]
+    for section in SECTIONS:
+        for f in section_fields(section):
+            default = f"`{_toml_value(f.default)}`"
+            lines.append(f"| `{section}.{f.name}` | {default} | {_allowed(f)} | {f.metadata['help']} |")
+    return "\n".join(lines) + "\n"

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import quote_plus, urlsplit, urlunsplit
 
-from .artifacts import Checkpoint, DataDir, rows_by_key, write_bytes, write_table
+from .artifacts import Checkpoint, DataDir, rows_by_key, write_bytes
 from .catalog import alias_problem, load_catalog
 from .config import Config, CrawlConfig
 from .errors import LookalikeError
@@ -402,16 +402,21 @@ def crawl(catalog: str | Path, data_dir: str | Path, config: Config = Config(),
           urls: str | Path | None = None) -> CrawlSummary:
     """Download up to ``config.crawl.per_person`` photos of every catalog person into ``data_dir/images``
     and record every attempt in ``data_dir/crawl.parquet``; resumes where an earlier run stopped."""
-    from icrawler.utils import Signal
-    from tqdm import tqdm
-
     settings = config.crawl
     check_settings(settings, urls)
     people = load_catalog(catalog)
     url_lists = read_url_list(urls, people) if urls is not None else {}
-    data = DataDir(Path(data_dir))
-    checkpoint = Checkpoint(data, "crawl", "crawl", before_save=os.sync)
-    previous = checkpoint.resume(data.crawl, "crawl")
+    data = DataDir(data_dir)
+    with data.locked("crawl"):
+        return _crawl(data, people, url_lists, settings)
+
+
+def _crawl(data: DataDir, people: list[dict], url_lists: dict[str, list[str]], settings: CrawlConfig) -> CrawlSummary:
+    from icrawler.utils import Signal
+    from tqdm import tqdm
+
+    checkpoint = Checkpoint(data, "crawl", before_save=os.sync)
+    previous = checkpoint.resume()
     by_alias: dict[str, list[dict]] = defaultdict(list)
     for row in rows_by_key(previous, manifest_key).values():
         by_alias[row["alias"]].append(row)
@@ -457,7 +462,7 @@ def crawl(catalog: str | Path, data_dir: str | Path, config: Config = Config(),
     crawled = {task.alias for task in todo}
     kept_rows = [row for row in previous if not (row["status"] == "search_error" and row["alias"] in crawled)]
     merged = rows_by_key(kept_rows + new_rows, manifest_key)
-    write_table(data.crawl, "crawl", list(merged.values()))
+    data.write("crawl", list(merged.values()))
     checkpoint.clear()
 
     counts = [kept_now.get(task.alias, len(task.kept)) for task in tasks]

@@ -10,11 +10,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from .artifacts import Checkpoint, DataDir, read_table, write_table
+from .artifacts import Checkpoint, DataDir
 from .config import Config
-from .errors import LookalikeError
 from .images import ImageRejected, read_image
-from .models import Face, model_id, model_workers, process_models
+from .models import Face, embed_key, model_workers, process_models
 from .parallel import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -38,11 +37,6 @@ class EmbedTask:
     models_dir: str
 
 
-def embed_key(models_dir: str, num_jitters: int) -> str:
-    """The settings that change a descriptor: cache key beside the image content and face box."""
-    return f"model={model_id(models_dir)};num_jitters={num_jitters}"
-
-
 def embed_face(task: EmbedTask) -> tuple[str, list[float] | None, str]:
     """(path, descriptor or None, error) for one accepted photo."""
     try:
@@ -63,18 +57,16 @@ def _cache_key(row: dict) -> tuple:
 def embed_faces(data_dir: str | Path, config: Config = Config(), workers: WorkerPool | None = None) -> EmbedSummary:
     """Run the embed stage on the accepted rows of ``filter.parquet``; writes ``embeddings.parquet``.
     ``workers``: a pool to use (default: one of ``config.runtime.workers`` for this stage)."""
-    data = DataDir(Path(data_dir))
-    filtered = read_table(data.require(data.filter, "filter"), "filter", "filter").to_pylist()
-    accepted = [row for row in filtered if row["status"] == "accepted"]
+    data = DataDir(data_dir)
+    with data.locked("embed"):
+        return _embed(data, config, workers)
+
+
+def _embed(data: DataDir, config: Config, workers: WorkerPool | None) -> EmbedSummary:
+    accepted = [row for row in data.read("filter").to_pylist() if row["status"] == "accepted"]
     key = embed_key(config.runtime.models_dir, config.embed.num_jitters)
-    checkpoint = Checkpoint(data, "embed", "embeddings")
-    cache: dict[tuple, dict] = {}
-    if data.embeddings.exists():
-        try:
-            cache = {_cache_key(r): r for r in read_table(data.embeddings, "embeddings", "embed").to_pylist()}
-        except LookalikeError as exc:
-            log.warning("ignoring the previous embeddings: %s", exc)
-    cache.update({_cache_key(r): r for r in checkpoint.read("embed")})
+    checkpoint = Checkpoint(data, "embeddings")
+    cache = {_cache_key(row): row for row in checkpoint.resume()}
 
     rows: list[dict | None] = []
     todo: list[EmbedTask] = []
@@ -111,7 +103,7 @@ def embed_faces(data_dir: str | Path, config: Config = Config(), workers: Worker
         checkpoint.flush()
 
     final = [row for row in rows if row is not None]
-    write_table(data.embeddings, "embeddings", final)
+    data.write("embeddings", final)
     checkpoint.clear()
     return EmbedSummary(faces=len(final), computed=len(todo) - failed, failed=failed,
                         people=len({row["alias"] for row in final}))

@@ -21,22 +21,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import DataDir, read_json, read_table, read_vectors, write_bytes, write_json
-from .build import build
-from .clean import dominant_identity, gallery_selection
-from .config import Config
+from .artifacts import DataDir, write_bytes, write_json
+from .identity import dominant_identity, gallery_selection
+from .config import CleanConfig, Config, choices_of
 from .errors import LookalikeError
 from .geometry import box_area
 from .images import ImageRejected, list_gallery, read_image
-from .index import ExactIndex
+from .pipeline import build
 from .query import Lookalike
+from .search import ExactIndex
 
 log = logging.getLogger(__name__)
 
 FAR = 0.001
 TOP_K = 5
 SWEEP = (0.5, 0.55, 0.6, 0.65, 0.7)
-GALLERY_MODES = ("photos", "mean", "both")
+GALLERY_MODES = choices_of(CleanConfig, "gallery_vectors")
 
 
 def split_photos(photos: dict[str, list[str]], seed: int) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
@@ -261,8 +261,8 @@ def measure(data: Path, probes: list[tuple[str, str]], truth: dict[str, str], co
     top = [answered[i][1][0] for i in with_face]
     correct = [match.alias == people[i] for match, i in zip(top, with_face)]
 
-    photo_rows, photo_vectors = read_vectors(data, "embeddings")
-    identities = {row["path"]: row for row in read_table(data.identities, "identities", "clean").to_pylist()}
+    photo_rows, photo_vectors = data.vectors("embeddings")
+    identities = {row["path"]: row for row in data.read("identities").to_pylist()}
     folders = np.array([row["alias"] for row in photo_rows], dtype=object)
     identity = np.array([truth[row["path"]] for row in photo_rows], dtype=object)
     agreeing = np.array([identities[row["path"]]["reason"] == "ok" for row in photo_rows], dtype=bool)
@@ -298,10 +298,9 @@ def measure(data: Path, probes: list[tuple[str, str]], truth: dict[str, str], co
                                                                         dtype=object)]))
     tar, tar_threshold = tar_at_far(same, different, FAR)
     best_accuracy, best = best_threshold(same, different)
-    _, gallery_vectors = read_vectors(data)
-    exact_ids, _ = ExactIndex(gallery_vectors).search(queries, 1)
+    exact_ids, _ = ExactIndex(data.vectors("gallery")[1]).search(queries, 1)
     index_ids, _ = engine.index.search(queries, 1)
-    calibration = read_json(data.calibration, "calibrate")
+    calibration = data.read("calibration")
     report = {
         "schema_version": 1,
         "identification": {"probes": len(probes), "no_face": len(probes) - len(with_face),

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .artifacts import Checkpoint, DataDir, write_table
+from .artifacts import Checkpoint, DataDir
 from .catalog import load_catalog, person_row
 from .config import Config, DetectConfig, FilterConfig
 from .errors import LookalikeError
@@ -109,12 +109,18 @@ def filter_images(images_dir: str | Path, data_dir: str | Path, catalog: str | P
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise LookalikeError(f"images folder {images_dir} does not exist or is not a folder")
-    data = DataDir(Path(data_dir))
+    data = DataDir(data_dir)
+    with data.locked("filter"):
+        return _filter(images_dir, data, catalog, config, workers)
+
+
+def _filter(images_dir: Path, data: DataDir, catalog: str | Path | None, config: Config,
+            workers: WorkerPool | None) -> FilterSummary:
     images = list_gallery(images_dir)
     people = people_rows(images, catalog)
     key = detect_key(config.detect, config.filter)
-    checkpoint = Checkpoint(data, "filter", "filter")
-    previous = checkpoint.resume(data.filter, "filter")
+    checkpoint = Checkpoint(data, "filter")
+    previous = checkpoint.resume()
     by_stat = {(r["path"], r["size"], r["mtime_ns"]): r["sha256"] for r in previous}
     by_content = {(r["sha256"], r["detect_key"]): r for r in previous if r["reason"] not in RETRY_REASONS}
 
@@ -157,8 +163,8 @@ def filter_images(images_dir: str | Path, data_dir: str | Path, catalog: str | P
     for row in rows.values():
         row["status"], row["reason"] = decide(row, config.filter)
     final = list(rows.values())
-    write_table(data.filter, "filter", final)
-    write_table(data.people, "people", people)
+    data.write("filter", final)
+    data.write("people", people)
     checkpoint.clear()
 
     reasons = Counter(row["reason"] for row in final if row["status"] == "rejected")

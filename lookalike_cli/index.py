@@ -1,29 +1,28 @@
-"""Stage 5, index: nearest-neighbour search over the gallery descriptors, by Euclidean distance.
+"""Stage 5, index: the nearest-neighbour search over the gallery descriptors, published with the gallery.
 
-Two backends answer the same ``search``: exact (numpy, the reference, fastest for small galleries) and
-HNSW (nmslib, approximate, for large ones). ``index.json`` says which one a data directory uses.
+The backend (exact numpy search up to ``exact_max_size`` vectors, nmslib HNSW above) is chosen here; the
+index, the gallery, the names and the calibration then become the current generation in one step
+(``generations.py``), which is what queries read.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from .artifacts import SCHEMA_VERSION, DataDir, artifact_id, read_json, read_vectors, write_json
-from .clean import check_gallery
+from .artifacts import DataDir
 from .config import Config, IndexConfig
 from .errors import LookalikeError
+from .generations import publish, staging_folder
+from .models import parse_embed_key
 from .parallel import resolve_workers
+from .search import HnswIndex
 
 log = logging.getLogger(__name__)
 
-BLOCK_ELEMENTS = 1 << 24  # distances computed per block: 64 MiB of float32
+HNSW_FILE = "hnsw.bin"
 
 
 @dataclass(frozen=True)
@@ -31,109 +30,7 @@ class IndexSummary:
     backend: str
     vectors: int
     seconds: float
-
-
-class ExactIndex:
-    """Exact Euclidean search with numpy, block by block."""
-
-    def __init__(self, vectors: np.ndarray):
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        self.norms = np.einsum("ij,ij->i", self.vectors, self.vectors)
-
-    def __len__(self) -> int:
-        return len(self.vectors)
-
-    def squared_distances(self, queries: np.ndarray) -> np.ndarray:
-        queries = np.asarray(queries, dtype=np.float32)
-        result = self.norms[None, :] - 2.0 * (queries @ self.vectors.T)
-        result += np.einsum("ij,ij->i", queries, queries)[:, None]
-        return np.maximum(result, 0.0, out=result)
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, distances), each (len(queries), k), nearest first."""
-        queries = np.atleast_2d(queries)
-        k = min(k, len(self))
-        ids = np.empty((len(queries), k), dtype=np.int64)
-        distances = np.empty((len(queries), k), dtype=np.float32)
-        step = max(1, BLOCK_ELEMENTS // max(1, len(self)))
-        for start in range(0, len(queries), step):
-            block = self.squared_distances(queries[start:start + step])
-            part = np.argpartition(block, k - 1, axis=1)[:, :k] if k < len(self) else \
-                np.tile(np.arange(len(self)), (len(block), 1))
-            # the expansion |q|^2 - 2 q.x + |x|^2 loses precision near 0: measure the k found directly
-            part_d = np.linalg.norm(self.vectors[part] - queries[start:start + step, None, :], axis=2)
-            order = np.argsort(part_d, axis=1, kind="stable")
-            ids[start:start + step] = np.take_along_axis(part, order, axis=1)
-            distances[start:start + step] = np.take_along_axis(part_d, order, axis=1)
-        return ids, distances
-
-    def nearest_other(self, queries: np.ndarray, query_labels: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """For each query, the distance to its nearest row whose label (``labels``) is not the query's."""
-        result = np.empty(len(queries), dtype=np.float64)
-        step = max(1, BLOCK_ELEMENTS // max(1, len(self)))
-        for start in range(0, len(queries), step):
-            block = self.squared_distances(queries[start:start + step])
-            block[query_labels[start:start + step][:, None] == labels[None, :]] = np.inf
-            result[start:start + step] = np.sqrt(block.min(axis=1))
-        return result
-
-
-def _import_nmslib():
-    """Import nmslib without its start-up warning about CPU instructions (printed on file descriptor 2)."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import nmslib
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-    return nmslib
-
-
-class HnswIndex:
-    """nmslib's HNSW graph in the l2 space (which returns squared distances)."""
-
-    def __init__(self, index, size: int, ef_search: int):
-        self.index = index
-        self.size = size
-        index.setQueryTimeParams({"efSearch": ef_search})
-
-    def __len__(self) -> int:
-        return self.size
-
-    @classmethod
-    def build(cls, vectors: np.ndarray, config: IndexConfig, threads: int) -> "HnswIndex":
-        nmslib = _import_nmslib()
-        index = nmslib.init(method="hnsw", space="l2", data_type=nmslib.DataType.DENSE_VECTOR)
-        index.addDataPointBatch(np.asarray(vectors, dtype=np.float32))
-        index.createIndex({"M": config.hnsw_m, "efConstruction": config.hnsw_ef_construction, "post": 0,
-                           "indexThreadQty": threads}, print_progress=False)
-        return cls(index, len(vectors), config.hnsw_ef_search)
-
-    @classmethod
-    def load(cls, path: Path, size: int, ef_search: int) -> "HnswIndex":
-        nmslib = _import_nmslib()
-        index = nmslib.init(method="hnsw", space="l2", data_type=nmslib.DataType.DENSE_VECTOR)
-        try:
-            index.loadIndex(str(path), load_data=True)
-        except Exception as exc:
-            raise LookalikeError(f"{path} is damaged ({exc}): run `lookalike index` again") from None
-        return cls(index, size, ef_search)
-
-    def save(self, path: Path) -> None:
-        self.index.saveIndex(str(path), save_data=True)
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        k = min(k, self.size)
-        results = self.index.knnQueryBatch(queries, k=k, num_threads=1)
-        ids = np.full((len(queries), k), -1, dtype=np.int64)
-        distances = np.full((len(queries), k), np.inf, dtype=np.float32)
-        for row, (found, squared) in enumerate(results):
-            ids[row, :len(found)] = found
-            distances[row, :len(found)] = np.sqrt(np.maximum(squared, 0.0))
-        return ids, distances
+    generation: str
 
 
 def choose_backend(config: IndexConfig, size: int) -> str:
@@ -144,42 +41,33 @@ def choose_backend(config: IndexConfig, size: int) -> str:
 
 
 def build_index(data_dir: str | Path, config: Config = Config()) -> IndexSummary:
-    """Run the index stage on ``gallery.parquet``; writes ``index/index.json`` (and the HNSW file)."""
-    data = DataDir(Path(data_dir))
-    check_gallery(data)
-    rows, vectors = read_vectors(data)
-    if not len(rows):
-        raise LookalikeError("the gallery has no faces to index: check `lookalike filter`'s rejections")
-    backend = choose_backend(config.index, len(rows))
-    started = time.perf_counter()
-    meta = {"schema_version": SCHEMA_VERSION, "backend": backend, "size": len(rows),
-            "dimensions": int(vectors.shape[1]), "metric": "l2", "embed_key": rows[0]["embed_key"],
-            "gallery_id": artifact_id(data.gallery), "file": None,
-            "hnsw": {"M": config.index.hnsw_m, "efConstruction": config.index.hnsw_ef_construction,
-                     "efSearch": config.index.hnsw_ef_search}}
-    old_files = set(data.index_dir.glob("hnsw-*")) if data.index_dir.exists() else set()
-    if backend == "hnsw":
-        data.index_dir.mkdir(parents=True, exist_ok=True)
-        name = f"hnsw-{uuid.uuid4().hex[:12]}.bin"
-        HnswIndex.build(vectors, config.index, resolve_workers(config.runtime.workers)).save(
-            data.index_dir / name)
-        meta["file"] = name
-    write_json(data.index_meta, meta)
-    for old in old_files:
-        old.unlink(missing_ok=True)
-    return IndexSummary(backend=backend, vectors=len(rows), seconds=time.perf_counter() - started)
-
-
-def open_index(data: DataDir, vectors: np.ndarray | None = None):
-    """(index metadata, search backend) of a data directory; ``vectors`` are needed by the exact one."""
-    meta = read_json(data.require(data.index_meta, "index"), "index")
-    check_gallery(data)
-    if meta.get("gallery_id") != artifact_id(data.gallery):
-        raise LookalikeError(f"the index in {data.index_dir} is older than {data.gallery}: "
-                             "run `lookalike index` again")
-    if meta["backend"] == "exact":
-        if vectors is None:
-            vectors = read_vectors(data)[1]
-        return meta, ExactIndex(vectors)
-    hnsw = data.require(data.index_dir / str(meta["file"]), "index")
-    return meta, HnswIndex.load(hnsw, meta["size"], meta["hnsw"]["efSearch"])
+    """Run the index stage on ``gallery.parquet`` and ``calibration.json``, and publish them with the index as
+    the data directory's current generation."""
+    data = DataDir(data_dir)
+    with data.locked("index"):
+        rows, vectors = data.vectors("gallery")
+        data.read("calibration")  # fresh for this gallery, or a one-line error
+        data.read("people", fresh=False)
+        if not len(rows):
+            raise LookalikeError("the gallery has no faces to index: check `lookalike filter`'s rejections")
+        parse_embed_key(rows[0]["embed_key"])
+        backend = choose_backend(config.index, len(rows))
+        started = time.perf_counter()
+        folder = staging_folder(data)
+        meta = {"backend": backend, "size": len(rows), "dimensions": int(vectors.shape[1]), "metric": "l2",
+                "embed_key": rows[0]["embed_key"], "file": None,
+                "hnsw": {"M": config.index.hnsw_m, "efConstruction": config.index.hnsw_ef_construction,
+                         "efSearch": config.index.hnsw_ef_search}}
+        if backend == "hnsw":
+            settings = config.index
+            HnswIndex.build(vectors, settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search,
+                            resolve_workers(config.runtime.workers)).save(folder / HNSW_FILE)
+            meta["file"] = HNSW_FILE
+        seconds = time.perf_counter() - started
+        generation = publish(data, folder, meta)
+        legacy = data.root / "index"
+        if legacy.is_dir():  # the index of a data directory from before generations
+            for path in legacy.iterdir():
+                path.unlink(missing_ok=True)
+            legacy.rmdir()
+    return IndexSummary(backend=backend, vectors=len(rows), seconds=seconds, generation=generation)

@@ -47,6 +47,20 @@ def model_id(models_dir: str = "") -> str:
     return f"{path.stem}:{path.stat().st_size}"
 
 
+def embed_key(models_dir: str, num_jitters: int) -> str:
+    """What made a descriptor (model and jitters): stored with every descriptor, the cache key beside the image
+    content and face box, and checked by queries against the models they use."""
+    return f"model={model_id(models_dir)};num_jitters={num_jitters}"
+
+
+def parse_embed_key(key: str) -> dict[str, str]:
+    """The parts of an ``embed_key``: {"model": ..., "num_jitters": ...}."""
+    parts = dict(part.partition("=")[::2] for part in key.split(";"))
+    if not parts.get("model") or not parts.get("num_jitters", "").isdigit():
+        raise LookalikeError(f"descriptor key {key[:80]!r} is damaged: rebuild the gallery")
+    return parts
+
+
 def dlib_build_info() -> dict:
     """Which dlib this process runs: its version, and whether it was built with BLAS and with AVX."""
     import dlib

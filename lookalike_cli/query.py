@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import DataDir, read_table
-from .calibrate import load_calibration
+from .artifacts import DataDir
 from .config import Config
 from .errors import LookalikeError
+from .generations import load_published
 from .images import ImageRejected, read_image
-from .index import open_index
-from .models import Face, FaceModels, model_id
+from .models import Face, FaceModels, model_id, parse_embed_key
+from .similarity import Calibration
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +56,18 @@ class Lookalike:
 
     def __init__(self, data_dir: str | Path, config: Config = Config(), models: FaceModels | None = None):
         self.config = config
-        data = DataDir(Path(data_dir))
-        if not data.root.is_dir():
-            raise LookalikeError(f"data directory {data.root} does not exist: run `lookalike build` first")
-        gallery = data.require(data.gallery, "clean")
-        self.gallery = read_table(gallery, "gallery", "clean").select(["alias", "image"]).to_pylist()
-        self.calibration = load_calibration(data)
-        self.meta, self.index = open_index(data)
-        people = read_table(data.require(data.people, "filter"), "people", "filter").to_pylist()
-        self.names = {row["alias"]: row["name"] for row in people}
+        published = load_published(DataDir(data_dir))
+        self.generation = published.generation
+        self.gallery = published.rows
+        self.names = published.names
+        self.meta = published.meta
+        self.index = published.index
+        self.calibration = Calibration(**{key: published.calibration[key]
+                                          for key in ("mean", "std", "count", "min_similarity")})
         self.people = len({row["alias"] for row in self.gallery})
-        expected = self.meta["embed_key"].split(";")[0].removeprefix("model=")
+        expected = parse_embed_key(self.meta["embed_key"])["model"]
         if expected != model_id(config.runtime.models_dir):
-            raise LookalikeError(f"the index in {data.root} was built with model {expected}, but the models "
+            raise LookalikeError(f"the gallery in {data_dir} was built with model {expected}, but the models "
                                  f"in use are {model_id(config.runtime.models_dir)}: use the same --models-dir "
                                  "or rebuild")
         self._models = models

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .query import FaceResult
+if TYPE_CHECKING:
+    from .query import FaceResult
 
 log = logging.getLogger(__name__)
 

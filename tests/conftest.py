@@ -43,7 +43,7 @@ def demo_gallery(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def built(tmp_path_factory, demo_gallery, fast_config) -> Path:
     """A data directory built once from the demo gallery (read-only for the tests that use it)."""
-    from lookalike_cli.build import build
+    from lookalike_cli import build
 
     data = tmp_path_factory.mktemp("built")
     build(demo_gallery, data, DEMO / "catalog.json", fast_config)

@@ -20,8 +20,10 @@ import pytest
 from click.testing import CliRunner
 
 from lookalike_cli.cli import cli
+from lookalike_cli.config import load_config
+from lookalike_cli.embed import embed_faces
 
-from conftest import DEMO, FIXTURES, REPO
+from conftest import DEMO, FAST, FIXTURES, REPO
 
 PHOTO = DEMO / "images" / "ami-bera.jpg"
 
@@ -48,6 +50,11 @@ def edit_json(path: Path, **changes) -> None:
     data = json.loads(path.read_text())
     data.update(changes)
     path.write_text(json.dumps(data))
+
+
+def published(data: Path) -> Path:
+    """The folder of a data directory's current generation."""
+    return data / "generations" / (data / "generations" / "CURRENT").read_text().strip()
 
 
 def truncate(path: Path) -> None:
@@ -83,8 +90,8 @@ BUILD = ["build", "--images", str(DEMO / "images"), "--data-dir", "{data}", "--n
 CASES = [
     Case("query before anything was built", "does not exist: run `lookalike build` first",
          ["query", "{photo}", "--data-dir", "{tmp}/nothing"]),
-    Case("query after `filter` only", "index.json does not exist: run `lookalike index", QUERY,
-         lambda data, tmp: shutil.rmtree(data / "index")),
+    Case("query after `filter` only", "CURRENT does not exist: run `lookalike index", QUERY,
+         lambda data, tmp: shutil.rmtree(data / "generations")),
     Case("the images folder does not exist", "images folder", ["build", "--images", "{tmp}/no-such-folder",
                                                                "--data-dir", "{data}"]),
     catalog_case("the catalog is not JSON", "is not valid JSON", "name,alias\nAnn,ann\n"),
@@ -102,13 +109,14 @@ CASES = [
     Case("the data directory is read-only", "cannot use data directory", BUILD + ["--max-tilt", "20"], make_read_only),
     Case("another build holds the data directory", "is in use by pid 4242 (lookalike build)", BUILD, hold_lock),
     Case("an artifact is truncated", "gallery.parquet is damaged", QUERY,
-         lambda data, tmp: truncate(data / "gallery.parquet")),
+         lambda data, tmp: truncate(published(data) / "gallery.parquet")),
     Case("an artifact comes from another lookalike version", "was written by another version of lookalike",
-         QUERY, lambda data, tmp: edit_json(data / "index" / "index.json", schema_version=999)),
-    Case("the index is older than the embeddings", "is older than", QUERY,
-         lambda data, tmp: os.utime(data / "embeddings.parquet")),
+         QUERY, lambda data, tmp: edit_json(published(data) / "index.json", schema_version=999)),
+    Case("the gallery is older than the embeddings", "gallery.parquet is older than", ["calibrate", "--data-dir",
+                                                                                       "{data}"],
+         lambda data, tmp: embed_faces(data, load_config(None, FAST))),
     Case("the index was built with another model", "was built with model other-model", QUERY,
-         lambda data, tmp: edit_json(data / "index" / "index.json", embed_key="model=other-model;num_jitters=1")),
+         lambda data, tmp: edit_json(published(data) / "index.json", embed_key="model=other-model;num_jitters=1")),
     Case("--models-dir lacks dlib's files", "lacks shape_predictor_5_face_landmarks.dat",
          ["query", "{photo}", "--data-dir", "{data}", "--models-dir", "{tmp}"]),
     Case("the config has an unknown key", "unknown key filter.max_tilte", ["query", "{photo}", "--data-dir",

@@ -8,9 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageOps
 
-from lookalike_cli.build import build
-from lookalike_cli.calibrate import calibrate
-from lookalike_cli.clean import clean_identities, dominant_identity, gallery_selection
+from lookalike_cli import build
+from lookalike_cli import calibrate
+from lookalike_cli.clean import clean_identities
+from lookalike_cli.embed import embed_faces
+from lookalike_cli.identity import dominant_identity, gallery_selection
 from lookalike_cli.config import load_config
 from lookalike_cli.errors import LookalikeError
 from lookalike_cli.index import build_index
@@ -100,23 +102,27 @@ def test_dirty_crawl_of_altered_copies_loses_exactly_the_intruders(tmp_path):
         sorted(representative)
 
 
-def test_stages_refuse_a_gallery_older_than_the_embeddings(tmp_path, demo_gallery):
+def test_stages_refuse_a_gallery_older_than_the_embeddings_and_queries_keep_the_published_one(tmp_path,
+                                                                                             demo_gallery):
     images = tmp_path / "images"
     images.mkdir()
     for alias in ("ami-bera", "bob-corker", "aaron-schock"):
         shutil.copy(demo_gallery / f"{alias}.jpg", images)
     data = tmp_path / "data"
     config = load_config(None, FAST)
-    build(images, data, None, config)
-    os.utime(data / "embeddings.parquet", ns=(1, 1))
-    for stage in (calibrate, build_index, lambda d, c: Lookalike(d, c)):
-        with pytest.raises(LookalikeError, match="gallery.parquet is older than .*run `lookalike clean` again"):
-            stage(data, config)
-    clean_identities(data, config)
-    with pytest.raises(LookalikeError, match="calibration.json is older than"):
-        Lookalike(data, config)
+    published = build(images, data, None, config).index.generation
+    os.utime(data / "embeddings.parquet", ns=(1, 1))  # times do not matter: a copy keeps its content ids
     calibrate(data, config)
-    build_index(data, config)
+    embed_faces(data, config)  # rewritten: a new content id
+    for stage in (calibrate, build_index):
+        with pytest.raises(LookalikeError, match="gallery.parquet is older than .*run `lookalike clean .*` again"):
+            stage(data, config)
+    assert Lookalike(data, config).generation == published  # queries answer from the published gallery
+    clean_identities(data, config)
+    with pytest.raises(LookalikeError, match="calibration.json is older than .*gallery.parquet"):
+        build_index(data, config)
+    calibrate(data, config)
+    assert build_index(data, config).generation != published
     assert Lookalike(data, config).query_file(images / "ami-bera.jpg").faces[0].matches[0].alias == "ami-bera"
 
 

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageOps
 
-from lookalike_cli.build import build
-from lookalike_cli.index import ExactIndex, HnswIndex, read_vectors
+from lookalike_cli import build
+from lookalike_cli.search import ExactIndex, HnswIndex
 from lookalike_cli.artifacts import DataDir
 from lookalike_cli.config import load_config
 from lookalike_cli.filter import filter_images
@@ -51,9 +51,10 @@ def test_every_face_of_a_group_photo_is_answered(engine):
 
 
 def test_hnsw_answers_like_exact_search(built):
-    rows, vectors = read_vectors(DataDir(built))
+    rows, vectors = DataDir(built).vectors("gallery")
     exact = ExactIndex(vectors)
-    hnsw = HnswIndex.build(vectors, load_config().index, threads=1)
+    settings = load_config().index
+    hnsw = HnswIndex.build(vectors, settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search, threads=1)
     ids_exact, d_exact = exact.search(vectors, 5)
     ids_hnsw, d_hnsw = hnsw.search(vectors, 5)
     assert (ids_exact[:, 0] == np.arange(len(vectors))).all()

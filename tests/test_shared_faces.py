@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from lookalike_cli.build import build
+from lookalike_cli import build
 from lookalike_cli.config import load_config
 from lookalike_cli.query import Lookalike
 

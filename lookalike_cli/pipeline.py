@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .calibrate import calibrate
+from .artifacts import DataDir
+from .calibration import calibrate
 from .clean import CleanSummary, clean_identities
 from .config import Config
 from .embed import EmbedSummary, embed_faces
@@ -27,10 +28,11 @@ class BuildSummary:
 def build(images_dir: str | Path, data_dir: str | Path, catalog: str | Path | None = None,
           config: Config = Config()) -> BuildSummary:
     """Build a searchable gallery in ``data_dir`` from the photos in ``images_dir``."""
-    with model_workers(config.runtime) as workers:  # one pool for both stages: the models load once
-        filtered = filter_images(images_dir, data_dir, catalog, config, workers)
-        embedded = embed_faces(data_dir, config, workers)
-    cleaned = clean_identities(data_dir, config)
-    calibration = calibrate(data_dir, config)
-    indexed = build_index(data_dir, config)
+    with DataDir(data_dir).locked("build"):
+        with model_workers(config.runtime) as workers:  # one pool for both stages: the models load once
+            filtered = filter_images(images_dir, data_dir, catalog, config, workers)
+            embedded = embed_faces(data_dir, config, workers)
+        cleaned = clean_identities(data_dir, config)
+        calibration = calibrate(data_dir, config)
+        indexed = build_index(data_dir, config)
     return BuildSummary(filtered, embedded, cleaned, calibration, indexed)

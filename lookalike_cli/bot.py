@@ -20,6 +20,7 @@ from telegram.error import BadRequest
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, CommandHandler, ContextTypes, filters
 from telegram.ext import MessageHandler
 
+from .catalog import display_name
 from .config import Config
 from .errors import LookalikeError
 from .recognizer import Busy, RecognitionFailed, RecognitionTimeout, Recognizer, rejection_reason
@@ -84,12 +85,13 @@ def megabytes(size: int) -> str:
 
 
 def caption(faces: list[FaceResult]) -> str:
-    """The text sent with the picture: the best match of each face, with its percent."""
+    """The text sent with the picture: the best match of each face, with its percent. Names are shortened, so
+    that the caption stays within Telegram's limit (MAX_PANELS lines of at most ~70 characters)."""
     if len(faces) == 1:
         best = faces[0].matches[0]
-        return f"You look like {best.name}: {best.similarity:.0%} alike."
+        return f"You look like {display_name(best.name)}: {best.similarity:.0%} alike."
     lines = [f"I found {len(faces)} faces; left to right they look like:"]
-    lines += [f"{number}. {face.matches[0].name}: {face.matches[0].similarity:.0%}"
+    lines += [f"{number}. {display_name(face.matches[0].name)}: {face.matches[0].similarity:.0%}"
               for number, face in enumerate(faces[:MAX_PANELS], 1)]
     if len(faces) > MAX_PANELS:
         lines.append(f"(and {len(faces) - MAX_PANELS} more faces)")

@@ -3,11 +3,37 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 
 from .errors import LookalikeError
 
 KNOWN_KEYS = ("alias", "name", "role", "n_movies")
+MAX_NAME_CHARS = 200  # a name or role in the catalog
+MAX_N_MOVIES = 1_000_000
+SHOWN_NAME_CHARS = 60  # a name in answers: text lines, pictures, captions
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds a control or format character (a newline, a tab, a direction override...)."""
+    return any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in text)
+
+
+def display_name(name: str, limit: int = SHOWN_NAME_CHARS) -> str:
+    """A name as answers show it: control characters as spaces, at most ``limit`` characters (an ellipsis ends
+    a shortened one)."""
+    if has_control_characters(name):
+        name = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in name)
+    return name if len(name) <= limit else name[:limit - 1].rstrip() + "…"
+
+
+def text_problem(value: str) -> str | None:
+    """Why a catalog name or role cannot be shown in one line, or None."""
+    if len(value) > MAX_NAME_CHARS:
+        return f"is longer than {MAX_NAME_CHARS} characters"
+    if has_control_characters(value):
+        return "holds a control character (a newline, a tab...)"
+    return None
 
 
 def alias_problem(alias: object) -> str | None:
@@ -21,6 +47,8 @@ def alias_problem(alias: object) -> str | None:
     for bad in ("/", "\\", "\0"):
         if bad in alias:
             return f"contains {bad!r}"
+    if has_control_characters(alias):
+        return "holds a control character"
     if len(alias.encode("utf-8", "surrogatepass")) > 200:
         return "is longer than 200 bytes"
     return None
@@ -62,7 +90,13 @@ def load_catalog(path: str | Path) -> list[dict]:
         for key, kind in (("name", str), ("role", str), ("n_movies", int)):
             value = entry.get(key)
             if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-                raise LookalikeError(f"{where}: {key} must be {kind.__name__}, got {value!r}")
+                raise LookalikeError(f"{where}: {key} must be {kind.__name__}, got {str(value)[:40]!r}")
+            problem = text_problem(value) if isinstance(value, str) else None
+            if problem:
+                raise LookalikeError(f"{where}: {key} {value[:40]!r}... {problem}")
+        if not 0 <= (entry.get("n_movies") or 0) <= MAX_N_MOVIES:
+            raise LookalikeError(f"{where}: n_movies must be between 0 and {MAX_N_MOVIES}, "
+                                 f"got {str(entry['n_movies'])[:40]}")
         alias = entry["alias"]
         if alias in seen:
             raise LookalikeError(f"{where}: alias {alias!r} is already used by entry {seen[alias]}")

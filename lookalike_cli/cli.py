@@ -277,14 +277,24 @@ def eval_command(images_dir: Path, distractors_dir: Path | None, skip_distractor
     click.echo(f"wrote {out_dir / 'eval.json'} and {out_dir / 'eval.png'}")
 
 
+def check_new_file(path: Path | None) -> None:
+    """Refuse an output path that exists and is not a regular file (a link, a device, a folder): it is written
+    by temp file and rename, which would replace the link or device itself."""
+    if path is not None and (path.is_symlink() or (path.exists() and not path.is_file())):
+        raise LookalikeError(f"{path} exists and is not a regular file: give a new file name, or a regular file "
+                             "to replace")
+
+
 def format_photo(result) -> list[str]:
     """Human lines for one photo's result."""
     if result.error:
         return [f"{result.photo}: cannot read the image ({result.error})"]
     if not result.faces:
         return [f"{result.photo}: no face found"]
-    return [f"{result.photo} face {number}: {match.name} {match.similarity:.0%} (distance {match.distance:.2f})"
-            for number, face in enumerate(result.faces, 1) for match in face.matches]
+    from .catalog import display_name
+
+    return [f"{result.photo} face {number}: {display_name(match.name)} {match.similarity:.0%} "
+            f"(distance {match.distance:.2f})" for number, face in enumerate(result.faces, 1) for match in face.matches]
 
 
 @cli.command("query")
@@ -304,6 +314,7 @@ def query_command(photos: tuple[Path, ...], data_dir: Path, as_json: bool, out: 
 
     if out is not None and len(photos) != 1:
         raise LookalikeError(f"--out draws the answer for one photo, but {len(photos)} were given")
+    check_new_file(out)
     engine = Lookalike(data_dir, config)
     results = [engine.query_file(photo) for photo in photos]
     if out is not None and results[0].faces:
@@ -311,7 +322,9 @@ def query_command(photos: tuple[Path, ...], data_dir: Path, as_json: bool, out: 
         from .images import read_image
         from .render import render_png
 
-        write_bytes(out, render_png(read_image(photos[0], config.filter.max_image_pixels), results[0].faces))
+        picture = render_png(read_image(photos[0], config.filter.max_image_pixels), results[0].faces)
+        check_new_file(out)
+        write_bytes(out, picture)
     if as_json:
         click.echo(json.dumps({"photos": [result.to_json() for result in results]}, indent=2))
     else:

@@ -95,7 +95,7 @@ def people_rows(images: list[GalleryImage], catalog: str | Path | None) -> list[
     """``people`` rows: the catalog's entries, plus aliases found only in the images (named by alias)."""
     rows = load_catalog(catalog) if catalog else []
     known = {row["alias"] for row in rows}
-    extra = sorted({image.alias for image in images} - known)
+    extra = sorted({image.alias for image in images if not image.problem} - known)
     if catalog and extra:
         log.warning("%d people in the images folder are not in the catalog; their alias is their name",
                     len(extra))

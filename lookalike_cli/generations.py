@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 from .artifacts import JSON_FIELDS, SCHEMA_VERSION, ArtifactProblem, DataDir, load_json, load_table, new_id, \
     problem_message, table_id, table_vectors, write_bytes, write_json, write_table
 from .errors import LookalikeError
@@ -213,6 +215,9 @@ def load_published(data: DataDir) -> Published:
                                          f"run `{command}` again")
                 loaded[name] = value
             rows, vectors = table_vectors(loaded["gallery"].select(["alias", "image", "embedding"]))
+            if not np.isfinite(vectors).all():
+                raise LookalikeError(f"{folder / 'gallery.parquet'} is damaged (a descriptor is not finite): "
+                                     f"run `{command}` again")
             if len(rows) != meta["size"]:
                 raise LookalikeError(f"{folder / INDEX_FILE} is damaged (size {meta['size']} but the gallery has "
                                      f"{len(rows)} vectors): run `{command}` again")

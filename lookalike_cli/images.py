@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .errors import LookalikeError
 
 EXIF_ORIENTATION = 0x0112
 TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # rotated by 90 degrees: width and height swap
@@ -39,36 +42,66 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def _gallery_image(alias: str, path: Path, root: Path) -> GalleryImage:
+def printable_path(path: Path) -> str:
+    """A path as text that can be stored and shown: bytes that are not UTF-8 as backslash escapes."""
+    return os.fsdecode(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def file_problem(path: Path, root: Path) -> str | None:
+    """Why a listed file cannot be read as a gallery photo, or None."""
     try:
-        shown = os.fsdecode(path)
-        shown.encode("utf-8")
+        os.fsdecode(path).encode("utf-8")
     except UnicodeEncodeError:
-        return GalleryImage(alias, os.fsdecode(path).encode("utf-8", "backslashreplace").decode(),
-                            "file name is not valid UTF-8")
-    if path.is_symlink() and not path.resolve().is_relative_to(root):
-        return GalleryImage(alias, shown, "symbolic link points outside the images folder")
-    if not path.is_file():
-        return GalleryImage(alias, shown, "not a regular file")
-    return GalleryImage(alias, shown)
+        return "file name is not valid UTF-8"
+    try:
+        if path.is_symlink() and not path.resolve(strict=True).is_relative_to(root):
+            return "symbolic link points outside the images folder"
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "broken symbolic link"
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop (Python 3.11)
+        return "symbolic link loop" if "loop" in str(exc).lower() else f"cannot be read: {exc}"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    return None
+
+
+def _listed(folder: Path) -> tuple[list[Path], str | None]:
+    """The entries of a folder, sorted, or the reason it cannot be listed."""
+    try:
+        return sorted(folder.iterdir()), None
+    except OSError as exc:
+        return [], f"folder cannot be listed: {exc.strerror or exc}"
 
 
 def list_gallery(images_dir: str | Path) -> list[GalleryImage]:
     """Images of a gallery tree: ``DIR/<alias>/*.jpg`` (several per person) or ``DIR/<alias>.jpg`` (one).
+    An entry that cannot be used (a broken or looping link, a name that is not UTF-8, a FIFO, a folder that
+    cannot be listed...) is listed with its ``problem``: one entry never stops the listing.
 
     Sorted by alias, then path, so that every run sees the same order.
     """
     root = Path(images_dir).resolve()
+    entries, problem = _listed(root)
+    if problem:
+        raise LookalikeError(f"images folder {images_dir}: {problem}")
     found: list[GalleryImage] = []
-    for entry in sorted(root.iterdir()):
+    for entry in entries:
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            for path in sorted(entry.iterdir()):
+            alias = printable_path(Path(entry.name))
+            folder_problem = None if alias == entry.name else "folder name is not valid UTF-8"
+            files, listing_problem = _listed(entry)
+            if listing_problem:
+                found.append(GalleryImage(alias, printable_path(entry), listing_problem))
+            for path in files:
                 if _is_image(path):
-                    found.append(_gallery_image(entry.name, path, root))
+                    found.append(GalleryImage(alias, printable_path(path),
+                                              folder_problem or file_problem(path, root)))
         elif _is_image(entry):
-            found.append(_gallery_image(entry.stem, entry, root))
+            found.append(GalleryImage(printable_path(Path(entry.stem)), printable_path(entry),
+                                      file_problem(entry, root)))
     return sorted(found, key=lambda image: (image.alias, image.path))
 
 
@@ -145,10 +178,20 @@ def _to_rgb(image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
 
 
-def read_image(path: str | Path, max_pixels: int) -> np.ndarray:
-    """Read and decode an image file (see decode_image)."""
+def read_image(path: str | Path, max_pixels: int, max_bytes: int | None = None) -> np.ndarray:
+    """Read and decode an image file (see decode_image): a regular file only (a FIFO or a device is never
+    read, so ``/dev/zero`` cannot fill memory), of at most ``max_bytes``."""
     try:
-        data = Path(path).read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
     except OSError as exc:
         raise ImageRejected("unreadable", exc.strerror or str(exc)) from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImageRejected("unreadable", "not a regular file")
+        try:
+            data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise ImageRejected("unreadable", exc.strerror or str(exc)) from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ImageRejected("too_large", f"the file is over the limit of {max_bytes} bytes")
     return decode_image(data, max_pixels)

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from .catalog import display_name
+
 if TYPE_CHECKING:
     from .query import FaceResult
 
@@ -72,12 +74,19 @@ def match_tile(path: str) -> Image.Image:
 
 
 def shorten(text: str, font: ImageFont.ImageFont, width: float) -> str:
-    """``text`` cut with an ellipsis so that it fits ``width`` pixels."""
+    """``text`` cut with an ellipsis so that it fits ``width`` pixels: a binary search over the prefixes of at
+    most ``width`` characters (no glyph is narrower than a pixel), so the cost grows with log(len(text))."""
+    text = text[:max(0, int(width)) + 1]
     if font.getlength(text) <= width:
         return text
-    while text and font.getlength(text + "…") > width:
-        text = text[:-1]
-    return text + "…"
+    shortest, longest = 0, len(text) - 1
+    while shortest < longest:
+        middle = (shortest + longest + 1) // 2
+        if font.getlength(text[:middle] + "…") <= width:
+            shortest = middle
+        else:
+            longest = middle - 1
+    return text[:shortest] + "…"
 
 
 def render_answer(image: np.ndarray, faces: Sequence[FaceResult]) -> Image.Image:
@@ -98,7 +107,7 @@ def render_answer(image: np.ndarray, faces: Sequence[FaceResult]) -> Image.Image
         best = face.matches[0]
         canvas.paste(match_tile(best.image), (2 * PAD + TILE, top))
         prefix = f"Face {number}: " if len(faces) > 1 else ""
-        title = shorten(f"{prefix}{best.name}  {best.similarity:.0%}", title_font, width - 2 * PAD)
+        title = shorten(f"{prefix}{display_name(best.name)}  {best.similarity:.0%}", title_font, width - 2 * PAD)
         draw.text((PAD, top + TILE + 10), title, fill=TEXT, font=title_font)
         draw.text((PAD, top + TILE + 44), f"you, and the closest gallery photo (distance {best.distance:.2f})",
                   fill=SUBTLE, font=detail_font)

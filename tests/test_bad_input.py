@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from lookalike_cli.cli import cli
 from lookalike_cli.config import load_config
 from lookalike_cli.embed import embed_faces
+from lookalike_cli.images import printable_path
 
 from conftest import DEMO, FAST, FIXTURES, REPO
 
@@ -50,6 +51,19 @@ def edit_json(path: Path, **changes) -> None:
     data = json.loads(path.read_text())
     data.update(changes)
     path.write_text(json.dumps(data))
+
+
+def drop_json_key(path: Path, key: str) -> None:
+    data = json.loads(path.read_text())
+    del data[key]
+    path.write_text(json.dumps(data))
+
+
+def restamp(path: Path, artifact: str) -> None:
+    """Rewrite an artifact file with another content id: what a file from another build looks like."""
+    from lookalike_cli.artifacts import load_table, write_table
+
+    write_table(path, artifact, load_table(path, artifact), {"lookalike.id": "another-build"})
 
 
 def published(data: Path) -> Path:
@@ -133,6 +147,25 @@ CASES = [
                                                                               "--data-dir", "{data}"]),
     Case("the query photo has no face", "no face found", ["query", str(FIXTURES / "no_face_coffee_cc0.png"),
                                                           "--data-dir", "{data}"]),
+    Case("the query photo is a device like /dev/zero", "cannot read the image (unreadable: not a regular file",
+         ["query", "/dev/zero", "--data-dir", "{data}"]),
+    Case("the query photo is a FIFO nobody writes to", "cannot read the image (unreadable: not a regular file",
+         ["query", "{tmp}/fifo.jpg", "--data-dir", "{data}"], lambda data, tmp: os.mkfifo(tmp / "fifo.jpg")),
+    Case("--out names a symbolic link", "exists and is not a regular file", QUERY + ["--out", "{tmp}/link.png"],
+         lambda data, tmp: (tmp / "link.png").symlink_to(tmp / "target.png")),
+    Case("the published calibration has std 0", "calibration.json is damaged ('std' is not a positive value", QUERY,
+         lambda data, tmp: edit_json(published(data) / "calibration.json", std=0)),
+    Case("the published calibration lacks a key", "calibration.json is damaged (no 'mean')", QUERY,
+         lambda data, tmp: drop_json_key(published(data) / "calibration.json", "mean")),
+    Case("a calibration value has the wrong type", "calibration.json is damaged ('count' is not a count value", QUERY,
+         lambda data, tmp: edit_json(published(data) / "calibration.json", count="many")),
+    Case("the published index lists another gallery file", "is not the file", QUERY,
+         lambda data, tmp: restamp(published(data) / "gallery.parquet", "gallery")),
+    catalog_case("a catalog n_movies is absurd (10**30)", "n_movies must be between 0 and 1000000",
+                 '[{"alias": "a", "n_movies": 1000000000000000000000000000000}]'),
+    catalog_case("a catalog name holds a newline", "holds a control character", '[{"alias": "a", "name": "A\\nB"}]'),
+    catalog_case("a catalog name is a megabyte long", "is longer than 200 characters",
+                 json.dumps([{"alias": "a", "name": "x" * 1_000_000}])),
 ]
 
 
@@ -273,6 +306,32 @@ IMAGE_CASES: list[tuple[str, str, Callable[[], bytes], str]] = [
 ]
 
 
+def fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def non_utf8_folder(path: Path) -> None:
+    folder = path.parent.parent / os.fsdecode(b"d\xe9j\xe0")
+    folder.mkdir()
+    (folder / "1.jpg").write_bytes(PHOTO.read_bytes())
+
+
+# Entries of the images folder that are not image files: (when, name under the person's folder, maker, detail).
+LISTING_CASES: list[tuple[str, str, Callable[[Path], object], str]] = [
+    ("a symbolic link out of the images folder", "link.jpg",
+     lambda path: path.symlink_to(path.parent.parent.parent / "outside.jpg"),
+     "symbolic link points outside the images folder"),
+    ("a symbolic link loop", "loop.jpg", lambda path: path.symlink_to(path), "symbolic link loop"),
+    ("a broken symbolic link", "broken.jpg", lambda path: path.symlink_to(path.parent / "gone.jpg"),
+     "broken symbolic link"),
+    ("a file name that is not UTF-8", os.fsdecode(b"caf\xe9.jpg"), lambda path: path.write_bytes(PHOTO.read_bytes()),
+     "file name is not valid UTF-8"),
+    ("a folder name that is not UTF-8", "1.jpg", non_utf8_folder, "folder name is not valid UTF-8"),
+    ("a FIFO named .jpg", "fifo.jpg", fifo, "not a regular file"),
+    ("a folder named .jpg", "folder.jpg", lambda path: path.mkdir(), "not a regular file"),
+]
+
+
 @pytest.fixture(scope="module")
 def bad_images(tmp_path_factory) -> Path:
     """A gallery where one person's folder holds every kind of file, plus links and odd names."""
@@ -281,10 +340,9 @@ def bad_images(tmp_path_factory) -> Path:
     person.mkdir(parents=True)
     for _, name, make, _ in IMAGE_CASES:
         (person / name).write_bytes(make())
-    outside = images.parent / "outside.jpg"
-    outside.write_bytes(PHOTO.read_bytes())
-    (person / "link.jpg").symlink_to(outside)
-    (person / os.fsdecode(b"caf\xe9.jpg")).write_bytes(PHOTO.read_bytes())
+    (images.parent / "outside.jpg").write_bytes(PHOTO.read_bytes())
+    for _, name, make, _ in LISTING_CASES:
+        make(person / name)
     shutil.copy(DEMO / "images" / "bob-corker.jpg", images)
     return images
 
@@ -295,12 +353,14 @@ def test_every_kind_of_file_gets_its_reason(bad_images, tmp_path):
     result = CliRunner().invoke(cli, ["build", "--images", str(bad_images), "--data-dir", str(tmp_path / "d"),
                                       "--num-jitters", "1", "--workers", "2"])
     assert result.exit_code == 0, result.output
-    rows = {Path(row["path"]).name: row for row in pq.read_table(tmp_path / "d" / "filter.parquet").to_pylist()}
+    rows = {row["path"].removeprefix(str(bad_images) + "/"): row
+            for row in pq.read_table(tmp_path / "d" / "filter.parquet").to_pylist()}
     for when, name, _, reason in IMAGE_CASES:
-        assert rows[name]["reason"] == reason, (when, rows[name])
-    assert rows["link.jpg"]["reason"] == "bad_file" and "outside" in rows["link.jpg"]["detail"]
-    odd = [row for name, row in rows.items() if name.startswith("caf")]
-    assert odd[0]["reason"] == "bad_file" and "UTF-8" in odd[0]["detail"]
+        assert rows[f"ami-bera/{name}"]["reason"] == reason, (when, rows[f"ami-bera/{name}"])
+    for when, name, _, detail in LISTING_CASES:
+        row = next(row for path, row in rows.items() if path.endswith(printable_path(Path(name))) and
+                   ("UTF-8" in detail) == ("\\x" in path))
+        assert (row["reason"], row["detail"]) == ("bad_file", detail), when
     assert "Traceback" not in result.output
 
 
@@ -319,6 +379,8 @@ def test_query_answers_every_kind_of_file(built, bad_images, when, name, reason)
 
 def test_readme_image_table_matches_the_cases():
     assert readme_table("What happens to each kind of image") == [(w, r) for w, _, _, r in IMAGE_CASES]
+    assert readme_table("What happens to entries that are not image files") == [
+        (w, d) for w, _, _, d in LISTING_CASES]
 
 
 def markdown_tables() -> str:
@@ -328,6 +390,9 @@ def markdown_tables() -> str:
     lines += ["", "### What happens to each kind of image", "",
               "| file | filter's reason (`ok`: accepted) |", "| --- | --- |"]
     lines += [f"| {when} | `{reason}` |" for when, _, _, reason in IMAGE_CASES]
+    lines += ["", "### What happens to entries that are not image files", "",
+              "| entry | filter's reason `bad_file`, with this detail |", "| --- | --- |"]
+    lines += [f"| {when} | `{detail}` |" for when, _, _, detail in LISTING_CASES]
     return "\n".join(lines)
 
 

@@ -62,3 +62,27 @@ def test_many_faces_are_capped_and_a_missing_gallery_photo_is_a_plain_tile(tmp_p
 def test_face_square_keeps_a_margin_inside_the_image():
     assert face_square((100, 100, 200, 200), 1000, 1000, margin=0.5) == (50, 50, 250, 250)
     assert face_square((0, 10, 100, 110), 150, 120, margin=0.5) == (0, 0, 150, 120)
+
+
+def test_long_and_multi_line_names_are_shortened_with_an_ellipsis_everywhere(tmp_path):
+    from PIL import ImageFont
+
+    from lookalike_cli.bot import caption
+    from lookalike_cli.catalog import SHOWN_NAME_CHARS, display_name
+    from lookalike_cli.cli import format_photo
+    from lookalike_cli.query import PhotoResult
+    from lookalike_cli.render import shorten
+
+    huge = "Jean-Baptiste " * 80_000  # over a megabyte, as in a people table written before names were checked
+    assert display_name("Ann\nLee") == "Ann Lee"
+    assert len(display_name(huge)) == SHOWN_NAME_CHARS and display_name(huge).endswith("…")
+    font = ImageFont.load_default(26)
+    cut = shorten(huge, font, 300)
+    assert cut.endswith("…") and font.getlength(cut) <= 300 < font.getlength(cut[:-1] + "xx…")
+
+    match = Match(alias="x", name=huge + "\nsecond line", distance=0.5, similarity=0.5, image=str(tmp_path / "x.jpg"))
+    faces = [FaceResult(box=[50, 50, 150, 150], matches=[match])] * 10
+    lines = format_photo(PhotoResult(photo="me.jpg", faces=faces[:1]))
+    assert len(lines) == 1 and len(lines[0]) < 120
+    assert len(caption(faces)) <= 1024 and len(caption(faces[:1])) <= 1024  # Telegram's caption limit
+    render_answer(np.full((200, 200, 3), 128, np.uint8), faces)  # draws in linear time, and does not fail

@@ -19,6 +19,48 @@ SHARED = Path(os.environ.get("LOOKALIKE_SHARED", REPO.parent / "shared"))
 FAST = {"num_jitters": 1, "workers": 2}
 
 
+def run(*args, code: int = 0):
+    """Run the ``lookalike`` command in this process (Click's runner); asserts its exit code."""
+    from click.testing import CliRunner
+
+    from lookalike_cli.cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == code, result.output
+    return result
+
+
+def encoded(image, image_format: str, **options) -> bytes:
+    """A Pillow image saved in ``image_format``, as bytes."""
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
+def corrupt_png() -> bytes:
+    """A real portrait as PNG with 64 bytes in the middle overwritten: its header is fine, its data is not."""
+    from PIL import Image
+
+    data = bytearray(encoded(Image.open(DEMO / "images" / "ami-bera.jpg"), "PNG"))
+    data[len(data) // 2:len(data) // 2 + 64] = b"\xff" * 64
+    return bytes(data)
+
+
+def side_by_side(*paths: Path):
+    """A real photo with several faces: portraits pasted side by side on white."""
+    from PIL import Image
+
+    images = [Image.open(path).convert("RGB") for path in paths]
+    both = Image.new("RGB", (sum(image.width for image in images), max(image.height for image in images)), "white")
+    left = 0
+    for image in images:
+        both.paste(image, (left, 0))
+        left += image.width
+    return both
+
+
 def shared_path(*parts: str) -> Path:
     """A path under ../shared (or $LOOKALIKE_SHARED); the test is skipped, saying why, if it is absent."""
     path = SHARED.joinpath(*parts)

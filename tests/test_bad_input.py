@@ -5,10 +5,8 @@ The cases below are also the README's table "What happens when…": a test check
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +22,7 @@ from lookalike_cli.config import load_config
 from lookalike_cli.embed import embed_faces
 from lookalike_cli.images import printable_path
 
-from conftest import DEMO, FAST, FIXTURES, REPO
+from conftest import DEMO, FAST, FIXTURES, REPO, corrupt_png, encoded, side_by_side
 
 PHOTO = DEMO / "images" / "ami-bera.jpg"
 
@@ -255,24 +253,8 @@ def bomb() -> bytes:
     return buffer.getvalue()
 
 
-def corrupt_png() -> bytes:
-    data = bytearray(image_bytes("PNG")())
-    data[len(data) // 2:len(data) // 2 + 64] = b"\xff" * 64
-    return bytes(data)
-
-
 def faces_side_by_side() -> bytes:
-    import io
-
-    from PIL import Image
-
-    left, right = Image.open(PHOTO), Image.open(DEMO / "images" / "bob-corker.jpg")
-    pair = Image.new("RGB", (left.width + right.width, left.height))
-    pair.paste(left, (0, 0))
-    pair.paste(right, (left.width, 0))
-    buffer = io.BytesIO()
-    pair.save(buffer, "JPEG")
-    return buffer.getvalue()
+    return encoded(side_by_side(PHOTO, DEMO / "images" / "bob-corker.jpg"), "JPEG")
 
 
 def tiny() -> bytes:

@@ -1,6 +1,7 @@
 """Every command through Click's runner, on the demo gallery and real dlib models."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -10,15 +11,9 @@ from click.testing import CliRunner
 
 from lookalike_cli.cli import cli
 
-from conftest import DEMO, FIXTURES
+from conftest import DEMO, FIXTURES, run
 
 FAST_OPTIONS = ["--num-jitters", "1", "--workers", "2"]
-
-
-def run(*args, code=0):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code == code, result.output
-    return result
 
 
 def test_help_lists_every_command():
@@ -106,3 +101,33 @@ def test_errors_are_one_line_without_traceback(tmp_path, args, message):
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_exports_are_functions_even_after_their_modules_are_imported():
+    import importlib
+
+    import lookalike_cli
+
+    for name, module in lookalike_cli._EXPORTS.items():
+        importlib.import_module(f"lookalike_cli.{module}")
+        assert getattr(lookalike_cli, name) is getattr(importlib.import_module(f"lookalike_cli.{module}"), name)
+    from lookalike_cli import build, calibrate
+
+    assert callable(build) and callable(calibrate) and not hasattr(calibrate, "__path__")
+
+
+def test_the_python_api_takes_the_data_directory_lock_too(built, tmp_path, fast_config):
+    """A Python caller of a stage gets the same one-line refusal as the command when another run holds the lock."""
+    import fcntl
+
+    from lookalike_cli import LookalikeError, calibrate
+
+    data = tmp_path / "data"
+    shutil.copytree(built, data)
+    with open(data / ".lock", "a+") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        holder.write("pid 4242 (lookalike build)")
+        holder.flush()
+        with pytest.raises(LookalikeError, match="is in use by pid 4242"):
+            calibrate(data, fast_config)
+    calibrate(data, fast_config)  # free again

@@ -14,15 +14,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 from PIL import Image, ImageOps
 
-from lookalike_cli.cli import cli
 from lookalike_cli.config import load_config
 from lookalike_cli.crawl import crawl, manifest_row, rehost, retryable, verified_image
 from lookalike_cli.images import ImageRejected, list_gallery, sha256_of
 
-from conftest import DEMO, REPO
+from conftest import DEMO, REPO, run
 from crawl_server import BAD_STATUSES, CrawlServer, baidu_encode, demo_photo, synthetic_world
 
 PEOPLE = json.loads((DEMO / "catalog.json").read_text())[:4]  # the 4th is Beto O’Rourke: a non-ASCII query
@@ -67,12 +65,6 @@ def files_under(folder: Path) -> set[str]:
 
 def settings(**values):
     return load_config(None, {"download_timeout": 2.0} | values)
-
-
-def run(*args, code=0):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code == code, result.output
-    return result
 
 
 # --- pure helpers

@@ -14,7 +14,7 @@ from lookalike_cli.artifacts import DataDir
 from lookalike_cli.config import load_config
 from lookalike_cli.filter import filter_images
 
-from conftest import DEMO, FAST, FIXTURES
+from conftest import DEMO, FAST, FIXTURES, side_by_side
 
 ALIASES = ["aaron-schock", "ami-bera", "barack-obama", "bob-corker", "beto-orourke"]
 
@@ -93,12 +93,7 @@ def test_rebuild_redoes_only_new_photos_and_keeps_the_rest(tmp_path):
 def test_several_faces_policy(tmp_path, demo_gallery):
     images = tmp_path / "images"
     images.mkdir()
-    left = Image.open(demo_gallery / "ami-bera.jpg")
-    right = Image.open(demo_gallery / "bob-corker.jpg")
-    pair = Image.new("RGB", (left.width + right.width, left.height))
-    pair.paste(left, (0, 0))
-    pair.paste(right, (left.width, 0))
-    pair.save(images / "pair.jpg")
+    side_by_side(demo_gallery / "ami-bera.jpg", demo_gallery / "bob-corker.jpg").save(images / "pair.jpg")
     shutil.copy(demo_gallery / "aaron-schock.jpg", images)
     config = load_config(None, FAST)
     assert filter_images(images, tmp_path / "a", None, config).reasons == {"several_faces": 1}

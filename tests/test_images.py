@@ -1,6 +1,5 @@
 """Decoding real image files made with Pillow: every mode and container a crawl brings in."""
 
-import io
 
 import numpy as np
 import pytest
@@ -8,21 +7,9 @@ from PIL import Image
 
 from lookalike_cli.images import ImageRejected, decode_image, list_gallery, verify_image
 
-from conftest import DEMO
+from conftest import DEMO, corrupt_png, encoded
 
 PORTRAIT = DEMO / "images" / "aaron-schock.jpg"
-
-
-def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **kwargs)
-    return buffer.getvalue()
-
-
-def corrupt_png() -> bytes:
-    data = bytearray(encode(Image.open(PORTRAIT), "PNG"))
-    data[len(data) // 2:len(data) // 2 + 64] = b"\xff" * 64
-    return bytes(data)
 
 
 CORRUPT_PNG = corrupt_png()
@@ -37,20 +24,20 @@ def portrait() -> Image.Image:
 def test_every_mode_becomes_rgb(portrait, mode):
     image = portrait.convert("L").convert("I;16") if mode == "I;16" else portrait.convert(mode)
     fmt = "JPEG" if mode == "CMYK" else "PNG" if mode != "1" else "BMP"
-    array = decode_image(encode(image, fmt), 10**8)
+    array = decode_image(encoded(image, fmt), 10**8)
     assert array.dtype == np.uint8 and array.shape == (portrait.height, portrait.width, 3)
 
 
 def test_sixteen_bit_png_keeps_its_contrast(portrait):
     gray = np.asarray(portrait.convert("L"), dtype=np.uint16) * 257
-    array = decode_image(encode(Image.fromarray(gray), "PNG"), 10**8)
+    array = decode_image(encoded(Image.fromarray(gray), "PNG"), 10**8)
     assert abs(int(array.max()) - int(np.asarray(portrait.convert("L")).max())) <= 1
 
 
 def test_transparent_pixels_become_white(portrait):
     rgba = portrait.convert("RGBA")
     rgba.putalpha(0)
-    assert decode_image(encode(rgba, "PNG"), 10**8).min() == 255
+    assert decode_image(encoded(rgba, "PNG"), 10**8).min() == 255
 
 
 @pytest.mark.parametrize("orientation, turn", [(6, Image.Transpose.ROTATE_270), (8, Image.Transpose.ROTATE_90),
@@ -60,20 +47,20 @@ def test_exif_orientation_is_applied(portrait, orientation, turn):
                                  3: Image.Transpose.ROTATE_180}[orientation])
     exif = Image.Exif()
     exif[0x0112] = orientation
-    array = decode_image(encode(stored, "PNG", exif=exif), 10**8)
+    array = decode_image(encoded(stored, "PNG", exif=exif), 10**8)
     assert array.shape[:2] == (portrait.height, portrait.width)
     assert np.abs(array.astype(int) - np.asarray(portrait, dtype=int)).mean() < 1
-    assert verify_image(encode(stored, "JPEG", exif=exif), 10**8) == ("JPEG", portrait.width, portrait.height)
+    assert verify_image(encoded(stored, "JPEG", exif=exif), 10**8) == ("JPEG", portrait.width, portrait.height)
 
 
 def test_animated_gif_gives_its_first_frame(portrait):
     frames = [portrait, portrait.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
-    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    data = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
     assert decode_image(data, 10**8).shape == (portrait.height, portrait.width, 3)
 
 
 def test_webp(portrait):
-    assert decode_image(encode(portrait, "WEBP"), 10**8).shape[2] == 3
+    assert decode_image(encoded(portrait, "WEBP"), 10**8).shape[2] == 3
 
 
 @pytest.mark.parametrize("data, reason", [
@@ -92,7 +79,7 @@ def test_broken_files_are_rejected(data, reason, check):
 
 @pytest.mark.parametrize("check", [decode_image, verify_image])
 def test_a_decompression_bomb_is_refused_from_its_header(check):
-    bomb = encode(Image.new("1", (30000, 30000)), "PNG")  # 900 Mpx in a few hundred kB
+    bomb = encoded(Image.new("1", (30000, 30000)), "PNG")  # 900 Mpx in a few hundred kB
     with pytest.raises(ImageRejected) as caught:
         check(bomb, 40_000_000)
     assert caught.value.reason == "too_large"
@@ -100,7 +87,7 @@ def test_a_decompression_bomb_is_refused_from_its_header(check):
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF"])
 def test_verify_image_reads_format_and_size_of_whole_files(portrait, fmt):
-    assert verify_image(encode(portrait, fmt), 10**8) == (fmt, portrait.width, portrait.height)
+    assert verify_image(encoded(portrait, fmt), 10**8) == (fmt, portrait.width, portrait.height)
 
 
 def test_list_gallery_reads_both_layouts_and_flags_bad_files(tmp_path):

@@ -4,13 +4,6 @@ import dlib
 from click.testing import CliRunner
 
 from lookalike_cli.cli import cli
-from lookalike_cli.models import dlib_build_info
-
-
-def test_dlib_build_info_reads_the_imported_dlib():
-    info = dlib_build_info()
-    assert info == {"version": dlib.__version__, "blas": bool(dlib.DLIB_USE_BLAS),
-                    "avx": bool(dlib.USE_AVX_INSTRUCTIONS)}
 
 
 def test_info_names_dlib_version_blas_and_suggests_the_faster_build():

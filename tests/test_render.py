@@ -8,16 +8,11 @@ from lookalike_cli.cli import cli
 from lookalike_cli.query import FaceResult, Match
 from lookalike_cli.render import MAX_PANELS, TILE, TILE_BACKGROUND, face_square, render_answer
 
-from conftest import DEMO, FIXTURES
+from conftest import DEMO, FIXTURES, side_by_side
 
 
 def two_people(demo_gallery) -> np.ndarray:
-    """A real photo with two faces: two portraits side by side."""
-    left, right = (Image.open(demo_gallery / f"{alias}.jpg").convert("RGB") for alias in ("ami-bera", "bob-corker"))
-    both = Image.new("RGB", (left.width + right.width, max(left.height, right.height)), "white")
-    both.paste(left, (0, 0))
-    both.paste(right, (left.width, 0))
-    return np.asarray(both)
+    return np.asarray(side_by_side(demo_gallery / "ami-bera.jpg", demo_gallery / "bob-corker.jpg"))
 
 
 def test_query_out_draws_the_face_beside_its_match(built, tmp_path):

@@ -2,7 +2,6 @@
 
 import shutil
 
-import pytest
 
 from lookalike_cli import build
 from lookalike_cli.config import load_config

@@ -1,4 +1,3 @@
-import math
 
 import pytest
 
@@ -37,10 +36,3 @@ def test_calibration_from_distances_uses_the_sample_std():
 def test_calibration_needs_spread(values):
     with pytest.raises(ValueError):
         calibration_from_distances(values, 0.01)
-
-
-def test_similarity_matches_the_formula():
-    calibration = Calibration(mean=0.62, std=0.04, count=10, min_similarity=0.01)
-    d = 0.55
-    expected = max(min(1 - 0.5 * (1 + math.erf((d - 0.62) / 0.04 / math.sqrt(2))), 1), 0.01)
-    assert calibration.similarity(d) == pytest.approx(expected)

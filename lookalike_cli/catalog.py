@@ -22,9 +22,10 @@ def has_control_characters(text: str) -> bool:
 def display_name(name: str, limit: int = SHOWN_NAME_CHARS) -> str:
     """A name as answers show it: control characters as spaces, at most ``limit`` characters (an ellipsis ends
     a shortened one)."""
-    if has_control_characters(name):
-        name = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in name)
-    return name if len(name) <= limit else name[:limit - 1].rstrip() + "…"
+    shown = name if len(name) <= limit else name[:limit - 1].rstrip() + "…"
+    if has_control_characters(shown):
+        shown = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in shown)
+    return shown
 
 
 def text_problem(value: str) -> str | None:

@@ -70,6 +70,7 @@ def identities(data):
             for row in pq.read_table(data / "identities.parquet").to_pylist()}
 
 
+@pytest.mark.slow
 def test_dirty_crawl_of_altered_copies_loses_exactly_the_intruders(tmp_path):
     """In-repo data: four altered copies of one portrait, mixed with two other people's portraits."""
     folder = tmp_path / "images" / "barack-obama"
@@ -102,6 +103,7 @@ def test_dirty_crawl_of_altered_copies_loses_exactly_the_intruders(tmp_path):
         sorted(representative)
 
 
+@pytest.mark.slow
 def test_stages_refuse_a_gallery_older_than_the_embeddings_and_queries_keep_the_published_one(tmp_path,
                                                                                              demo_gallery):
     images = tmp_path / "images"
@@ -126,6 +128,7 @@ def test_stages_refuse_a_gallery_older_than_the_embeddings_and_queries_keep_the_
     assert Lookalike(data, config).query_file(images / "ami-bera.jpg").faces[0].matches[0].alias == "ami-bera"
 
 
+@pytest.mark.slow
 def test_dirty_crawl_of_real_photos_through_build_and_query(tmp_path):
     """../shared: Obama's four photos with Biden, Kit Harington and two congress members mixed in."""
     faces = shared_path("faces", "people")

@@ -32,6 +32,7 @@ def test_help_imports_no_heavy_library():
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
+@pytest.mark.slow
 def test_stages_one_by_one_then_query(tmp_path, demo_gallery):
     data = tmp_path / "data"
     output = run("filter", "--images", demo_gallery, "--catalog", DEMO / "catalog.json", "--data-dir", data).output
@@ -47,6 +48,7 @@ def test_stages_one_by_one_then_query(tmp_path, demo_gallery):
     assert line.startswith(f"{photo} face 1: Aaron Schock ") and "% (distance 0.0" in line
 
 
+@pytest.mark.slow
 def test_build_prints_every_stage_and_rejections(tmp_path, demo_gallery):
     images = tmp_path / "images"
     images.mkdir()

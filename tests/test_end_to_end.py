@@ -62,6 +62,7 @@ def test_hnsw_answers_like_exact_search(built):
     np.testing.assert_allclose(d_hnsw, d_exact, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_rebuild_redoes_only_new_photos_and_keeps_the_rest(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
@@ -90,6 +91,7 @@ def test_rebuild_redoes_only_new_photos_and_keeps_the_rest(tmp_path):
     assert not list(tmp_path.rglob("*.tmp")) and not (data / "parts").exists()
 
 
+@pytest.mark.slow
 def test_several_faces_policy(tmp_path, demo_gallery):
     images = tmp_path / "images"
     images.mkdir()

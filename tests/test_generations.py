@@ -94,6 +94,7 @@ REBUILDER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_queries_during_rebuilds_answer_from_one_whole_generation(tmp_path, demo_gallery, fast_config):
     """One process rebuilds the gallery back and forth between two sets of people; this one loads and searches
     it in a loop. Every load must be one whole gallery: its people, its vectors and its index agree."""
@@ -180,6 +181,7 @@ def legacy_layout(data: Path) -> None:
     shutil.rmtree(data / "generations")
 
 
+@pytest.mark.slow
 def test_a_data_directory_from_before_generations_is_published_by_index(built, engine, fast_config, tmp_path):
     from lookalike_cli import build_index
 

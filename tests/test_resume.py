@@ -15,6 +15,8 @@ import pytest
 
 from conftest import DEMO
 
+pytestmark = pytest.mark.slow  # every test here builds a gallery of its own
+
 STABLE_COLUMNS = {  # what must be identical between an interrupted and an uninterrupted build
     "filter.parquet": ["path", "alias", "sha256", "box", "landmarks", "status", "reason"],
     "embeddings.parquet": ["path", "alias", "sha256", "box", "embedding"],

@@ -2,12 +2,15 @@
 
 import shutil
 
+import pytest
 
 from lookalike_cli import build
 from lookalike_cli.config import load_config
 from lookalike_cli.query import Lookalike
 
 from conftest import FAST, shared_path
+
+pytestmark = pytest.mark.slow  # every test here builds a gallery of its own
 
 
 

@@ -26,6 +26,7 @@ LIMITS = (0, 1600, 1200, 1024, 800, 640)
 def photos(full: bool) -> list[tuple[str, np.ndarray]]:
     from PIL import Image
 
+    from lookalike_cli.config import ImageConfig
     from lookalike_cli.images import read_image
 
     portraits = sorted((CONGRESS / "images").glob("*.jpg"))
@@ -37,7 +38,7 @@ def photos(full: bool) -> list[tuple[str, np.ndarray]]:
                 image.resize((image.width * factor, image.height * factor), Image.BICUBIC))))
     labelled, hard = shared_photos("people/*/*"), shared_photos("hard/*")
     for path in (labelled + hard) if full else labelled[::7][:8]:
-        found.append((str(path.relative_to(FACES)), read_image(path, 40_000_000)))
+        found.append((str(path.relative_to(FACES)), read_image(path, ImageConfig()).pixels))
     return found
 
 

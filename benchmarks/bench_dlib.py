@@ -34,11 +34,12 @@ def child(photo: str, repeats: int) -> dict:
     from PIL import Image
 
     from common import dlib_build
+    from lookalike_cli.config import ImageConfig
     from lookalike_cli.images import read_image
     from lookalike_cli.models import Face, FaceModels
 
     models = FaceModels()
-    image = read_image(photo, 40_000_000)
+    image = read_image(photo, ImageConfig()).pixels
     result = {"build": dlib_build(), "stages": {}, "descriptors": {}}
     for size in SIZES:
         factor = size / max(image.shape[:2])

@@ -45,6 +45,7 @@ def bare_dlib(images: list[Path], num_jitters: int) -> float:
     """Seconds for decode + detect (same settings as the stage) + landmarks + descriptor of every image, in
     this process with the models loaded: the model calls without the stages' bookkeeping."""
     from lookalike_cli.config import Config
+    from lookalike_cli.config import ImageConfig
     from lookalike_cli.images import read_image
     from lookalike_cli.models import process_models
 
@@ -52,7 +53,7 @@ def bare_dlib(images: list[Path], num_jitters: int) -> float:
     models = process_models()
     started = time.perf_counter()
     for path in images:
-        image = read_image(path, 40_000_000)
+        image = read_image(path, ImageConfig()).pixels
         faces = models.detect(image, detect.upsample, detect.min_detection_score, detect.detect_max_size)
         if faces:
             models.descriptor(image, faces[0], num_jitters)

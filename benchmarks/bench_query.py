@@ -48,7 +48,7 @@ def stage_times(data_dir: Path, photos: list[Path]) -> dict[str, list[float]]:
     models = timed("model load (import dlib, 3 models)", FaceModels)
     engine = timed("gallery load (Parquet, calibration, index)", lambda: Lookalike(data_dir, config, models))
     for photo in photos:
-        image = timed("decode", lambda: read_image(photo, config.filter.max_image_pixels))
+        image = timed("decode", lambda: read_image(photo, config.image).pixels)
         rects, _, _ = timed("detect (HOG, upsample 1, full image)", lambda: models.detector.run(image, 1, 0.0))
         for rect in rects:
             box = (rect.left(), rect.top(), rect.right(), rect.bottom())

@@ -84,15 +84,16 @@ def load(url: str, photos: list[bytes], seconds: float) -> dict:
 def service_times(data_dir: Path, photo_sets: dict[str, list[bytes]]) -> dict[str, float]:
     """Median seconds of one query in this process (decode, detect, describe, search), no HTTP, no other
     query at the same time: what one worker needs per photo. Every 5th photo of a set, the selfie 5 times."""
+    from lookalike_cli.config import ImageConfig
     from lookalike_cli.images import decode_image
     from lookalike_cli.query import Lookalike
 
     engine = Lookalike(data_dir)
-    engine.query_image(decode_image(photo_sets[SELFIE][0], 10**9))  # loads the models
+    engine.query_image(decode_image(photo_sets[SELFIE][0], ImageConfig()).pixels)  # loads the models
     times = {}
     for name, photos in photo_sets.items():
         sample = photos[::5] if len(photos) > 1 else photos * 5
-        times[name] = median([repeat_timed(lambda: engine.query_image(decode_image(photo, 10**9)), 1)[0]
+        times[name] = median([repeat_timed(lambda: engine.query_image(decode_image(photo, ImageConfig()).pixels), 1)[0]
                               for photo in sample])
     return times
 

@@ -23,7 +23,7 @@ from telegram.ext import MessageHandler
 from .catalog import display_name
 from .config import Config
 from .errors import LookalikeError
-from .recognizer import Busy, RecognitionFailed, RecognitionTimeout, Recognizer, rejection_reason
+from .recognizer import Busy, RecognitionFailed, RecognitionTimeout, Recognizer
 from .render import MAX_PANELS
 
 if TYPE_CHECKING:
@@ -114,7 +114,28 @@ class LookalikeBot:
 
     async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
-        await self.answer(message, *await self.download(message))
+        try:
+            with self.recognizer.place() as place:  # taken before the file is downloaded: bounded memory
+                data, refusal = await self.download(message)
+                if data is None:
+                    await message.reply_text(refusal)
+                    return
+                name = getattr(message.document, "file_name", None) or "photo"
+                result, picture = await place.recognize(data, name, picture=True)
+        except Busy:
+            await message.reply_text(BUSY)
+            return
+        except RecognitionTimeout:
+            await message.reply_text(TIMEOUT)
+            return
+        except RecognitionFailed:
+            await message.reply_text(FAILED)
+            return
+        if result.reason or not result.faces:
+            await message.reply_text(TOO_MANY_PIXELS if result.reason == "too_large" else
+                                     BROKEN if result.reason else NO_FACE)
+            return
+        await message.reply_photo(picture, caption=caption(result.faces), filename="lookalike.png")
 
     async def download(self, message: Message) -> tuple[bytes | None, str | None]:
         """The photo's bytes, or None and the reply that says why not."""
@@ -129,28 +150,6 @@ class LookalikeBot:
         if len(data) > self.limit:
             return None, TOO_BIG.format(size=megabytes(len(data)), megabytes=self.limit / 1_000_000)
         return data, None
-
-    async def answer(self, message: Message, data: bytes | None, refusal: str | None) -> None:
-        if data is None:
-            await message.reply_text(refusal)
-            return
-        name = getattr(message.document, "file_name", None) or "photo"
-        try:
-            result, picture = await self.recognizer.recognize(data, name, picture=True)
-        except Busy:
-            await message.reply_text(BUSY)
-            return
-        except RecognitionTimeout:
-            await message.reply_text(TIMEOUT)
-            return
-        except RecognitionFailed:
-            await message.reply_text(FAILED)
-            return
-        reason = rejection_reason(result)
-        if reason or not result.faces:
-            await message.reply_text(TOO_MANY_PIXELS if reason == "too_large" else BROKEN if reason else NO_FACE)
-            return
-        await message.reply_photo(picture, caption=caption(result.faces), filename="lookalike.png")
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("while answering an update: %s", context.error, exc_info=context.error)

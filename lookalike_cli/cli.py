@@ -18,7 +18,7 @@ from .errors import LookalikeError
 
 log = logging.getLogger("lookalike_cli")
 
-DLIB_SECTIONS = ("runtime", "detect")
+DLIB_SECTIONS = ("runtime", "detect", "image")  # the commands that read images with dlib's models
 
 
 class LookalikeGroup(click.Group):
@@ -67,7 +67,8 @@ def config_options(*sections: str):
         for section in reversed(sections):
             for f in reversed(section_fields(section)):
                 meta = f.metadata
-                click_type = click.Choice(meta["choices"]) if meta["choices"] else field_type(f)
+                one_of = meta["choices"] and not meta["several"]
+                click_type = click.Choice(meta["choices"]) if one_of else field_type(f)
                 command = click.option(f"--{f.name.replace('_', '-')}", f.name, type=click_type, default=None,
                                        help=f"{meta['help'][0].upper()}{meta['help'][1:]} [{section}.{f.name}, "
                                             f"default: {f.default!r}]")(command)
@@ -189,7 +190,7 @@ def filter_command(images_dir: Path, catalog: Path | None, data_dir: Path, confi
 
 @cli.command("embed")
 @data_dir_option
-@config_options("runtime", "embed")
+@config_options("runtime", "image", "embed")
 @with_config
 def embed_command(data_dir: Path, config) -> None:
     """Compute a 128-d face descriptor for every accepted photo."""
@@ -322,7 +323,8 @@ def query_command(photos: tuple[Path, ...], data_dir: Path, as_json: bool, out: 
         from .images import read_image
         from .render import render_png
 
-        picture = render_png(read_image(photos[0], config.filter.max_image_pixels), results[0].faces)
+        decoded = read_image(photos[0], config.image)
+        picture = render_png(decoded.pixels, results[0].faces, decoded.scale)
         check_new_file(out)
         write_bytes(out, picture)
     if as_json:
@@ -339,7 +341,7 @@ def query_command(photos: tuple[Path, ...], data_dir: Path, as_json: bool, out: 
         sys.exit(1)
 
 
-SERVING_SECTIONS = ("runtime", "detect", "query", "serve")
+SERVING_SECTIONS = (*DLIB_SECTIONS, "query", "serve")
 
 
 @cli.command("serve")

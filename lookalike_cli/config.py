@@ -16,10 +16,16 @@ from typing import Any
 from .errors import LookalikeError
 
 
+# Pillow's names of the image formats that image.image_formats may list (every one is decoded and tested).
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
+
+
 def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-            choices: tuple[str, ...] | None = None) -> Any:
-    """A config field with its help text and allowed range, shared by the TOML loader and the CLI."""
-    return field(default=default, metadata={"help": help, "min": min, "max": max, "choices": choices})
+            choices: tuple[str, ...] | None = None, several: bool = False) -> Any:
+    """A config field with its help text and allowed range, shared by the TOML loader and the CLI. With
+    ``several``, the value is a space-separated list of the ``choices``."""
+    return field(default=default, metadata={"help": help, "min": min, "max": max, "choices": choices,
+                                            "several": several})
 
 
 @dataclass(frozen=True)
@@ -61,10 +67,26 @@ class DetectConfig:
 
 
 @dataclass(frozen=True)
+class ImageConfig:
+    """How every command reads an image it is given (gallery photo, query, upload): the bounds a stranger's file
+    meets before and while it is decoded."""
+
+    image_formats: str = setting("JPEG PNG WEBP GIF BMP", "image formats read, by Pillow's names separated by "
+                                 "spaces; other files are rejected (unsupported_format) before a decoder sees "
+                                 "them", choices=IMAGE_FORMATS, several=True)
+    max_image_pixels: int = setting(40_000_000, "reject images with more pixels, from their header, before "
+                                                "decoding them", min=1)
+    max_decoded_bytes: int = setting(200_000_000, "memory decoding an image may take (Pillow's image and the "
+                                                  "RGB array made from it): a larger JPEG is decoded at 1/2, "
+                                                  "1/4 or 1/8 scale to fit, another format is rejected "
+                                                  "(too_large)", min=1)
+    decode_timeout: float = setting(10.0, "seconds a worker may spend decoding one image; then the worker is "
+                                          "stopped and replaced, and the image rejected (timeout)", min=0.01)
+
+
+@dataclass(frozen=True)
 class FilterConfig:
     min_image_size: int = setting(80, "reject images whose shorter side has fewer pixels", min=1)
-    max_image_pixels: int = setting(40_000_000, "reject images with more pixels, before decoding them",
-                                    min=1)
     min_eye_distance: float = setting(20.0, "reject faces whose eye centres are closer, in pixels", min=0.0)
     max_tilt: float = setting(25.0, "reject faces whose eye line is tilted more, in degrees", min=0.0,
                               max=90.0)
@@ -113,6 +135,8 @@ class QueryConfig:
     top_k: int = setting(1, "people to answer per face", min=1, max=1000)
     query_num_jitters: int = setting(1, "descriptor of a query face: mean over this many jittered copies",
                                      min=1, max=100)
+    max_faces: int = setting(10, "faces answered per photo, the largest first; the answer says how many "
+                                 "smaller ones were left out", min=1, max=1000)
 
 
 @dataclass(frozen=True)
@@ -125,8 +149,15 @@ class ServeConfig:
                               min=0, max=10_000)
     max_body_bytes: int = setting(10_000_000, "largest photo accepted, in bytes (HTTP body or bot file)",
                                   min=1)
-    request_timeout: float = setting(30.0, "seconds a photo may wait and be recognised before it is given up",
-                                     min=0.01)
+    request_timeout: float = setting(30.0, "seconds a photo may wait and be recognised before it is given up "
+                                           "(its worker is stopped and replaced)", min=0.01)
+    max_connections: int = setting(128, "open HTTP connections at most; one more is answered 503 and closed",
+                                   min=1, max=100_000)
+    header_timeout: float = setting(10.0, "seconds a client may take to send a request's headers", min=0.01)
+    body_timeout: float = setting(60.0, "seconds a client may take to send a photo once its headers arrived",
+                                  min=0.01)
+    max_body_chunks: int = setting(10_000, "a chunked body sent in more chunks is refused (400): tiny chunks "
+                                           "cost the server more to parse than they carry", min=1)
 
 
 @dataclass(frozen=True)
@@ -146,6 +177,7 @@ class Config:
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
@@ -181,7 +213,12 @@ def _check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise LookalikeError(f"config key {where} must be {kind.__name__}, got {value!r}")
     meta = f.metadata
-    if meta["choices"] and value not in meta["choices"]:
+    if meta["several"]:
+        unknown = [word for word in value.split() if word not in meta["choices"]]
+        if unknown or not value.split():
+            raise LookalikeError(f"config key {where} must list some of {', '.join(meta['choices'])}, "
+                                 f"got {value!r}")
+    elif meta["choices"] and value not in meta["choices"]:
         raise LookalikeError(f"config key {where} must be one of {', '.join(meta['choices'])}, got {value!r}")
     if meta["min"] is not None and value < meta["min"]:
         raise LookalikeError(f"config key {where} must be at least {meta['min']}, got {value!r}")
@@ -243,7 +280,7 @@ def section_of(key: str) -> str:
 def _allowed(f: dataclasses.Field) -> str:
     meta = f.metadata
     if meta["choices"]:
-        return "one of " + ", ".join(meta["choices"])
+        return ("some of " if meta["several"] else "one of ") + ", ".join(meta["choices"])
     return "; ".join(part for part in (f">= {meta['min']:g}" if meta["min"] is not None else "",
                                        f"<= {meta['max']:g}" if meta["max"] is not None else "") if part)
 

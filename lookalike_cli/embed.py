@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .artifacts import Checkpoint, DataDir
-from .config import Config
+from .config import Config, ImageConfig
+from .errors import Failure
 from .images import ImageRejected, read_image
 from .models import Face, embed_key, model_workers, process_models
 from .parallel import WorkerPool
@@ -33,14 +34,18 @@ class EmbedTask:
     box: tuple[int, int, int, int]
     landmarks: tuple[tuple[float, float], ...]
     num_jitters: int
-    max_pixels: int
+    image: ImageConfig
     models_dir: str
+    size: tuple[int, int]  # (width, height) of the image as the filter decoded it: the landmarks' frame
 
 
 def embed_face(task: EmbedTask) -> tuple[str, list[float] | None, str]:
     """(path, descriptor or None, error) for one accepted photo."""
     try:
-        image = read_image(task.path, task.max_pixels)
+        image = read_image(task.path, task.image).pixels
+        if image.shape[1::-1] != task.size:
+            return task.path, None, (f"decoded at {image.shape[1]}x{image.shape[0]} pixels, not at the filter's "
+                                     f"{task.size[0]}x{task.size[1]}: run filter again with the same image settings")
         face = Face(box=task.box, score=0.0, landmarks=task.landmarks)
         return task.path, process_models(task.models_dir).descriptor(image, face, task.num_jitters).tolist(), ""
     except ImageRejected as exc:
@@ -48,6 +53,11 @@ def embed_face(task: EmbedTask) -> tuple[str, list[float] | None, str]:
     except Exception as exc:  # a file changed since filtering, a dlib error: report, don't stop
         log.debug("embedding failed on %s", task.path, exc_info=True)
         return task.path, None, f"{type(exc).__name__}: {exc}"
+
+
+def embedding_failed(task: EmbedTask, failure: Failure) -> tuple[str, None, str]:
+    """The result of a photo whose worker was stopped on it (over the decode time limit) or died on it."""
+    return task.path, None, str(failure)
 
 
 def _cache_key(row: dict) -> tuple:
@@ -82,7 +92,7 @@ def _embed(data: DataDir, config: Config, workers: WorkerPool | None) -> EmbedSu
         rows.append(None)
         landmarks = tuple(zip(row["landmarks"][0::2], row["landmarks"][1::2]))
         todo.append(EmbedTask(row["path"], tuple(row["box"]), landmarks, config.embed.num_jitters,
-                              config.filter.max_image_pixels, config.runtime.models_dir))
+                              config.image, config.runtime.models_dir, (row["width"], row["height"])))
 
     log.info("embed: %d faces, %d cached, %d to compute", len(accepted), len(accepted) - len(todo), len(todo))
     failed = 0
@@ -90,7 +100,7 @@ def _embed(data: DataDir, config: Config, workers: WorkerPool | None) -> EmbedSu
         checkpoint.plan(len(todo))
         by_path = {row["path"]: row for row in accepted}
         with model_workers(config.runtime, shared=workers) as pool:
-            for path, embedding, error in pool.map(embed_face, todo, desc="embed"):
+            for path, embedding, error in pool.map(embed_face, todo, desc="embed", failed=embedding_failed):
                 if embedding is None:
                     failed += 1
                     log.warning("cannot embed %s: %s", path, error)

@@ -23,7 +23,7 @@ import numpy as np
 
 from .artifacts import DataDir, write_bytes, write_json
 from .identity import dominant_identity, gallery_selection
-from .config import CleanConfig, Config, choices_of
+from .config import CleanConfig, Config, ImageConfig, choices_of
 from .errors import LookalikeError
 from .geometry import box_area
 from .images import ImageRejected, list_gallery, read_image
@@ -236,11 +236,11 @@ def evaluate(images_dir: str | Path, out_dir: str | Path, distractors_dir: str |
     return report
 
 
-def probe_answers(engine: Lookalike, probes: list[tuple[str, str]], max_pixels: int):
+def probe_answers(engine: Lookalike, probes: list[tuple[str, str]], policy: ImageConfig):
     """For each probe, (descriptor of its largest face, the engine's top answers), or (None, []) without a face."""
     for _, path in probes:
         try:
-            faces = engine.describe_faces(read_image(path, max_pixels))
+            faces = engine.describe_faces(read_image(path, policy).pixels)
         except ImageRejected:
             faces = []
         if not faces:
@@ -254,7 +254,7 @@ def measure(data: Path, probes: list[tuple[str, str]], truth: dict[str, str], co
     """The report of a built evaluation gallery, and the same/different pair distances."""
     data = DataDir(data)
     engine = Lookalike(data.root, config)
-    answered = list(probe_answers(engine, probes, config.filter.max_image_pixels))
+    answered = list(probe_answers(engine, probes, config.image))
     people = [person for person, _ in probes]
     with_face = [i for i, (descriptor, _) in enumerate(answered) if descriptor is not None]
     queries = np.array([answered[i][0] for i in with_face], dtype=np.float32).reshape(-1, 128)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from .artifacts import Checkpoint, DataDir
 from .catalog import load_catalog, person_row
-from .config import Config, DetectConfig, FilterConfig
-from .errors import LookalikeError
+from .config import Config, DetectConfig, FilterConfig, ImageConfig
+from .errors import Failure, LookalikeError
 from .images import GalleryImage, ImageRejected, list_gallery, read_image, sha256_of
 from .models import model_workers, process_models
 from .parallel import WorkerPool
@@ -23,7 +23,7 @@ from .parallel import WorkerPool
 log = logging.getLogger(__name__)
 
 # Reasons decided before any face is looked for; rows with a retryable one are not reused from the cache.
-RETRY_REASONS = {"unreadable", "error"}
+RETRY_REASONS = {"unreadable", "error", "timeout", "crashed"}
 
 
 @dataclass(frozen=True)
@@ -40,15 +40,16 @@ class FilterSummary:
 class DetectTask:
     path: str
     detect: DetectConfig
-    max_pixels: int
+    image: ImageConfig
     models_dir: str
     size: int  # bytes: detection takes longer on larger files
 
 
-def detect_key(detect: DetectConfig, filter_config: FilterConfig) -> str:
+def detect_key(detect: DetectConfig, image: ImageConfig) -> str:
     """The settings that change what detection finds in an image: the cache key beside its content hash."""
     return (f"upsample={detect.upsample};min_score={detect.min_detection_score};"
-            f"max_size={detect.detect_max_size};max_pixels={filter_config.max_image_pixels}")
+            f"max_size={detect.detect_max_size};max_pixels={image.max_image_pixels};"
+            f"max_decoded_bytes={image.max_decoded_bytes};formats={image.image_formats}")
 
 
 def decide(row: dict, config: FilterConfig) -> tuple[str, str]:
@@ -68,12 +69,22 @@ def decide(row: dict, config: FilterConfig) -> tuple[str, str]:
     return "accepted", "ok"
 
 
+def undetected(path: str, reason: str = "", detail: str = "") -> dict:
+    """The detection columns of an image's ``filter`` row before (or without) detection."""
+    return {"path": path, "width": None, "height": None, "n_faces": None, "box": None, "landmarks": None,
+            "score": None, "eye_distance": None, "tilt": None, "reason": reason, "detail": detail}
+
+
+def detection_failed(task: DetectTask, failure: Failure) -> dict:
+    """The row of an image whose worker was stopped on it (over the decode time limit) or died on it."""
+    return undetected(task.path, failure.reason, failure.detail)
+
+
 def detect_image(task: DetectTask) -> dict:
     """Decode one image and find its faces: the detection columns of its ``filter`` row."""
-    row = {"width": None, "height": None, "n_faces": None, "box": None, "landmarks": None, "score": None,
-           "eye_distance": None, "tilt": None, "reason": "", "detail": ""}
+    row = undetected(task.path)
     try:
-        image = read_image(task.path, task.max_pixels)
+        image = read_image(task.path, task.image).pixels
         row["height"], row["width"] = image.shape[:2]
         faces = process_models(task.models_dir).detect(image, task.detect.upsample,
                                                        task.detect.min_detection_score,
@@ -88,7 +99,7 @@ def detect_image(task: DetectTask) -> dict:
     except Exception as exc:  # one broken image must not stop a run over thousands
         log.debug("detection failed on %s", task.path, exc_info=True)
         row.update(reason="error", detail=f"{type(exc).__name__}: {exc}")
-    return row | {"path": task.path}
+    return row
 
 
 def people_rows(images: list[GalleryImage], catalog: str | Path | None) -> list[dict]:
@@ -118,7 +129,7 @@ def _filter(images_dir: Path, data: DataDir, catalog: str | Path | None, config:
             workers: WorkerPool | None) -> FilterSummary:
     images = list_gallery(images_dir)
     people = people_rows(images, catalog)
-    key = detect_key(config.detect, config.filter)
+    key = detect_key(config.detect, config.image)
     checkpoint = Checkpoint(data, "filter")
     previous = checkpoint.resume()
     by_stat = {(r["path"], r["size"], r["mtime_ns"]): r["sha256"] for r in previous}
@@ -146,7 +157,7 @@ def _filter(images_dir: Path, data: DataDir, catalog: str | Path | None, config:
             row.update({k: cached[k] for k in ("width", "height", "n_faces", "box", "landmarks", "score",
                                                "eye_distance", "tilt", "reason", "detail")})
         else:
-            todo.append(DetectTask(image.path, config.detect, config.filter.max_image_pixels,
+            todo.append(DetectTask(image.path, config.detect, config.image,
                                    config.runtime.models_dir, stat.st_size))
 
     log.info("filter: %d images, %d cached, %d to detect", len(images), len(images) - len(todo), len(todo))
@@ -154,7 +165,7 @@ def _filter(images_dir: Path, data: DataDir, catalog: str | Path | None, config:
         checkpoint.plan(len(todo))
         todo.sort(key=lambda task: task.size, reverse=True)  # the slowest first, so that no worker ends alone
         with model_workers(config.runtime, shared=workers) as pool:
-            for result in pool.map(detect_image, todo, desc="filter"):
+            for result in pool.map(detect_image, todo, desc="filter", failed=detection_failed):
                 row = rows[result["path"]]
                 row.update(result)
                 checkpoint.add(row)

@@ -1,32 +1,53 @@
-"""Finding gallery images on disk and decoding any image into an RGB array."""
+"""Finding gallery images on disk, and reading any image under one policy (``config.ImageConfig``).
+
+Every command that reads an image a stranger may have made (gallery photo, crawled download, query, upload)
+goes through ``decode_image`` or ``verify_image``: only the accepted formats reach a decoder (recognised from
+their first bytes, as Pillow's plugins do, without parsing anything); the pixels declared in the header, the
+scans of a progressive JPEG and the memory the decoded image will take are bounded before any pixel is
+decoded (a JPEG over the memory bound is decoded at a smaller DCT scale instead); and the decoding runs under a
+time limit that stops it for real in a pool's worker process (``parallel.time_limit``).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
+import re
 import stat
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator, Literal
 
 import numpy as np
 
-from .errors import LookalikeError
+from .errors import Failure, LookalikeError
+from .parallel import ProcessPool, TaskFailed, resolve_workers, time_limit
+
+if TYPE_CHECKING:
+    from .config import ImageConfig
 
 EXIF_ORIENTATION = 0x0112
 TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # rotated by 90 degrees: width and height swap
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif")
+# A progressive JPEG holds about 10 scans (libjpeg's script: 10 for colour, 6 for grey); each scan is a pass over
+# every block of the image, so a file that repeats scans costs minutes to decode in a few kB.
+MAX_JPEG_SCANS = 100
+JPEG_FORMATS = ("JPEG", "MPO")  # MPO: a camera's JPEG with more pictures after the first, decoded as a JPEG
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+GREY_MODES = (*SIXTEEN_BIT_MODES, "I", "F")  # grey of more than 8 bits, scaled down to 8
 
 
-class ImageRejected(Exception):
-    """An image that cannot be used, with a short machine-readable reason and a human detail."""
+class ImageRejected(Failure):
+    """An image that cannot be used; its ``reason`` is one of ``ImageReason``."""
 
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+
+# Why an image cannot be used: its file cannot be read, its bytes are no image (or a broken one), its format is
+# not accepted, it is over a bound (pixels, decoded bytes, JPEG scans), or decoding it took too long.
+ImageReason = Literal["unreadable", "undecodable", "unsupported_format", "too_large", "timeout"]
 
 
 @dataclass(frozen=True)
@@ -114,71 +135,218 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode image bytes into an RGB uint8 array (H, W, 3): EXIF orientation applied, transparency on
-    white, 16-bit scaled, first frame of an animation. Raises ImageRejected."""
-    from PIL import ImageOps
+@dataclass(frozen=True)
+class Decoded:
+    """An image's pixels: RGB uint8 (H, W, 3), EXIF orientation applied, transparency on white, 16-bit scaled,
+    first frame of an animation. ``scale`` is the photo's size over the pixels' (1, or 2, 4 or 8 for a JPEG
+    decoded at a smaller scale to fit ``max_decoded_bytes``): boxes found in ``pixels`` times ``scale`` are
+    boxes of the photo."""
 
-    with _opened(data, max_pixels) as image:
-        image.load()
-        image = ImageOps.exif_transpose(image) or image
-        return _to_rgb(image)
+    pixels: np.ndarray
+    scale: float = 1.0
 
 
-def verify_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
-    """(Pillow format, width, height as displayed) of image bytes that decode to the end, without keeping the
-    pixels: a JPEG is decoded at 1/8 scale (libjpeg still reads all of its data, so truncation and corruption
-    are caught as in a full decode, at a fraction of the cost). Raises ImageRejected."""
-    with _opened(data, max_pixels) as image:
+def decode_image(data: bytes, policy: ImageConfig) -> Decoded:
+    """Decode image bytes under ``policy``. Raises ImageRejected."""
+    with time_limit(policy.decode_timeout, _overdue(policy)), _pillow_errors():
+        return _decode(_open(data, policy), policy.max_decoded_bytes)
+
+
+def verify_image(data: bytes, policy: ImageConfig) -> tuple[str, int, int]:
+    """(Pillow format, width, height as displayed) of image bytes that ``decode_image`` accepts, checked by
+    decoding them to the end without keeping the pixels: a JPEG at 1/8 scale (libjpeg still reads all of its
+    data, so truncation and corruption are caught as in a full decode, at a fraction of the cost). Raises
+    ImageRejected."""
+    with time_limit(policy.decode_timeout, _overdue(policy)), _pillow_errors():
+        image = _open(data, policy)
         image_format, (width, height) = image.format, image.size
         if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSING_ORIENTATIONS:
             width, height = height, width
         image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+        _fit(image, policy.max_decoded_bytes, turned=False)
         image.load()
         return image_format, width, height
 
 
-@contextmanager
-def _opened(data: bytes, max_pixels: int):
-    """The Pillow image of ``data`` once its header shows at most ``max_pixels``; anything Pillow raises
-    inside the ``with`` block becomes ImageRejected."""
+def _overdue(policy: ImageConfig) -> ImageRejected:
+    return ImageRejected("timeout", f"not decoded within {policy.decode_timeout:g} s")
+
+
+def accepted_formats(policy: ImageConfig) -> tuple[str, ...]:
+    """Pillow's names of the formats ``policy`` lets a decoder read."""
+    formats = tuple(policy.image_formats.split())
+    return formats + (("MPO",) if "JPEG" in formats else ())
+
+
+def sniffed_format(data: bytes) -> str | None:
+    """Pillow's name for the format of ``data`` from its first 16 bytes, by each plugin's signature test alone
+    (no plugin parses anything); None when no plugin claims it."""
     from PIL import Image
 
-    if not data:
-        raise ImageRejected("undecodable", "empty file")
+    Image.init()
+    for name in Image.ID:
+        accept = Image.OPEN[name][1]
+        if accept is not None and accept(data[:16]):
+            return name
+    return None
+
+
+@contextmanager
+def _pillow_errors() -> Iterator[None]:
+    """Anything Pillow raises for a broken or hostile file, as ImageRejected."""
+    from PIL import Image
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageRejected("too_large", f"{width}x{height} pixels is over the limit of {max_pixels}")
-            yield image
+            yield
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected("too_large", str(exc)) from None
-    except Image.UnidentifiedImageError:
-        raise ImageRejected("undecodable", "not an image format Pillow knows") from None
     except Exception as exc:  # Pillow raises many types for broken files
         raise ImageRejected("undecodable", f"{type(exc).__name__}: {exc}") from None
 
 
-def _to_rgb(image) -> np.ndarray:
+def _open(data: bytes, policy: ImageConfig):
+    """The Pillow image of ``data``, nothing decoded yet, once its format is accepted and its header is within
+    the bounds on pixels and JPEG scans."""
     from PIL import Image
 
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode != "F" and values.max(initial=0) > 255 else max(values.max(initial=0), 1.0)
-        image = Image.fromarray(np.clip(values * (255.0 / top), 0, 255).astype(np.uint8), "L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    if not data:
+        raise ImageRejected("undecodable", "empty file")
+    found = sniffed_format(data)
+    if found is None:
+        raise ImageRejected("undecodable", "not an image format Pillow knows")
+    accepted = accepted_formats(policy)
+    if found not in accepted:
+        raise ImageRejected("unsupported_format", f"{found} images are not accepted (accepted: "
+                                                  f"{', '.join(policy.image_formats.split())})")
+    try:
+        image = Image.open(io.BytesIO(data), formats=accepted)
+    except Image.UnidentifiedImageError:
+        raise ImageRejected("undecodable", f"a broken {found} header") from None
+    width, height = image.size
+    if width * height > policy.max_image_pixels:
+        raise ImageRejected("too_large", f"{width}x{height} pixels is over the limit of {policy.max_image_pixels}")
+    if image.format in JPEG_FORMATS and (scans := jpeg_scans(data)) > MAX_JPEG_SCANS:
+        raise ImageRejected("too_large", f"a JPEG of {scans} scans is over the limit of {MAX_JPEG_SCANS}")
+    return image
 
 
-def read_image(path: str | Path, max_pixels: int, max_bytes: int | None = None) -> np.ndarray:
+# In a JPEG's entropy-coded data a 0xFF byte is followed by 0x00 (a stuffed byte) or a restart marker; any other
+# byte after it starts the next marker.
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+_STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}  # markers without a length: TEM, RST0-7
+
+
+def jpeg_scans(data: bytes) -> int:
+    """The scans (SOS segments) of a JPEG's first image, counted by walking its markers, decoding nothing."""
+    scans, at = 0, 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            at += 1
+        elif marker in _STANDALONE_MARKERS:
+            at += 2
+        elif marker == 0xD9:  # end of image
+            break
+        else:
+            at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+            if marker == 0xDA:  # start of scan: its entropy-coded data runs to the next marker
+                scans += 1
+                following = _NEXT_MARKER.search(data, at)
+                if following is None:
+                    break
+                at = following.start()
+    return scans
+
+
+def stored_bytes(mode: str, pixels: int) -> int:
+    """The bytes Pillow takes for ``pixels`` of ``mode``: 1 a pixel for 1, L, P; 2 for 16-bit grey; 4 for every
+    other mode, RGB included."""
+    return pixels * (1 if mode in ("1", "L", "P") else 2 if mode in SIXTEEN_BIT_MODES else 4)
+
+
+def _working_mode(image) -> str:
+    """The mode whose pixels ``_pixels`` copies out: the image's own, or the one it is converted to first."""
+    mode = image.mode
+    if mode in ("RGB", "RGBA", "L", *GREY_MODES):
+        return mode
+    if mode in ("LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):
+        return "RGBA"
+    return "L" if mode == "1" else "RGB"
+
+
+def decoding_bytes(image, turned: bool) -> int:
+    """The memory decoding an opened image takes at most: the image as decoded, its copy in the working mode
+    (when converted), and the RGB array (twice when an EXIF orientation turns it)."""
+    pixels = image.width * image.height
+    working = _working_mode(image)
+    converted = stored_bytes(working, pixels) if working != image.mode else 0
+    return stored_bytes(image.mode, pixels) + converted + 3 * pixels * (2 if turned else 1)
+
+
+def _fit(image, max_bytes: int, turned: bool) -> float:
+    """Make the opened ``image`` decode within ``max_bytes``: a JPEG at the largest DCT scale (1/2, 1/4, 1/8)
+    that fits. Raises ImageRejected when it does not fit; returns the scale (size before / after)."""
+    width, height = image.size
+    if image.format in JPEG_FORMATS and decoding_bytes(image, turned) > max_bytes:
+        scale = next((s for s in (2, 4, 8) if decoding_bytes(image, turned) / s / s <= max_bytes), 8)
+        image.draft(image.mode, (max(1, width // scale), max(1, height // scale)))
+    needed = decoding_bytes(image, turned)
+    if needed > max_bytes:
+        raise ImageRejected("too_large", f"{image.width}x{image.height} pixels of mode {image.mode} take {needed} "
+                                         f"bytes to decode, over the limit of {max_bytes}")
+    return width / image.width
+
+
+# EXIF orientation -> the turn of the stored pixels that shows them upright (as PIL.ImageOps.exif_transpose).
+ORIENTATIONS: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1), 7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1], 8: lambda a: np.rot90(a, 1)}
+
+
+def _decode(image, max_bytes: int) -> Decoded:
+    """Decode an opened image; this function holds the only reference to it, so that each step frees the
+    image of the step before."""
+    turn = ORIENTATIONS.get(image.getexif().get(EXIF_ORIENTATION))
+    scale = _fit(image, max_bytes, turned=turn is not None)
+    image.load()
+    if _working_mode(image) != image.mode:
+        image = image.convert(_working_mode(image))
+    pixels = _pixels(image)
+    del image
+    if turn is not None:
+        pixels = np.ascontiguousarray(turn(pixels))
+    return Decoded(pixels, scale)
+
+
+STRIP_ROWS = 256  # rows copied out of a Pillow image at a time
+
+
+def _pixels(image) -> np.ndarray:
+    """The RGB uint8 array of a loaded image of mode RGB, RGBA (composited on white), L, or 16/32-bit grey
+    (scaled to 8 bits), copied a strip of rows at a time: never a second copy of the whole image."""
+    factor = 1.0
+    if image.mode in GREY_MODES:  # 16-bit data keeps its brightness; other values are stretched to 0..255
+        high = image.getextrema()[1]
+        factor = 255.0 / (65535.0 if image.mode != "F" and high > 255 else max(float(high), 1.0))
+    out = np.empty((image.height, image.width, 3), dtype=np.uint8)
+    for top in range(0, image.height, STRIP_ROWS):
+        strip = np.asarray(image.crop((0, top, image.width, min(top + STRIP_ROWS, image.height))))
+        if image.mode in GREY_MODES:
+            strip = np.clip(strip * factor, 0, 255).astype(np.uint8)[..., None]
+        elif image.mode == "L":
+            strip = strip[..., None]
+        elif image.mode == "RGBA":
+            alpha = strip[..., 3:].astype(np.uint16)
+            strip = (strip[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255
+        out[top:top + strip.shape[0]] = strip
+    return out
+
+
+def read_image(path: str | Path, policy: ImageConfig, max_bytes: int | None = None) -> Decoded:
     """Read and decode an image file (see decode_image): a regular file only (a FIFO or a device is never
     read, so ``/dev/zero`` cannot fill memory), of at most ``max_bytes``."""
     try:
@@ -194,4 +362,4 @@ def read_image(path: str | Path, max_pixels: int, max_bytes: int | None = None) 
             raise ImageRejected("unreadable", exc.strerror or str(exc)) from None
     if max_bytes is not None and len(data) > max_bytes:
         raise ImageRejected("too_large", f"the file is over the limit of {max_bytes} bytes")
-    return decode_image(data, max_pixels)
+    return decode_image(data, policy)

@@ -101,10 +101,10 @@ class FaceModels:
             raise LookalikeError(f"cannot load dlib models from {folder}: {exc}") from None
         self.model_id = model_id(models_dir)
 
-    def detect(self, image: np.ndarray, upsample: int = 1, min_score: float = 0.0,
-               max_size: int = 0) -> list[Face]:
-        """Faces in an RGB image, largest first. With ``max_size``, detection runs on a shrunk copy of a
-        larger image and the landmarks on the full one."""
+    def find_faces(self, image: np.ndarray, upsample: int = 1, min_score: float = 0.0,
+                   max_size: int = 0) -> list[tuple[tuple[int, int, int, int], float]]:
+        """Boxes and HOG scores of the faces in an RGB image, largest first. With ``max_size``, detection runs
+        on a shrunk copy of a larger image (the boxes are of the full one)."""
         height, width = image.shape[:2]
         factor = 1.0
         searched = image
@@ -115,13 +115,18 @@ class FaceModels:
             size = (max(1, round(width * factor)), max(1, round(height * factor)))
             searched = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
         rects, scores, _ = self.detector.run(searched, upsample, min(min_score, 0.0))
-        faces = []
-        for rect, score in zip(rects, scores):
-            if score < min_score:
-                continue
-            box = scale_box((rect.left(), rect.top(), rect.right(), rect.bottom()), factor)
-            faces.append(Face(box=box, score=float(score), landmarks=self.landmarks(image, box)))
-        return sorted(faces, key=lambda face: box_area(face.box), reverse=True)
+        found = [(scale_box((rect.left(), rect.top(), rect.right(), rect.bottom()), factor), float(score))
+                 for rect, score in zip(rects, scores) if score >= min_score]
+        return sorted(found, key=lambda face: box_area(face[0]), reverse=True)
+
+    def detect(self, image: np.ndarray, upsample: int = 1, min_score: float = 0.0,
+               max_size: int = 0) -> list[Face]:
+        """Faces in an RGB image, largest first, with their landmarks (see find_faces)."""
+        return [self.face(image, box, score) for box, score in self.find_faces(image, upsample, min_score, max_size)]
+
+    def face(self, image: np.ndarray, box: tuple[int, int, int, int], score: float) -> Face:
+        """The face in ``box`` of an RGB image, with its landmarks."""
+        return Face(box=box, score=score, landmarks=self.landmarks(image, box))
 
     def landmarks(self, image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[tuple[float, float], ...]:
         shape = self.shape_predictor(image, self._dlib.rectangle(*box))

@@ -12,7 +12,8 @@ from .artifacts import DataDir
 from .config import Config
 from .errors import LookalikeError
 from .generations import load_published
-from .images import ImageRejected, read_image
+from .geometry import scale_box
+from .images import ImageReason, ImageRejected, read_image
 from .models import Face, FaceModels, model_id, parse_embed_key
 from .similarity import Calibration
 
@@ -36,14 +37,32 @@ class FaceResult:
 
 @dataclass(frozen=True)
 class PhotoResult:
+    """A photo's answer: its faces (the ``query.max_faces`` largest, left to right) and how many smaller faces
+    were left out; or, for a photo that could not be used, the ``reason`` (``ImageReason``) and its detail."""
+
     photo: str
     faces: list[FaceResult] = field(default_factory=list)
-    error: str | None = None
+    faces_left_out: int = 0
+    reason: ImageReason | None = None
+    detail: str = ""
+
+    @classmethod
+    def rejected(cls, photo: str, rejection: ImageRejected) -> PhotoResult:
+        return cls(photo=photo, reason=rejection.reason, detail=rejection.detail)  # type: ignore[arg-type]
+
+    @property
+    def error(self) -> str | None:
+        """"reason: detail" of a photo that could not be used."""
+        return f"{self.reason}: {self.detail}" if self.reason else None
 
     def to_json(self) -> dict:
-        result = asdict(self)
-        if self.error is None:
-            del result["error"]
+        """As ``query --json`` prints it: ``photo`` and ``faces``; ``faces_left_out`` when some were;
+        ``error`` ("reason: detail") and ``reason`` for a photo that could not be used."""
+        result: dict = {"photo": self.photo, "faces": [asdict(face) for face in self.faces]}
+        if self.faces_left_out:
+            result["faces_left_out"] = self.faces_left_out
+        if self.reason:
+            result |= {"error": self.error, "reason": self.reason}
         return result
 
 
@@ -98,23 +117,37 @@ class Lookalike:
                 return list(best.values())[:wanted]
             k = min(len(self.index), k * 4)
 
+    def _described(self, image: np.ndarray) -> tuple[list[tuple[Face, np.ndarray]], int]:
+        """The ``query.max_faces`` largest faces of an RGB image, left to right, each with its query
+        descriptor; and how many smaller faces were left out."""
+        detect, query = self.config.detect, self.config.query
+        found = self.models.find_faces(image, detect.upsample, detect.min_detection_score, detect.detect_max_size)
+        kept = [self.models.face(image, box, score) for box, score in found[:query.max_faces]]
+        return ([(face, self.models.descriptor(image, face, query.query_num_jitters))
+                 for face in sorted(kept, key=lambda f: (f.box[0], f.box[1]))], len(found) - len(kept))
+
     def describe_faces(self, image: np.ndarray) -> list[tuple[Face, np.ndarray]]:
-        """Every face of an RGB image, left to right, with its query descriptor."""
-        detect = self.config.detect
-        faces = self.models.detect(image, detect.upsample, detect.min_detection_score, detect.detect_max_size)
-        return [(face, self.models.descriptor(image, face, self.config.query.query_num_jitters))
-                for face in sorted(faces, key=lambda f: (f.box[0], f.box[1]))]
+        """The faces of an RGB image (the ``query.max_faces`` largest), left to right, with their descriptors."""
+        return self._described(image)[0]
+
+    def answer_image(self, image: np.ndarray, photo: str = "", top_k: int | None = None,
+                     scale: float = 1.0) -> PhotoResult:
+        """The answer for an RGB image: its faces with their nearest people. ``scale``: the photo's size over
+        the image's (see images.Decoded); the boxes are given in the photo's pixels."""
+        top_k = top_k or self.config.query.top_k
+        described, left_out = self._described(image)
+        faces = [FaceResult(box=list(scale_box(face.box, 1 / scale)), matches=self.nearest_people(descriptor, top_k))
+                 for face, descriptor in described]
+        return PhotoResult(photo=photo, faces=faces, faces_left_out=left_out)
 
     def query_image(self, image: np.ndarray, top_k: int | None = None) -> list[FaceResult]:
-        """Every face of an RGB image with its nearest people."""
-        top_k = top_k or self.config.query.top_k
-        return [FaceResult(box=list(face.box), matches=self.nearest_people(descriptor, top_k))
-                for face, descriptor in self.describe_faces(image)]
+        """The faces of an RGB image (the ``query.max_faces`` largest) with their nearest people."""
+        return self.answer_image(image, top_k=top_k).faces
 
     def query_file(self, path: str | Path, top_k: int | None = None) -> PhotoResult:
-        """A photo file's faces and matches; an unusable file gives a result with ``error`` set."""
+        """A photo file's faces and matches; an unusable file gives a result with ``reason`` set."""
         try:
-            image = read_image(path, self.config.filter.max_image_pixels)
+            decoded = read_image(path, self.config.image)
         except ImageRejected as exc:
-            return PhotoResult(photo=str(path), error=f"{exc.reason}: {exc.detail}")
-        return PhotoResult(photo=str(path), faces=self.query_image(image, top_k))
+            return PhotoResult.rejected(str(path), exc)
+        return self.answer_image(decoded.pixels, str(path), top_k, decoded.scale)

@@ -1,26 +1,27 @@
-"""Recognition for the HTTP API and the Telegram bot: a process pool behind a bounded queue.
+"""Recognition for the HTTP API and the Telegram bot: a process pool behind a bounded count of places.
 
-dlib holds the GIL, so photos are answered in worker processes; each loads the gallery and dlib's models once
-(pool initializer). In front of the pool a counter bounds the photos waiting or in work: when it is full,
-``Recognizer.recognize`` raises ``Busy`` at once instead of letting requests pile up.
+dlib holds the GIL, so photos are answered in worker processes (``parallel.ProcessPool``); each loads the gallery
+and dlib's models once. A photo takes a place (a worker, or one of ``queue_size`` places waiting for one) before
+its bytes are read, and gives it back when its worker is done with it: when every place is taken, ``place``
+raises ``Busy`` at once instead of letting requests pile up. A photo not answered within ``request_timeout``
+has its worker killed and replaced, so the place it frees is really free; an image that takes longer than
+``decode_timeout`` to decode is stopped the same way and answered as an unusable image (``timeout``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
-import signal
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict
+from concurrent.futures import Future
 from pathlib import Path
 
+from .artifacts import DataDir
 from .config import Config
 from .errors import LookalikeError
+from .generations import published_summary
 from .images import ImageRejected, decode_image
-from .parallel import resolve_workers
+from .parallel import ProcessPool, TaskFailed, resolve_workers
 from .query import Lookalike, PhotoResult
 
 log = logging.getLogger(__name__)
@@ -31,27 +32,21 @@ class Busy(Exception):
 
 
 class RecognitionTimeout(Exception):
-    """A photo waited and was worked on longer than the request timeout."""
+    """A photo waited and was worked on longer than the request timeout (its worker was replaced)."""
 
 
 class RecognitionFailed(Exception):
-    """A worker process died while answering (the pool is restarted)."""
+    """The worker died on the photo, or failed on it with an error (a worker died is replaced)."""
 
 
 _engine: Lookalike | None = None
 
 
 def load_engine(data_dir: str, config: Config) -> None:
-    """Pool initializer: load the gallery and dlib's models into this worker process."""
+    """Worker initializer: load the gallery and dlib's models into this worker process."""
     global _engine
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which then stops the pool
     _engine = Lookalike(data_dir, config)
     _engine.models  # load now, not on the first photo
-
-
-def worker_ready() -> bool:
-    """Answered by a worker once its initializer has run."""
-    return _engine is not None
 
 
 def recognize_photo(data: bytes, photo: str, picture: bool) -> tuple[PhotoResult, bytes | None]:
@@ -59,20 +54,15 @@ def recognize_photo(data: bytes, photo: str, picture: bool) -> tuple[PhotoResult
     ``picture`` is set and a face was found."""
     assert _engine is not None, "load_engine must run first"
     try:
-        image = decode_image(data, _engine.config.filter.max_image_pixels)
+        decoded = decode_image(data, _engine.config.image)
     except ImageRejected as exc:
-        return PhotoResult(photo=photo, error=f"{exc.reason}: {exc.detail}"), None
-    result = PhotoResult(photo=photo, faces=_engine.query_image(image))
+        return PhotoResult.rejected(photo, exc), None
+    result = _engine.answer_image(decoded.pixels, photo, scale=decoded.scale)
     if not (picture and result.faces):
         return result, None
     from .render import render_png
 
-    return result, render_png(image, result.faces)
-
-
-def rejection_reason(result: PhotoResult) -> str | None:
-    """The ImageRejected reason of a result that could not be read (``too_large``, ``undecodable``...)."""
-    return result.error.split(":", 1)[0] if result.error else None
+    return result, render_png(decoded.pixels, result.faces, decoded.scale)
 
 
 class Recognizer:
@@ -84,79 +74,95 @@ class Recognizer:
         self.workers = resolve_workers(config.runtime.workers)
         self.capacity = self.workers + config.serve.queue_size
         self.timeout = config.serve.request_timeout
-        gallery = Lookalike(data_dir, config)  # checks the data directory here, with a one-line error
-        self.gallery = {"backend": gallery.meta["backend"], "size": len(gallery.index), "people": gallery.people,
-                        "calibration": asdict(gallery.calibration)}
-        self._pending = 0
+        # The gallery's figures from its JSON files (and a one-line error for a data directory without one);
+        # the gallery itself is loaded by the workers only.
+        self.gallery = published_summary(DataDir(data_dir))
+        self._taken = 0
         self._lock = threading.Lock()
-        self._executor: ProcessPoolExecutor | None = None
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"),
-                                             initializer=load_engine, initargs=(self.data_dir, self.config))
-        return self._executor
+        self._pool = ProcessPool(self.workers, load_engine, (self.data_dir, config))
 
     def start(self) -> None:
-        """Start the workers and wait until each has loaded the models."""
-        self._new_pool()
+        """Start the workers and wait until each has loaded the gallery and the models."""
         try:
-            for future in [self._executor.submit(worker_ready) for _ in range(self.workers)]:
-                future.result()
-        except BrokenProcessPool:
+            self._pool.start()
+        except LookalikeError as exc:
             self.close()
-            raise LookalikeError(f"the recognition workers could not load {self.data_dir} "
-                                 "(their error is printed above)") from None
+            raise LookalikeError(f"the recognition workers could not load {self.data_dir}: {exc}") from None
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        self._pool.close()
 
     @property
     def pending(self) -> int:
-        """Photos waiting or in work."""
-        return self._pending
+        """Places taken: photos being received, waiting for a worker or in work."""
+        return self._taken
 
     @property
     def queue_depth(self) -> int:
         """Photos waiting for a free worker."""
-        return max(0, self._pending - self.workers)
+        return self._pool.queued
 
-    def _release(self, _future: Future) -> None:
+    @property
+    def in_work(self) -> int:
+        return self._pool.busy
+
+    @property
+    def workers_replaced(self) -> int:
+        """Workers killed over a deadline or found dead, and replaced, since the start."""
+        return self._pool.replaced
+
+    def place(self) -> Place:
+        """A place for one photo, taken now (Busy when there is none), given back when its answer is done."""
         with self._lock:
-            self._pending -= 1
+            if self._taken >= self.capacity:
+                raise Busy()
+            self._taken += 1
+        return Place(self)
+
+    def _give_back(self, _future: Future | None = None) -> None:
+        with self._lock:
+            self._taken -= 1
 
     async def recognize(self, data: bytes, photo: str = "upload",
                         picture: bool = False) -> tuple[PhotoResult, bytes | None]:
-        """Answer one photo in a worker (see recognize_photo); raises Busy, RecognitionTimeout or
-        RecognitionFailed. A photo stays counted until its worker is done with it, even after a timeout."""
-        executor = self._executor
-        if executor is None:
-            raise RuntimeError("Recognizer.start() was not called")
-        with self._lock:
-            if self._pending >= self.capacity:
-                raise Busy()
-            self._pending += 1
-        try:
-            future = executor.submit(recognize_photo, data, photo, picture)
-        except BrokenProcessPool:
-            self._release(None)
-            self._restart(executor)
-            raise RecognitionFailed() from None
-        future.add_done_callback(self._release)
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
-        except (TimeoutError, asyncio.TimeoutError):
-            raise RecognitionTimeout() from None
-        except BrokenProcessPool:
-            self._restart(executor)
-            raise RecognitionFailed() from None
+        """Take a place and answer one photo (see Place.recognize)."""
+        with self.place() as place:
+            return await place.recognize(data, photo, picture)
 
-    def _restart(self, broken: ProcessPoolExecutor) -> None:
-        """Replace a pool whose worker died (once, however many requests saw it break)."""
-        with self._lock:
-            if self._executor is not broken:
-                return
-            log.error("a recognition worker died; restarting the pool")
-            self._new_pool()
-        broken.shutdown(wait=False, cancel_futures=True)
+
+class Place:
+    """One photo's room in the recognizer, held while its bytes arrive and its worker answers it (a context
+    manager: a place not used for a photo is given back on exit)."""
+
+    def __init__(self, recognizer: Recognizer):
+        self.recognizer = recognizer
+        self._handed_over = False
+
+    def __enter__(self) -> Place:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if not self._handed_over:
+            self.recognizer._give_back()
+
+    async def recognize(self, data: bytes, photo: str = "upload",
+                        picture: bool = False) -> tuple[PhotoResult, bytes | None]:
+        """Answer one photo in a worker (see recognize_photo); raises RecognitionTimeout or RecognitionFailed.
+        The place is given back when the worker is done with the photo (killed, at the latest, at the
+        request timeout)."""
+        recognizer = self.recognizer
+        future = recognizer._pool.submit(recognize_photo, data, photo, picture, timeout=recognizer.timeout)
+        self._handed_over = True
+        future.add_done_callback(recognizer._give_back)
+        try:
+            return await asyncio.wrap_future(future)
+        except ImageRejected as exc:  # killed over the decode time limit
+            return PhotoResult.rejected(photo, exc), None
+        except TaskFailed as exc:
+            if exc.reason == "timeout":
+                raise RecognitionTimeout() from None
+            log.warning("recognition of a photo failed: %s", exc.detail)
+            raise RecognitionFailed(exc.detail) from None
+        except Exception as exc:  # raised by the worker's code, or workers that cannot start again
+            log.warning("recognition of a photo failed: %s: %s", type(exc).__name__, exc)
+            raise RecognitionFailed(f"{type(exc).__name__}: {exc}") from None

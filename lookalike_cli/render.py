@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .catalog import display_name
+from .geometry import scale_box
 
 if TYPE_CHECKING:
     from .query import FaceResult
@@ -89,8 +90,9 @@ def shorten(text: str, font: ImageFont.ImageFont, width: float) -> str:
     return text[:shortest] + "…"
 
 
-def render_answer(image: np.ndarray, faces: Sequence[FaceResult]) -> Image.Image:
-    """One panel per face (at most MAX_PANELS): the face beside its best match, name and percent below."""
+def render_answer(image: np.ndarray, faces: Sequence[FaceResult], scale: float = 1.0) -> Image.Image:
+    """One panel per face (at most MAX_PANELS): the face beside its best match, name and percent below.
+    ``scale``: the photo's size over the image's, in which the faces' boxes are given (see images.Decoded)."""
     if not faces:
         raise ValueError("no face to draw")
     photo = Image.fromarray(image)
@@ -103,7 +105,7 @@ def render_answer(image: np.ndarray, faces: Sequence[FaceResult]) -> Image.Image
     title_font, detail_font = ImageFont.load_default(26), ImageFont.load_default(19)
     for number, face in enumerate(shown, 1):
         top = PAD + (number - 1) * (panel_height + PAD)
-        canvas.paste(user_tile(photo, face.box), (PAD, top))
+        canvas.paste(user_tile(photo, scale_box(face.box, scale)), (PAD, top))
         best = face.matches[0]
         canvas.paste(match_tile(best.image), (2 * PAD + TILE, top))
         prefix = f"Face {number}: " if len(faces) > 1 else ""
@@ -117,8 +119,8 @@ def render_answer(image: np.ndarray, faces: Sequence[FaceResult]) -> Image.Image
     return canvas
 
 
-def render_png(image: np.ndarray, faces: Sequence[FaceResult]) -> bytes:
+def render_png(image: np.ndarray, faces: Sequence[FaceResult], scale: float = 1.0) -> bytes:
     """render_answer as PNG bytes."""
     buffer = io.BytesIO()
-    render_answer(image, faces).save(buffer, format="PNG", optimize=True)
+    render_answer(image, faces, scale).save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()

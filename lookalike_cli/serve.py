@@ -2,12 +2,22 @@
 
 ``POST /query`` takes a photo as the raw body or as a multipart file and answers the JSON of ``query --json``
 (``?format=png``: the picture of ``query --out``). ``GET /healthz`` says it is up, ``GET /stats`` gives the
-gallery, the queue and the request counts and latencies. A full queue answers 503 with Retry-After, a body
-over the size limit 413, something that is not an image 400, a photo not answered in time 504.
+gallery, the queue, the limits in force and the request counts and latencies. Every error is JSON,
+``{"error": "..."}``, and counted in /stats by status: a full queue answers 503 with Retry-After (before any
+byte of the body is read), a body over the size limit 413, a body not sent in time 408, something that is not
+an image 400 (415: an image format not accepted), a photo not answered in time 504.
+
+Every request is bounded: connections (``max_connections``), the time to send headers (``header_timeout``) and
+a body (``body_timeout``), the body's bytes and, when chunked, its chunks; a body is read only once the photo
+has a place in the recognizer, so the bytes held are at most its places times ``max_body_bytes``. The limits on
+connections and headers are kept by the HTTP protocol itself (``guarded_protocol``), before the app sees a
+request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import math
 import signal
@@ -15,22 +25,29 @@ import socket
 import threading
 import time
 from collections import Counter, deque
+from http import HTTPStatus
 from pathlib import Path
 from typing import Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .config import Config
+from .config import Config, ServeConfig
 from .errors import LookalikeError
-from .recognizer import Busy, RecognitionFailed, RecognitionTimeout, Recognizer, rejection_reason
+from .images import MAX_JPEG_SCANS
+from .recognizer import Busy, RecognitionFailed, RecognitionTimeout, Recognizer
 
 log = logging.getLogger(__name__)
 
 LATENCY_WINDOW = 10_000  # latencies kept for the percentiles of /stats
+CLIENT_GONE = 499  # counted for a client that disconnected before its answer (nginx's code)
+REFUSED = "lookalike.refused"  # scope key: the status the protocol answered for a request left without a body
+REJECTION_STATUS = {"too_large": 413, "unsupported_format": 415}  # other ImageReasons: 400
 
 
 def latency_percentiles(seconds: Sequence[float], percents: Sequence[float] = (50, 90, 99)) -> dict[str, float]:
@@ -42,14 +59,15 @@ def latency_percentiles(seconds: Sequence[float], percents: Sequence[float] = (5
 
 
 class RequestStats:
-    """Counts of /query answers by status, and the latencies of the answered ones."""
+    """Counts of /query answers by status (refusals by the protocol included), and the latencies of the
+    answered ones."""
 
     def __init__(self):
         self.started = time.monotonic()
         self.statuses: Counter[int] = Counter()
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
 
-    def record(self, status: int, seconds: float) -> None:
+    def record(self, status: int, seconds: float = 0.0) -> None:
         self.statuses[status] += 1
         if status == 200:
             self.latencies.append(seconds)
@@ -89,56 +107,76 @@ def limited_receive(receive, limit: int):
 
 
 async def read_photo(request: Request, limit: int) -> tuple[bytes, str]:
-    """The photo's bytes and name, from a raw body or the first file of a multipart form."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise BodyTooLarge()
+    """The photo's bytes and name, from a raw body or the first file of a multipart form (content types in any
+    letter case); BodyTooLarge over ``limit`` bytes, BadRequest for a broken form."""
     limited = Request(request.scope, limited_receive(request.receive, limit))
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        async with limited.form(max_files=1, max_fields=20) as form:
-            files = [value for value in form.values() if isinstance(value, UploadFile)]
-            if not files:
-                raise BadRequest("the multipart form has no file: send the photo as a file field")
-            return await files[0].read(), files[0].filename or "upload"
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        try:
+            async with limited.form(max_files=1, max_fields=20) as form:
+                files = [value for value in form.values() if isinstance(value, UploadFile)]
+                if not files:
+                    raise BadRequest("the multipart form has no file: send the photo as a file field")
+                return await files[0].read(), files[0].filename or "upload"
+        except (MultiPartException, HTTPException) as exc:
+            raise BadRequest(f"a broken multipart form: {getattr(exc, 'message', None) or exc.detail}") from None
     return await limited.body(), "upload"
 
 
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    """An error answer; the connection is closed after it (a body may be left unread)."""
+    return JSONResponse({"error": message}, status_code=status, headers={"connection": "close", **(headers or {})})
 
 
-def create_app(recognizer: Recognizer, config: Config) -> Starlette:
-    """The API over a started recognizer."""
+def limits_in_force(config: Config) -> dict:
+    """The bounds every request meets, as /stats shows them."""
+    serve, image = config.serve, config.image
+    return {"max_connections": serve.max_connections, "header_timeout_s": serve.header_timeout,
+            "body_timeout_s": serve.body_timeout, "max_body_bytes": serve.max_body_bytes,
+            "max_body_chunks": serve.max_body_chunks, "queue_size": serve.queue_size,
+            "request_timeout_s": serve.request_timeout, "image_formats": image.image_formats.split(),
+            "max_image_pixels": image.max_image_pixels, "max_decoded_bytes": image.max_decoded_bytes,
+            "max_jpeg_scans": MAX_JPEG_SCANS, "decode_timeout_s": image.decode_timeout,
+            "max_faces": config.query.max_faces}
+
+
+def create_app(recognizer: Recognizer, config: Config) -> Counted:
+    """The API over a started recognizer; its request counts are ``.stats``."""
     stats = RequestStats()
-    limit = config.serve.max_body_bytes
+    serving = config.serve
+    limit = serving.max_body_bytes
 
     async def answer(request: Request) -> Response:
         output = request.query_params.get("format", "json")
         if output not in ("json", "png"):
             return error(400, f"format must be json or png, not {output!r}")
-        try:
-            data, name = await read_photo(request, limit)
-        except BodyTooLarge:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
             return error(413, f"the photo is over the limit of {limit} bytes")
-        except BadRequest as exc:
-            return error(400, str(exc))
-        if not data:
-            return error(400, "send a photo as the request body, or as a multipart file")
         try:
-            result, picture = await recognizer.recognize(data, name, picture=output == "png")
+            with recognizer.place() as place:  # before any byte of the body is read
+                async with asyncio.timeout(serving.body_timeout):
+                    data, name = await read_photo(request, limit)
+                if not data:
+                    return error(400, "send a photo as the request body, or as a multipart file")
+                result, picture = await place.recognize(data, name, picture=output == "png")
         except Busy:
             retry = stats.retry_after(recognizer.queue_depth, recognizer.workers)
             return error(503, "busy: every worker is taken and the queue is full, try again later",
                          {"Retry-After": str(retry)})
+        except TimeoutError:
+            return error(408, f"the photo did not arrive within {serving.body_timeout:g} s")
+        except BodyTooLarge:
+            return error(413, f"the photo is over the limit of {limit} bytes")
+        except BadRequest as exc:
+            return error(400, str(exc))
         except RecognitionTimeout:
             return error(504, f"the photo was not answered within {recognizer.timeout:g} s")
-        except RecognitionFailed:
-            return error(500, "a recognition worker failed on this photo")
-        reason = rejection_reason(result)
-        if reason == "too_large":
-            return error(413, f"the image is too large: {result.error}")
-        if reason:
-            return error(400, f"not a usable image: {result.error}")
+        except RecognitionFailed as exc:
+            return error(500, f"a recognition worker failed on this photo ({exc})")
+        if result.reason:
+            status = REJECTION_STATUS.get(result.reason, 400)
+            what = "the image is too large" if status == 413 else "not a usable image"
+            return JSONResponse({"error": f"{what}: {result.error}", "reason": result.reason}, status_code=status)
         if output == "png":
             if picture is None:
                 return JSONResponse({"error": "no face found in the photo", "photos": [result.to_json()]},
@@ -147,25 +185,149 @@ def create_app(recognizer: Recognizer, config: Config) -> Starlette:
         return JSONResponse({"photos": [result.to_json()]})
 
     async def query(request: Request) -> Response:
-        started = time.perf_counter()
-        response = await answer(request)
-        stats.record(response.status_code, time.perf_counter() - started)
-        return response
+        try:
+            return await answer(request)
+        except ClientDisconnect:
+            status = request.scope.get(REFUSED, CLIENT_GONE)
+            log.debug("client %s went away before its photo was read (%s)", request.client, status)
+            return Response(status_code=status)  # not sent: there is no one to send it to; counted
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def show_stats(request: Request) -> Response:
+        gallery = recognizer.gallery
         return JSONResponse({
-            "index": {key: recognizer.gallery[key] for key in ("backend", "size", "people")},
-            "calibration": recognizer.gallery["calibration"],
-            "workers": recognizer.workers,
-            "queue": {"depth": recognizer.queue_depth, "in_work": recognizer.pending - recognizer.queue_depth,
-                      "size": config.serve.queue_size},
+            "generation": gallery["generation"],
+            "index": {key: gallery[key] for key in ("backend", "size", "people")},
+            "calibration": gallery["calibration"],
+            "workers": recognizer.workers, "workers_replaced": recognizer.workers_replaced,
+            "queue": {"depth": recognizer.queue_depth, "in_work": recognizer.in_work,
+                      "receiving": max(0, recognizer.pending - recognizer.queue_depth - recognizer.in_work),
+                      "size": serving.queue_size},
+            "limits": limits_in_force(config),
             "requests": stats.to_json()})
 
-    return Starlette(routes=[Route("/query", query, methods=["POST"]), Route("/healthz", healthz),
-                             Route("/stats", show_stats)])
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return error(exc.status_code, exc.detail)
+
+    app = Starlette(routes=[Route("/query", query, methods=["POST"]), Route("/healthz", healthz),
+                            Route("/stats", show_stats)], exception_handlers={HTTPException: http_error})
+    return Counted(app, stats)
+
+
+class Counted:
+    """An ASGI app that counts every /query answer of ``app`` in ``stats`` by status, with its latency."""
+
+    def __init__(self, app: Starlette, stats: RequestStats):
+        self.app = app
+        self.stats = stats
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/query":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+
+        async def send_counted(message):
+            if message["type"] == "http.response.start":
+                self.stats.record(message["status"], time.perf_counter() - started)
+            await send(message)
+        return await self.app(scope, receive, send_counted)
+
+
+def raw_response(status: int, message: str, headers: Sequence[str] = ()) -> bytes:
+    """An HTTP/1.1 error answer as bytes (for the protocol, which answers before a request is parsed)."""
+    body = json.dumps({"error": message}).encode()
+    head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "content-type: application/json",
+            f"content-length: {len(body)}", "connection: close", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def guarded_protocol(limits: ServeConfig, stats: RequestStats) -> type:
+    """uvicorn's h11 protocol, keeping the limits a request meets before the app: a connection over
+    ``max_connections`` is answered 503 and closed, headers not complete within ``header_timeout`` 408, a
+    chunked body in more than ``max_body_chunks`` chunks 400, a request h11 cannot parse 400: always JSON,
+    counted in ``stats``."""
+    import h11
+    from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class ChunkCounting(h11.Connection):
+        refusal = ""
+        chunks = 0
+
+        def next_event(self):
+            event = super().next_event()
+            if isinstance(event, h11.Request):
+                self.chunks = 0
+            elif isinstance(event, h11.Data) and event.chunk_start:
+                self.chunks += 1
+                if self.chunks > limits.max_body_chunks:
+                    self.refusal = f"the body came in more than {limits.max_body_chunks} chunks"
+                    raise h11.RemoteProtocolError(self.refusal)
+            return event
+
+    class GuardedProtocol(H11Protocol):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.conn = ChunkCounting(h11.SERVER, self.config.h11_max_incomplete_event_size
+                                      or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE)
+            self.head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > limits.max_connections:
+                self.refuse(503, f"over {limits.max_connections} connections are open: try again later",
+                            ["retry-after: 1"])
+            else:
+                self.await_head()
+
+        def await_head(self) -> None:
+            self.stop_head_timer()
+            self.head_timer = self.loop.call_later(limits.header_timeout, self.head_overdue)
+
+        def stop_head_timer(self) -> None:
+            if self.head_timer is not None:
+                self.head_timer.cancel()
+                self.head_timer = None
+
+        def head_overdue(self) -> None:
+            self.head_timer = None
+            if self.conn.their_state is h11.IDLE:
+                self.refuse(408, f"the request's headers did not arrive within {limits.header_timeout:g} s")
+            elif self.conn.our_state is h11.DONE:  # answered, and the body still trickles in
+                self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.head_timer is not None and self.conn.their_state is not h11.IDLE:
+                self.stop_head_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self.await_head()
+
+        def connection_lost(self, exc) -> None:
+            self.stop_head_timer()
+            super().connection_lost(exc)
+
+        def send_400_response(self, msg: str) -> None:
+            self.refuse(400, self.conn.refusal or "not a valid HTTP request")
+
+        def refuse(self, status: int, message: str, headers: Sequence[str] = ()) -> None:
+            """Answer ``status`` (unless an answer is under way) and close the connection."""
+            if self.transport.is_closing():
+                return
+            if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                self.transport.write(raw_response(status, message, headers))
+            if self.cycle is not None and not self.cycle.response_complete:
+                self.scope[REFUSED] = status  # the app, left without its body, counts the request
+            else:
+                stats.record(status)
+            self.transport.close()
+
+    return GuardedProtocol
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -176,12 +338,14 @@ def listen(host: str, port: int) -> socket.socket:
         raise LookalikeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-def http_server(app: Starlette) -> "uvicorn.Server":
-    """A uvicorn server for ``app`` that logs through the ``logging`` set up by the CLI."""
+def http_server(app: Counted, config: Config) -> "uvicorn.Server":
+    """A uvicorn server for an app of ``create_app`` that keeps the request limits of ``config.serve`` and logs
+    through the ``logging`` set up by the CLI."""
     import uvicorn
 
     verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
-    return uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=verbose, timeout_graceful_shutdown=5))
+    return uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=verbose, timeout_graceful_shutdown=5,
+                                         http=guarded_protocol(config.serve, app.stats)))
 
 
 def stop_on_terminate(signum, frame) -> None:
@@ -199,7 +363,7 @@ def serve(data_dir: str | Path, config: Config, on_ready: Callable[[str], None] 
         recognizer.start()
         host, port = sock.getsockname()[:2]
         on_ready(f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}")
-        http_server(create_app(recognizer, config)).run(sockets=[sock])
+        http_server(create_app(recognizer, config), config).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn has shut down gracefully, then re-raises Ctrl-C or SIGTERM
         pass
     finally:

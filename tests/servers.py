@@ -18,10 +18,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(app):
-    """Serve ``app`` on 127.0.0.1 (any free port) while the block runs; yields its base URL."""
+def running(app, server: uvicorn.Server | None = None):
+    """Serve ``app`` on 127.0.0.1 (any free port) while the block runs, with ``server`` if given; yields its base
+    URL."""
     sock = socket.create_server(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+    server = server or uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

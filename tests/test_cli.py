@@ -8,6 +8,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from lookalike_cli.cli import cli
 
@@ -133,3 +134,39 @@ def test_the_python_api_takes_the_data_directory_lock_too(built, tmp_path, fast_
         with pytest.raises(LookalikeError, match="is in use by pid 4242"):
             calibrate(data, fast_config)
     calibrate(data, fast_config)  # free again
+
+
+IMAGE_READERS = ("filter", "embed", "build", "query", "serve", "bot", "eval")
+
+
+@pytest.mark.parametrize("command", IMAGE_READERS)
+def test_every_command_that_reads_images_offers_the_image_settings(command):
+    output = run(command, "--help").output
+    for option in ("--max-image-pixels", "--max-decoded-bytes", "--decode-timeout", "--image-formats"):
+        assert option in output
+
+
+def test_the_image_settings_reach_embed_as_they_reach_filter(tmp_path):
+    """The seam: a photo over the default pixel bound that filter accepts with an option is embedded with the
+    same option, and a config file's bound applies to both."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for alias in ("ami-bera", "bob-corker"):
+        (images / f"{alias}.jpg").write_bytes((DEMO / "images" / f"{alias}.jpg").read_bytes())
+    portrait = Image.open(DEMO / "images" / "barack-obama.jpg")
+    portrait.resize((portrait.width * 2, portrait.height * 2)).save(images / "barack-obama.jpg")  # 247,500 px
+    data = tmp_path / "data"
+    bound = ["--max-image-pixels", "250000"]
+    assert "3 of 3 images accepted" in run("filter", "--images", images, "--data-dir", data, "--workers", "1",
+                                           *bound).output
+    lower = run("embed", "--data-dir", data, "--num-jitters", "1", "--workers", "1", "--max-image-pixels", "100000")
+    assert "2 face descriptors" in lower.output and "1 failed" in lower.output  # embed reads the setting...
+    same = run("embed", "--data-dir", data, "--num-jitters", "1", "--workers", "1", *bound).output
+    assert "3 face descriptors of 3 people (1 computed now, 0 failed)" in same  # ...and accepts what filter did
+
+    config = tmp_path / "lookalike.toml"
+    config.write_text("[image]\nmax_image_pixels = 100000\n")
+    filtered = run("filter", "--images", images, "--data-dir", data, "--workers", "1", "--config", config).output
+    assert "2 of 3 images accepted" in filtered and "rejected too_large: 1" in filtered
+    assert "embed: 2 face descriptors" in run("embed", "--data-dir", data, "--num-jitters", "1", "--workers", "1",
+                                               "--config", config).output

@@ -36,6 +36,8 @@ def test_overrides_beat_the_file(tmp_path):
     ({"embed": {"num_jitters": "ten"}}, "embed.num_jitters must be int"),
     ({"embed": {"num_jitters": True}}, "embed.num_jitters must be int"),
     ({"index": {"backend": "faiss"}}, "index.backend must be one of auto, exact, hnsw"),
+    ({"image": {"image_formats": "JPEG EPS"}}, "image.image_formats must list some of JPEG, PNG, WEBP"),
+    ({"image": {"image_formats": " "}}, "image.image_formats must list some of"),
 ])
 def test_bad_values_name_the_key(data, message):
     with pytest.raises(LookalikeError, match=message.replace("[", r"\[").replace("]", r"\]")):

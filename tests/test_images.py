@@ -3,13 +3,16 @@
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
-from lookalike_cli.images import ImageRejected, decode_image, list_gallery, verify_image
+from lookalike_cli.config import ImageConfig
+from lookalike_cli.images import ImageRejected, decode_image, jpeg_scans, list_gallery, verify_image
 
+import hostile
 from conftest import DEMO, corrupt_png, encoded
 
 PORTRAIT = DEMO / "images" / "aaron-schock.jpg"
+POLICY = ImageConfig(max_image_pixels=10**8)
 
 
 CORRUPT_PNG = corrupt_png()
@@ -24,20 +27,20 @@ def portrait() -> Image.Image:
 def test_every_mode_becomes_rgb(portrait, mode):
     image = portrait.convert("L").convert("I;16") if mode == "I;16" else portrait.convert(mode)
     fmt = "JPEG" if mode == "CMYK" else "PNG" if mode != "1" else "BMP"
-    array = decode_image(encoded(image, fmt), 10**8)
+    array = decode_image(encoded(image, fmt), POLICY).pixels
     assert array.dtype == np.uint8 and array.shape == (portrait.height, portrait.width, 3)
 
 
 def test_sixteen_bit_png_keeps_its_contrast(portrait):
     gray = np.asarray(portrait.convert("L"), dtype=np.uint16) * 257
-    array = decode_image(encoded(Image.fromarray(gray), "PNG"), 10**8)
+    array = decode_image(encoded(Image.fromarray(gray), "PNG"), POLICY).pixels
     assert abs(int(array.max()) - int(np.asarray(portrait.convert("L")).max())) <= 1
 
 
 def test_transparent_pixels_become_white(portrait):
     rgba = portrait.convert("RGBA")
     rgba.putalpha(0)
-    assert decode_image(encoded(rgba, "PNG"), 10**8).min() == 255
+    assert decode_image(encoded(rgba, "PNG"), POLICY).pixels.min() == 255
 
 
 @pytest.mark.parametrize("orientation, turn", [(6, Image.Transpose.ROTATE_270), (8, Image.Transpose.ROTATE_90),
@@ -47,20 +50,20 @@ def test_exif_orientation_is_applied(portrait, orientation, turn):
                                  3: Image.Transpose.ROTATE_180}[orientation])
     exif = Image.Exif()
     exif[0x0112] = orientation
-    array = decode_image(encoded(stored, "PNG", exif=exif), 10**8)
+    array = decode_image(encoded(stored, "PNG", exif=exif), POLICY).pixels
     assert array.shape[:2] == (portrait.height, portrait.width)
     assert np.abs(array.astype(int) - np.asarray(portrait, dtype=int)).mean() < 1
-    assert verify_image(encoded(stored, "JPEG", exif=exif), 10**8) == ("JPEG", portrait.width, portrait.height)
+    assert verify_image(encoded(stored, "JPEG", exif=exif), POLICY) == ("JPEG", portrait.width, portrait.height)
 
 
 def test_animated_gif_gives_its_first_frame(portrait):
     frames = [portrait, portrait.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
     data = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
-    assert decode_image(data, 10**8).shape == (portrait.height, portrait.width, 3)
+    assert decode_image(data, POLICY).pixels.shape == (portrait.height, portrait.width, 3)
 
 
 def test_webp(portrait):
-    assert decode_image(encoded(portrait, "WEBP"), 10**8).shape[2] == 3
+    assert decode_image(encoded(portrait, "WEBP"), POLICY).pixels.shape[2] == 3
 
 
 @pytest.mark.parametrize("data, reason", [
@@ -73,7 +76,7 @@ def test_webp(portrait):
 @pytest.mark.parametrize("check", [decode_image, verify_image])
 def test_broken_files_are_rejected(data, reason, check):
     with pytest.raises(ImageRejected) as caught:
-        check(data, 10**8)
+        check(data, POLICY)
     assert caught.value.reason == reason
 
 
@@ -81,13 +84,13 @@ def test_broken_files_are_rejected(data, reason, check):
 def test_a_decompression_bomb_is_refused_from_its_header(check):
     bomb = encoded(Image.new("1", (30000, 30000)), "PNG")  # 900 Mpx in a few hundred kB
     with pytest.raises(ImageRejected) as caught:
-        check(bomb, 40_000_000)
+        check(bomb, ImageConfig())
     assert caught.value.reason == "too_large"
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF"])
 def test_verify_image_reads_format_and_size_of_whole_files(portrait, fmt):
-    assert verify_image(encoded(portrait, fmt), 10**8) == (fmt, portrait.width, portrait.height)
+    assert verify_image(encoded(portrait, fmt), POLICY) == (fmt, portrait.width, portrait.height)
 
 
 def test_list_gallery_reads_both_layouts_and_flags_bad_files(tmp_path):
@@ -106,5 +109,71 @@ def test_list_gallery_reads_both_layouts_and_flags_bad_files(tmp_path):
 
 def test_an_unknown_format_is_named_plainly():
     with pytest.raises(ImageRejected) as caught:
-        decode_image(b"<html>404</html>", 10**8)
+        decode_image(b"<html>404</html>", POLICY).pixels
     assert caught.value.detail == "not an image format Pillow knows"
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_turns_as_pillow_does(portrait, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encoded(portrait, "PNG", exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    assert np.array_equal(decode_image(data, POLICY).pixels, expected)
+
+
+@pytest.mark.parametrize("make, found", [
+    (hostile.eps, "EPS"),
+    (lambda: encoded(Image.new("F", (64, 64), 0.5), "TIFF"), "TIFF"),
+    (lambda: encoded(Image.new("RGB", (64, 64)), "JPEG2000"), "JPEG2000"),
+    (lambda: encoded(Image.new("RGB", (64, 64)), "AVIF"), "AVIF"),
+    (lambda: encoded(Image.new("RGB", (64, 64)), "ICO"), "ICO"),
+])
+@pytest.mark.parametrize("check", [decode_image, verify_image])
+def test_formats_not_accepted_are_refused_before_any_decoder_runs(make, found, check):
+    with pytest.raises(ImageRejected) as caught:
+        check(make(), POLICY)
+    assert caught.value.reason == "unsupported_format"
+    assert caught.value.detail == f"{found} images are not accepted (accepted: JPEG, PNG, WEBP, GIF, BMP)"
+
+
+def test_a_format_can_be_allowed(portrait):
+    with_tiff = ImageConfig(image_formats="JPEG TIFF")
+    grey = Image.fromarray(np.asarray(portrait.convert("L"), dtype=np.float32) / 255)  # float samples, 0..1
+    array = decode_image(encoded(grey, "TIFF"), with_tiff).pixels
+    assert np.abs(array[..., 0].astype(int) - np.asarray(portrait.convert("L"), dtype=int)).max() <= 1
+    with pytest.raises(ImageRejected, match="PNG images are not accepted"):
+        decode_image(encoded(portrait, "PNG"), with_tiff)
+
+
+def test_scans_are_counted_from_the_markers(portrait):
+    assert jpeg_scans(encoded(portrait, "JPEG")) == 1
+    assert jpeg_scans(encoded(portrait, "JPEG", progressive=True)) == 10
+    assert jpeg_scans(hostile.repeated_scans_jpeg(64, 3000)) == 3010
+
+
+@pytest.mark.parametrize("check", [decode_image, verify_image])
+def test_a_jpeg_of_thousands_of_scans_is_refused_from_its_markers(check):
+    data = hostile.repeated_scans_jpeg(6000, 3000)  # 36 Mpx in 300 kB, minutes of decoding
+    with pytest.raises(ImageRejected) as caught:
+        check(data, ImageConfig())
+    assert (caught.value.reason, caught.value.detail) == ("too_large", "a JPEG of 3010 scans is over the limit of 100")
+
+
+@pytest.mark.parametrize("make, per_pixel", [(hostile.sixteen_bit_png, 2 + 3), (hostile.rgba_png, 4 + 3)])
+def test_decoded_memory_is_bounded_from_the_header(make, per_pixel):
+    data = make(1000, 800)  # bytes Pillow takes a pixel, plus the RGB array
+    exact = ImageConfig(max_decoded_bytes=per_pixel * 1000 * 800)
+    assert decode_image(data, exact).pixels.shape == (800, 1000, 3)
+    with pytest.raises(ImageRejected) as caught:
+        decode_image(data, ImageConfig(max_decoded_bytes=exact.max_decoded_bytes - 1))
+    assert caught.value.reason == "too_large" and "bytes to decode, over the limit" in caught.value.detail
+
+
+def test_a_jpeg_over_the_memory_bound_is_decoded_at_a_smaller_scale(portrait):
+    data = encoded(portrait.resize((portrait.width * 4, portrait.height * 4)), "JPEG")
+    full = decode_image(data, POLICY)
+    assert full.scale == 1 and full.pixels.shape == (portrait.height * 4, portrait.width * 4, 3)
+    quarter = decode_image(data, ImageConfig(max_decoded_bytes=7 * portrait.width * portrait.height))
+    assert quarter.scale == 4 and quarter.pixels.shape == (portrait.height, portrait.width, 3)
+    assert verify_image(data, ImageConfig(max_decoded_bytes=7 * portrait.width * portrait.height))[0] == "JPEG"

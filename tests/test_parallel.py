@@ -1,11 +1,23 @@
-"""WorkerPool: the initializer (model loading) runs once per worker, however many stages use the pool."""
+"""The process pools: models load once per worker; a worker that dies, or a task over its deadline or its time
+limit, fails that task with a reason, its worker is replaced and the other tasks go on."""
 
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from lookalike_cli.parallel import WorkerPool
+from lookalike_cli.config import ImageConfig
+from lookalike_cli.errors import Failure, LookalikeError
+from lookalike_cli.images import ImageRejected, decode_image
+from lookalike_cli.parallel import ProcessPool, TaskFailed, WorkerPool, time_limit
+
+import hostile
+from conftest import encoded
+
+MARGIN = 5.0  # seconds allowed beyond a deadline for the pool to notice it and kill the worker (a busy machine)
 
 
 def note_pid(log: str) -> None:
@@ -17,6 +29,28 @@ def square_with_pid(x: int) -> tuple[int, int]:
     return x * x, os.getpid()
 
 
+def sleep_then_double(seconds: float) -> float:
+    with time_limit(0.5, Failure("timeout", "over half a second")):
+        time.sleep(seconds)
+    return seconds * 2
+
+
+def exit_at_once(code: int) -> None:
+    os._exit(code)
+
+
+def kill_myself(_) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def raise_value_error(text: str) -> None:
+    raise ValueError(text)
+
+
+def fail_to_start() -> None:
+    raise LookalikeError("the models folder lacks a file")
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_one_pool_serves_several_stages_and_initializes_each_worker_once(tmp_path: Path, workers: int):
     log = tmp_path / "initialized.txt"
@@ -25,15 +59,68 @@ def test_one_pool_serves_several_stages_and_initializes_each_worker_once(tmp_pat
         second = list(pool.map(square_with_pid, range(20, 30)))
     initialized = log.read_text().split()
     assert sorted(value for value, _ in first + second) == [x * x for x in range(30)]
-    # every process that did work initialized once; the second map started none (a worker that got no item
-    # may be stopped before it initializes)
-    assert len(set(initialized)) == len(initialized) <= workers
+    assert len(set(initialized)) == len(initialized) == workers  # each worker initialized once, none again
     assert {pid for _, pid in first + second} <= {int(pid) for pid in initialized}
-    assert (str(os.getpid()) in initialized) == (workers == 1)
+    assert str(os.getpid()) not in initialized  # every item runs in a worker, where a time limit can stop it
 
 
-def test_a_pool_starts_no_process_for_a_single_item(tmp_path: Path):
-    log = tmp_path / "initialized.txt"
-    with WorkerPool(2, note_pid, (str(log),)) as pool:
-        assert list(pool.map(square_with_pid, [3])) == [(9, os.getpid())]
-    assert log.read_text().split() == [str(os.getpid())]
+def test_a_worker_that_dies_fails_its_item_and_the_map_goes_on():
+    failed = []
+    with WorkerPool(2, note_pid, (os.devnull,)) as pool:
+        results = list(pool.map(exit_at_once, [3], failed=lambda item, failure: failed.append(failure)))
+        assert [(f.reason, f.detail) for f in failed] == [("crashed", "the worker process died (exit code 3)")]
+        assert results == [None]
+        assert sorted(value for value, _ in pool.map(square_with_pid, range(6))) == [0, 1, 4, 9, 16, 25]
+
+
+def test_an_item_over_its_time_limit_is_stopped_and_the_others_are_done():
+    with WorkerPool(2, note_pid, (os.devnull,)) as pool:
+        started = time.monotonic()
+        results = sorted(pool.map(sleep_then_double, [0.1, 30.0, 0.2, 0.3], failed=lambda item, failure:
+                                  (item, failure.reason, failure.detail)), key=str)
+        assert time.monotonic() - started < 0.5 + MARGIN  # not 30 s: the sleeping worker was killed
+    assert results == [(30.0, "timeout", "over half a second"), 0.2, 0.4, 0.6]
+
+
+def test_without_failed_a_failure_is_raised_and_an_error_of_the_function_always():
+    with WorkerPool(1, note_pid, (os.devnull,)) as pool:
+        with pytest.raises(TaskFailed, match="crashed"):
+            list(pool.map(kill_myself, [None]))
+        with pytest.raises(ValueError, match="bad item"):
+            list(pool.map(raise_value_error, ["bad item"], failed=lambda item, failure: None))
+
+
+def test_a_task_not_done_by_its_deadline_fails_and_its_worker_is_replaced():
+    with ProcessPool(1) as pool:
+        started = time.monotonic()
+        late = pool.submit(time.sleep, 60, timeout=0.5)
+        queued = pool.submit(time.sleep, 60, timeout=0.5)  # its deadline passes while it waits
+        with pytest.raises(TaskFailed, match="timeout: not done within 0.5 s"):
+            late.result()
+        with pytest.raises(TaskFailed, match="timeout"):
+            queued.result()
+        assert time.monotonic() - started < 0.5 + MARGIN
+        assert pool.submit(square_with_pid, 7).result()[0] == 49 and pool.replaced == 1
+
+
+def test_a_worker_that_cannot_start_is_one_error_not_a_loop():
+    pool = ProcessPool(2, fail_to_start)
+    with pytest.raises(LookalikeError, match="^the models folder lacks a file$"):
+        pool.start()
+    with pytest.raises(LookalikeError, match="lacks a file"):
+        pool.submit(square_with_pid, 1).result(timeout=10)
+    pool.close()
+
+
+def test_decoding_over_the_decode_timeout_is_stopped_for_real():
+    slow = hostile.repeated_scans_jpeg(6000, 90)  # under the scan bound; seconds of decoding
+    policy = ImageConfig(decode_timeout=0.5)
+    with ProcessPool(1) as pool:
+        started = time.monotonic()
+        with pytest.raises(ImageRejected) as caught:
+            pool.submit(decode_image, slow, policy).result()
+        assert time.monotonic() - started < 0.5 + MARGIN
+        assert (caught.value.reason, caught.value.detail) == ("timeout", "not decoded within 0.5 s")
+        assert pool.replaced == 1
+        small = encoded(Image.new("RGB", (64, 48)), "JPEG")
+        assert pool.submit(decode_image, small, policy).result().pixels.shape == (48, 64, 3)

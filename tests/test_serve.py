@@ -19,7 +19,7 @@ from PIL import Image
 from lookalike_cli.cli import cli
 from lookalike_cli.config import load_config
 from lookalike_cli.recognizer import Recognizer
-from lookalike_cli.serve import create_app, latency_percentiles
+from lookalike_cli.serve import create_app, http_server, latency_percentiles
 
 from conftest import DEMO, FAST, FIXTURES
 from servers import free_port, running, wait_until
@@ -35,7 +35,8 @@ def api(data_dir, **settings):
     recognizer = Recognizer(data_dir, config)
     recognizer.start()
     try:
-        with running(create_app(recognizer, config)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        app = create_app(recognizer, config)
+        with running(app, http_server(app, config)) as url, httpx.Client(base_url=url, timeout=60) as client:
             yield client, recognizer
     finally:
         recognizer.close()
@@ -45,6 +46,10 @@ def api(data_dir, **settings):
 def client(built):
     with api(built) as (client, _):
         yield client
+
+
+def worker_pids(recognizer: Recognizer) -> list[int]:
+    return [worker.process.pid for worker in recognizer._pool._workers]
 
 
 def photo(alias: str) -> bytes:
@@ -127,7 +132,8 @@ def test_health_and_stats(client):
     stats = client.get("/stats").json()
     assert stats["index"] == {"backend": "exact", "size": 48, "people": 48}
     assert set(stats["calibration"]) == {"mean", "std", "count", "min_similarity"}
-    assert stats["workers"] == 2 and stats["queue"] == {"depth": 0, "in_work": 0, "size": 16}
+    assert stats["workers"] == 2 and stats["queue"] == {"depth": 0, "in_work": 0, "receiving": 0, "size": 16}
+    assert stats["limits"]["max_body_bytes"] == BODY_LIMIT and stats["limits"]["max_faces"] == 10
     assert stats["requests"]["by_status"]["200"] >= 1
     assert stats["requests"]["latency_ms"]["p50"] <= stats["requests"]["latency_ms"]["p99"]
 
@@ -153,7 +159,7 @@ def test_a_full_queue_answers_503_with_retry_after(built):
 
 def test_a_worker_that_dies_costs_one_500_then_the_pool_is_restarted(built):
     with api(built, workers=1) as (client, recognizer):
-        for pid in list(recognizer._executor._processes):  # the pool's worker processes
+        for pid in worker_pids(recognizer):
             os.kill(pid, signal.SIGKILL)
         response = client.post("/query", content=photo("ami-bera"))
         assert response.status_code == 500 and "worker failed" in response.json()["error"]

@@ -1,0 +1,46 @@
+"""Hostile inputs, built here from their recipe (never stored as blobs): for the tests and benchmarks/bench_serve.py."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from conftest import DEMO, encoded
+
+def repeated_scans_jpeg(side: int, repeats: int) -> bytes:
+    """A flat grey progressive JPEG of ``side`` x ``side`` pixels whose last scan (a refinement of every block,
+    a few dozen bytes) is repeated ``repeats`` times: libjpeg warns and decodes every copy, a pass over the whole
+    image each (tens of ms at 6000 px), so that a few hundred kB cost minutes."""
+    data = encoded(Image.new("RGB", (side, side), (120, 130, 140)), "JPEG", quality=90, progressive=True)
+    end = data.rindex(b"\xff\xd9")
+    last_scan = data[data.rindex(b"\xff\xda"):end]  # 0xFF 0xDA occurs only as a marker (data bytes are stuffed)
+    return data[:end] + last_scan * repeats + data[end:]
+
+
+def sixteen_bit_png(width: int, height: int) -> bytes:
+    """A 16-bit grey PNG: a few hundred kB that Pillow holds as 2 bytes a pixel (a gradient, so it compresses)."""
+    values = (np.arange(width, dtype=np.uint32)[None, :] * 65535 // max(1, width - 1)).astype(np.uint16)
+    return encoded(Image.fromarray(np.repeat(values, height, axis=0)), "PNG")
+
+
+def rgba_png(width: int, height: int) -> bytes:
+    """A flat half-transparent RGBA PNG: a few kB that Pillow holds as 4 bytes a pixel."""
+    return encoded(Image.new("RGBA", (width, height), (200, 100, 50, 128)), "PNG")
+
+
+def eps() -> bytes:
+    """An Encapsulated PostScript file (what Pillow hands to Ghostscript, where it is installed)."""
+    return (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n%%EndComments\n"
+            b"newpath 10 10 moveto 90 90 lineto stroke\nshowpage\n%%EOF\n")
+
+
+def collage(faces: int) -> bytes:
+    """A JPEG of ``faces`` demo portraits side by side (rows of 8): one face each."""
+    portraits = sorted((DEMO / "images").glob("*.jpg"))
+    tiles = [Image.open(portraits[i % len(portraits)]).convert("RGB") for i in range(faces)]
+    width, height = tiles[0].size
+    columns = min(8, faces)
+    sheet = Image.new("RGB", (columns * width, -(-faces // columns) * height), (255, 255, 255))
+    for number, tile in enumerate(tiles):
+        sheet.paste(tile.resize((width, height)), ((number % columns) * width, (number // columns) * height))
+    return encoded(sheet, "JPEG", quality=90)

@@ -160,12 +160,39 @@ def verify_image(data: bytes, policy: ImageConfig) -> tuple[str, int, int]:
     with time_limit(policy.decode_timeout, _overdue(policy)), _pillow_errors():
         image = _open(data, policy)
         image_format, (width, height) = image.format, image.size
-        if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSING_ORIENTATIONS:
+        if _orientation(image) in TRANSPOSING_ORIENTATIONS:
             width, height = height, width
         image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
         _fit(image, policy.max_decoded_bytes, turned=False)
         image.load()
         return image_format, width, height
+
+
+class ImageVerifier:
+    """``verify_image`` in worker processes, for callers that cannot afford a decode that hangs (the crawl):
+    ``verify`` may be called from many threads at once, blocks until a worker has checked the bytes, and raises
+    ImageRejected as verify_image does, with the reason ``timeout`` when decoding overran ``decode_timeout``
+    (the worker is killed and replaced, so the time is really given back) and ``undecodable`` when the decoder
+    crashed its process. A context manager; the processes start on the first ``verify``."""
+
+    def __init__(self, policy: ImageConfig, workers: int = 0):
+        self.policy = policy
+        self._pool = ProcessPool(resolve_workers(workers))
+
+    def verify(self, data: bytes) -> tuple[str, int, int]:
+        try:
+            return self._pool.submit(verify_image, data, self.policy).result()
+        except TaskFailed as exc:
+            raise ImageRejected("undecodable", f"the decoder failed: {exc.detail}") from None
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> ImageVerifier:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def _overdue(policy: ImageConfig) -> ImageRejected:
@@ -307,10 +334,18 @@ ORIENTATIONS: dict[int, Callable[[np.ndarray], np.ndarray]] = {
     6: lambda a: np.rot90(a, -1), 7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1], 8: lambda a: np.rot90(a, 1)}
 
 
+def _orientation(image) -> int | None:
+    """The EXIF orientation of an opened image, from what its header holds (for a PNG without an eXIf chunk
+    before its pixels, Pillow's getexif would decode the whole image to look for one after them)."""
+    if image.format == "PNG" and "exif" not in image.info:
+        return None
+    return image.getexif().get(EXIF_ORIENTATION)
+
+
 def _decode(image, max_bytes: int) -> Decoded:
     """Decode an opened image; this function holds the only reference to it, so that each step frees the
     image of the step before."""
-    turn = ORIENTATIONS.get(image.getexif().get(EXIF_ORIENTATION))
+    turn = ORIENTATIONS.get(_orientation(image))
     scale = _fit(image, max_bytes, turned=turn is not None)
     image.load()
     if _working_mode(image) != image.mode:

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 LATENCY_WINDOW = 10_000  # latencies kept for the percentiles of /stats
 CLIENT_GONE = 499  # counted for a client that disconnected before its answer (nginx's code)
 REFUSED = "lookalike.refused"  # scope key: the status the protocol answered for a request left without a body
+LINGER = 2.0  # seconds a refused connection is read (and dropped) before it is closed
 REJECTION_STATUS = {"too_large": 413, "unsupported_format": 415}  # other ImageReasons: 400
 
 
@@ -273,6 +274,7 @@ def guarded_protocol(limits: ServeConfig, stats: RequestStats) -> type:
             self.conn = ChunkCounting(h11.SERVER, self.config.h11_max_incomplete_event_size
                                       or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE)
             self.head_timer: asyncio.TimerHandle | None = None
+            self.refused = False
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
@@ -293,12 +295,14 @@ def guarded_protocol(limits: ServeConfig, stats: RequestStats) -> type:
 
         def head_overdue(self) -> None:
             self.head_timer = None
-            if self.conn.their_state is h11.IDLE:
+            if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:  # a request begun, not ended
                 self.refuse(408, f"the request's headers did not arrive within {limits.header_timeout:g} s")
-            elif self.conn.our_state is h11.DONE:  # answered, and the body still trickles in
-                self.transport.close()
+            elif self.conn.their_state is h11.IDLE or self.conn.our_state is h11.DONE:
+                self.transport.close()  # an idle connection, or an answered one whose body still trickles in
 
         def data_received(self, data: bytes) -> None:
+            if self.refused:
+                return  # what a refused client still sends is read and dropped (see refuse)
             super().data_received(data)
             if self.head_timer is not None and self.conn.their_state is not h11.IDLE:
                 self.stop_head_timer()
@@ -316,16 +320,24 @@ def guarded_protocol(limits: ServeConfig, stats: RequestStats) -> type:
             self.refuse(400, self.conn.refusal or "not a valid HTTP request")
 
         def refuse(self, status: int, message: str, headers: Sequence[str] = ()) -> None:
-            """Answer ``status`` (unless an answer is under way) and close the connection."""
-            if self.transport.is_closing():
+            """Answer ``status`` (unless an answer is under way) and end the connection: stop sending, drop what
+            the client still sends, and close once it stops or after LINGER seconds (closing at once, with its
+            bytes unread, would reset the connection, and the client could lose the answer)."""
+            if self.refused or self.transport.is_closing():
                 return
+            self.refused = True
+            self.stop_head_timer()
             if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 self.transport.write(raw_response(status, message, headers))
             if self.cycle is not None and not self.cycle.response_complete:
-                self.scope[REFUSED] = status  # the app, left without its body, counts the request
+                self.scope[REFUSED] = status  # the app, left without the rest of the body, counts the request
+                self.cycle.disconnected = True
+                self.cycle.message_event.set()
             else:
                 stats.record(status)
-            self.transport.close()
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(LINGER, self.transport.close)
 
     return GuardedProtocol
 

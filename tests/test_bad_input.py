@@ -22,6 +22,7 @@ from lookalike_cli.config import load_config
 from lookalike_cli.embed import embed_faces
 from lookalike_cli.images import printable_path
 
+import hostile
 from conftest import DEMO, FAST, FIXTURES, REPO, corrupt_png, encoded, side_by_side
 
 PHOTO = DEMO / "images" / "ami-bera.jpg"
@@ -285,6 +286,11 @@ IMAGE_CASES: list[tuple[str, str, Callable[[], bytes], str]] = [
     ("a WebP", "photo.webp", image_bytes("WEBP"), "ok"),
     ("a JPEG with EXIF orientation 6", "exif6.jpg", rotated_with_exif(6), "ok"),
     ("a JPEG with EXIF orientation 8", "exif8.jpg", rotated_with_exif(8), "ok"),
+    ("an EPS file named .jpg", "vector.jpg", hostile.eps, "unsupported_format"),
+    ("a TIFF (not in image_formats)", "scan.tif", image_bytes("TIFF"), "unsupported_format"),
+    ("a progressive JPEG of 3,000 scans", "scans.jpg", lambda: hostile.repeated_scans_jpeg(600, 3000),
+     "too_large"),
+    ("an RGBA PNG of 30 Mpx (210 MB to decode)", "huge.png", lambda: hostile.rgba_png(6000, 5000), "too_large"),
 ]
 
 
@@ -357,6 +363,23 @@ def test_query_answers_every_kind_of_file(built, bad_images, when, name, reason)
     else:  # a face too small for the gallery is too small to find in a query
         expected = "no face found" if reason in ("no_face", "too_small") else f"cannot read the image ({reason}"
         assert result.exit_code == 1 and len(lines) == 1 and expected in lines[0], (when, lines)
+
+
+def test_a_photo_over_the_decode_timeout_is_recorded_and_the_build_goes_on(tmp_path):
+    import pyarrow.parquet as pq
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for alias in ("ami-bera", "bob-corker", "barack-obama", "aaron-schock"):
+        shutil.copy(DEMO / "images" / f"{alias}.jpg", images)
+    (images / "slow.jpg").write_bytes(hostile.repeated_scans_jpeg(6000, 90))  # seconds of decoding, 90 scans
+    result = CliRunner().invoke(cli, ["build", "--images", str(images), "--data-dir", str(tmp_path / "d"),
+                                      "--num-jitters", "1", "--workers", "1", "--decode-timeout", "0.5"])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "filter: 4 of 5 images accepted" in result.output and "rejected timeout: 1" in result.output
+    rows = {Path(row["path"]).name: row for row in pq.read_table(tmp_path / "d" / "filter.parquet").to_pylist()}
+    assert (rows["slow.jpg"]["reason"], rows["slow.jpg"]["detail"]) == ("timeout", "not decoded within 0.5 s")
+    assert "index: exact over 4 vectors" in result.output
 
 
 def test_readme_image_table_matches_the_cases():

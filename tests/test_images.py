@@ -6,7 +6,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from lookalike_cli.config import ImageConfig
-from lookalike_cli.images import ImageRejected, decode_image, jpeg_scans, list_gallery, verify_image
+from lookalike_cli.images import ImageRejected, ImageVerifier, decode_image, jpeg_scans, list_gallery, verify_image
 
 import hostile
 from conftest import DEMO, corrupt_png, encoded
@@ -177,3 +177,14 @@ def test_a_jpeg_over_the_memory_bound_is_decoded_at_a_smaller_scale(portrait):
     quarter = decode_image(data, ImageConfig(max_decoded_bytes=7 * portrait.width * portrait.height))
     assert quarter.scale == 4 and quarter.pixels.shape == (portrait.height, portrait.width, 3)
     assert verify_image(data, ImageConfig(max_decoded_bytes=7 * portrait.width * portrait.height))[0] == "JPEG"
+
+
+def test_the_crawl_s_verifier_stops_a_slow_decode_and_goes_on(portrait):
+    slow = hostile.repeated_scans_jpeg(6000, 90)  # under the scan bound; seconds of decoding
+    with ImageVerifier(ImageConfig(decode_timeout=0.5), workers=1) as verifier:
+        with pytest.raises(ImageRejected) as caught:
+            verifier.verify(slow)
+        assert (caught.value.reason, caught.value.detail) == ("timeout", "not decoded within 0.5 s")
+        with pytest.raises(ImageRejected, match="not_image|undecodable"):
+            verifier.verify(b"<html>404</html>")
+        assert verifier.verify(encode(portrait, "PNG")) == ("PNG", portrait.width, portrait.height)

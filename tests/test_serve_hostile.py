@@ -1,0 +1,331 @@
+"""The HTTP API under attack, over real HTTP on 127.0.0.1 (real workers, real dlib models, the demo gallery).
+
+Every hostile input is built here. Each case asserts the answer (status and JSON body), that the worker is free
+again within the deadline plus a margin (an ordinary selfie sent right after is answered 200), the memory bound
+of the worker where the case is about memory (its peak RSS from /proc), and that at most one line is logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from lookalike_cli.config import load_config
+from lookalike_cli.recognizer import Recognizer
+from lookalike_cli.serve import create_app, http_server
+
+import hostile
+from conftest import DEMO, FAST, encoded
+from servers import running, wait_until
+
+SELFIE = (DEMO / "selfie.jpg").read_bytes()
+MARGIN = 30.0  # seconds beyond a deadline for a killed worker to be replaced (it loads the models) on a busy machine
+LIMITS = {"workers": 1, "queue_size": 2, "max_body_bytes": 2_000_000, "header_timeout": 2.0, "body_timeout": 2.0,
+          "max_connections": 12, "max_body_chunks": 1000}
+MB = 1 << 20
+
+
+@contextlib.contextmanager
+def api(data_dir, **settings):
+    """The API with ``settings`` on a free port of 127.0.0.1: yields an httpx client, the URL and the recognizer."""
+    config = load_config(None, {**FAST, **settings})
+    recognizer = Recognizer(data_dir, config)
+    recognizer.start()
+    try:
+        app = create_app(recognizer, config)
+        with running(app, http_server(app, config)) as url, \
+                httpx.Client(base_url=url, timeout=120, headers={"connection": "close"}) as client:  # none left open
+            yield client, url, recognizer
+    finally:
+        recognizer.close()
+
+
+@pytest.fixture(scope="module")
+def server(built):
+    with api(built, **LIMITS) as running_api:
+        yield running_api
+
+
+@pytest.fixture
+def client(server):
+    return server[0]
+
+
+@pytest.fixture
+def recognizer(server):
+    return server[2]
+
+
+@pytest.fixture
+def logged(caplog):
+    """The log records at the CLI's default level (WARNING and above) during a test."""
+    caplog.set_level(logging.DEBUG)
+    return lambda: [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def address(client: httpx.Client) -> tuple[str, int]:
+    return client.base_url.host, client.base_url.port
+
+
+def raw_connection(client: httpx.Client) -> socket.socket:
+    sock = socket.create_connection(address(client), timeout=60)
+    return sock
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict]:
+    """Status and JSON body of the one answer on a raw connection, read until the server closes it."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), httpx.Response(200, content=body).json()
+
+
+def by_status(client: httpx.Client) -> dict[str, int]:
+    return client.get("/stats").json()["requests"]["by_status"]
+
+
+def worker_pid(recognizer: Recognizer) -> int:
+    wait_until(lambda: len(recognizer._pool._workers) == 1 and recognizer._pool._workers[0].ready,
+               what="a ready worker")
+    return recognizer._pool._workers[0].process.pid
+
+
+def peak_rss(pid: int, reset: bool = False) -> int:
+    """The peak resident memory of a process in bytes (VmHWM); ``reset`` first sets it to the current RSS."""
+    if reset:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def answered_right_after(client: httpx.Client, recognizer: Recognizer, since: float, deadline: float) -> None:
+    """The worker is free again (idle, or replaced and ready) within ``deadline`` + MARGIN seconds of ``since``,
+    and an ordinary selfie sent then is answered 200."""
+    pool = recognizer._pool
+    wait_until(lambda: pool.busy == 0 and all(worker.ready for worker in pool._workers) and pool._workers,
+               timeout=deadline + MARGIN, what="a free worker")
+    assert time.monotonic() - since < deadline + MARGIN
+    response = client.post("/query", content=SELFIE)
+    assert response.status_code == 200 and response.json()["photos"][0]["faces"], response.text
+
+
+# --- Decoding: time -------------------------------------------------------------------------------------------
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_at_once(client, recognizer, logged):
+    replaced = recognizer.workers_replaced
+    started = time.monotonic()
+    response = client.post("/query", content=hostile.repeated_scans_jpeg(6000, 3000))  # minutes of decoding
+    assert response.status_code == 413
+    assert response.json() == {"error": "the image is too large: too_large: a JPEG of 3010 scans is over the limit "
+                                        "of 100", "reason": "too_large"}
+    answered_right_after(client, recognizer, started, 0)
+    assert recognizer.workers_replaced == replaced and logged() == []
+
+
+def test_a_slow_decode_is_stopped_at_the_decode_timeout(built, logged):
+    with api(built, workers=1, decode_timeout=1.0) as (client, _, recognizer):
+        pid = worker_pid(recognizer)
+        started = time.monotonic()
+        response = client.post("/query", content=hostile.repeated_scans_jpeg(6000, 90))  # 100 scans: seconds
+        assert response.status_code == 400
+        assert response.json() == {"error": "not a usable image: timeout: not decoded within 1 s",
+                                   "reason": "timeout"}
+        assert time.monotonic() - started < 1.0 + MARGIN
+        assert recognizer.workers_replaced == 1 and not Path(f"/proc/{pid}").exists()
+        answered_right_after(client, recognizer, started, 1.0)
+    assert logged() == []
+
+
+def test_a_photo_over_the_request_timeout_is_504_and_its_worker_is_freed(built, logged):
+    with api(built, workers=1, request_timeout=2.0, max_faces=64) as (client, _, recognizer):
+        pid = worker_pid(recognizer)
+        started = time.monotonic()
+        response = client.post("/query", content=hostile.collage(64))  # 64 faces described: 5 s and more
+        assert response.status_code == 504
+        assert response.json() == {"error": "the photo was not answered within 2 s"}
+        assert not Path(f"/proc/{pid}").exists() and recognizer.workers_replaced == 1  # its work was stopped
+        answered_right_after(client, recognizer, started, 2.0)
+        assert by_status(client) == {"200": 1, "504": 1}
+    assert logged() == []
+
+
+# --- Decoding: memory and formats -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make, status, reason, bound", [
+    # 39.6 Mpx at 7 bytes a pixel to decode: refused from the header, nothing decoded
+    (lambda: hostile.rgba_png(6000, 6600), 413, "too_large", 16 * MB),
+    # 39.6 Mpx of 16-bit grey (198 MB to decode, under 200 MB): decoded; then dlib's detection copies it (4 bytes
+    # a pixel) to shrink it to 1024 px
+    (lambda: hostile.sixteen_bit_png(6000, 6600), 200, None, 200 * MB + 4 * 39_600_000 + 32 * MB),
+    # 39.6 Mpx CMYK JPEG (4 + 4 + 3 bytes a pixel): decoded at half scale to fit
+    (lambda: encoded(Image.new("CMYK", (6000, 6600), (10, 20, 30, 40)), "JPEG"), 200, None,
+     100 * MB),
+])
+def test_decoded_memory_is_bounded(client, recognizer, logged, make, status, reason, bound):
+    data = make()
+    pid = worker_pid(recognizer)
+    before = peak_rss(pid, reset=True)
+    response = client.post("/query", content=data)
+    assert response.status_code == status, response.text
+    if reason:
+        assert response.json()["reason"] == reason and "bytes to decode, over the limit" in response.json()["error"]
+    else:
+        assert response.json()["photos"][0]["faces"] == []
+    assert peak_rss(pid) - before < bound, (peak_rss(pid) - before) / MB
+    answered_right_after(client, recognizer, time.monotonic(), 0)
+    assert logged() == []
+
+
+@pytest.mark.parametrize("make, found", [(hostile.eps, "EPS"),
+                                          (lambda: encoded(Image.new("F", (64, 64)), "TIFF"), "TIFF")])
+def test_formats_not_accepted_are_415_without_decoding(client, logged, make, found):
+    response = client.post("/query", content=make())
+    assert response.status_code == 415
+    assert response.json() == {"error": f"not a usable image: unsupported_format: {found} images are not accepted "
+                                        "(accepted: JPEG, PNG, WEBP, GIF, BMP)", "reason": "unsupported_format"}
+    assert logged() == []
+
+
+# --- Faces ----------------------------------------------------------------------------------------------------
+
+def test_a_collage_is_answered_for_its_largest_faces_and_says_how_many_were_left_out(client, recognizer, logged):
+    response = client.post("/query", content=hostile.collage(40))
+    answer = response.json()["photos"][0]
+    assert response.status_code == 200 and len(answer["faces"]) == 10 and answer["faces_left_out"] == 30
+    boxes = [face["box"] for face in answer["faces"]]
+    assert boxes == sorted(boxes)  # left to right, as always
+    answered_right_after(client, recognizer, time.monotonic(), 0)
+    assert logged() == []
+
+
+# --- The HTTP layer -------------------------------------------------------------------------------------------
+
+def test_a_body_is_read_only_once_the_photo_has_a_place(client, recognizer, logged):
+    """With every place taken by bodies still arriving, a request is answered 503 from its headers alone (its
+    1.9 MB are never sent): the bytes held are bounded by the places, not by the connections."""
+    before = by_status(client)
+    stack = contextlib.ExitStack()
+    holders = [stack.enter_context(raw_connection(client)) for _ in range(3)]  # 1 worker + 2 queue places
+    for sock in holders:
+        sock.sendall(b"POST /query HTTP/1.1\r\nHost: x\r\nContent-Length: 500000\r\n\r\n" + SELFIE[:1000])
+    wait_until(lambda: client.get("/stats").json()["queue"]["receiving"] == 3, what="3 bodies arriving")
+    with raw_connection(client) as late:
+        late.sendall(b"POST /query HTTP/1.1\r\nHost: x\r\nContent-Length: 1900000\r\n\r\n")
+        status, body = read_answer(late)
+    assert status == 503 and body["error"].startswith("busy: every worker is taken")
+    with stack:  # the body timeout (2 s) answers them 408 and gives their places back
+        for sock in holders:
+            assert read_answer(sock) == (408, {"error": "the photo did not arrive within 2 s"})
+    started = time.monotonic()
+    answered_right_after(client, recognizer, started, 0)
+    after = by_status(client)
+    assert after.get("503", 0) - before.get("503", 0) == 1 and after["408"] - before.get("408", 0) == 3
+    assert logged() == []
+
+
+def test_connections_over_the_limit_are_answered_503_and_closed(client, logged):
+    before = by_status(client).get("503", 0)
+    with contextlib.ExitStack() as stack:
+        for _ in range(LIMITS["max_connections"]):
+            stack.enter_context(raw_connection(client))
+        time.sleep(0.2)  # let the server accept them
+        with raw_connection(client) as extra:
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, body = read_answer(extra)
+    assert status == 503 and body == {"error": "over 12 connections are open: try again later"}
+    wait_until(lambda: client.get("/healthz").status_code == 200, what="healthz")
+    assert by_status(client)["503"] == before + 1 and logged() == []
+
+
+def test_headers_not_sent_in_time_are_408(client, logged):
+    before = by_status(client).get("408", 0)
+    started = time.monotonic()
+    with raw_connection(client) as slow:
+        slow.sendall(b"POST /query HTTP/1.1\r\nHost: x\r\nContent-Le")  # and nothing more
+        assert read_answer(slow) == (408, {"error": "the request's headers did not arrive within 2 s"})
+    assert time.monotonic() - started < LIMITS["header_timeout"] + MARGIN
+    assert by_status(client)["408"] == before + 1 and logged() == []
+
+
+def test_a_content_length_larger_than_the_body_is_408_and_frees_the_place(client, recognizer, logged):
+    with raw_connection(client) as short:
+        short.sendall(b"POST /query HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + SELFIE[:5000])
+        assert read_answer(short) == (408, {"error": "the photo did not arrive within 2 s"})
+    assert client.get("/stats").json()["queue"]["receiving"] == 0
+    answered_right_after(client, recognizer, time.monotonic(), 0)
+    assert logged() == []
+
+
+def test_a_body_in_thousands_of_one_byte_chunks_is_400(client, recognizer, logged):
+    before = by_status(client).get("400", 0)
+    with raw_connection(client) as sock:
+        sock.sendall(b"POST /query HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(b"".join(b"1\r\n%c\r\n" % byte for byte in SELFIE[:5000]))
+        with contextlib.suppress(OSError):  # the server may close before the last chunks are sent
+            sock.sendall(b"0\r\n\r\n")
+        assert read_answer(sock) == (400, {"error": "the body came in more than 1000 chunks"})
+    assert by_status(client)["400"] == before + 1
+    assert [r.getMessage() for r in logged()] == ["Invalid HTTP request received."]  # uvicorn's one line
+    answered_right_after(client, recognizer, time.monotonic(), 0)
+
+
+def multipart(boundary: bytes, parts: list[tuple[bytes, bytes]], declared: bytes | None = None) -> tuple[dict, bytes]:
+    body = b"".join(b"--" + boundary + b"\r\n" + head + b"\r\n\r\n" + content + b"\r\n" for head, content in parts)
+    headers = {"content-type": (b"multipart/form-data; boundary=" + (declared or boundary)).decode()}
+    return headers, body + b"--" + boundary + b"--\r\n"
+
+
+@pytest.mark.parametrize("headers, body, says", [
+    ({"content-type": "multipart/form-data"}, b"--x\r\n\r\n", "a broken multipart form"),
+    (*multipart(b"right", [(b'Content-Disposition: form-data; name="photo"; filename="a.jpg"', SELFIE)],
+                declared=b"wrong"), "a broken multipart form"),
+    (*multipart(b"many", [(b'Content-Disposition: form-data; name="f%d"' % n, b"x") for n in range(1000)]),
+     "a broken multipart form: Too many fields"),
+], ids=["no boundary", "wrong boundary", "1000 parts"])
+def test_malformed_multipart_is_400_json_and_counted(client, logged, headers, body, says):
+    before = by_status(client).get("400", 0)
+    response = client.post("/query", content=body, headers=headers)
+    assert response.status_code == 400 and response.json()["error"].startswith(says), response.text
+    assert by_status(client)["400"] == before + 1 and len(logged()) <= 1  # python-multipart's warning, if any
+
+
+def test_content_types_match_in_any_letter_case(client):
+    headers, body = multipart(b"b0und", [(b'Content-Disposition: form-data; name="photo"; filename="me.jpg"', SELFIE)])
+    headers["content-type"] = headers["content-type"].replace("multipart/form-data", "Multipart/Form-Data")
+    response = client.post("/query", content=body, headers=headers)
+    assert response.status_code == 200 and response.json()["photos"][0]["photo"] == "me.jpg"
+
+
+def test_a_client_that_disconnects_mid_body_is_one_debug_line(client, caplog, logged):
+    before = by_status(client).get("499", 0)
+    with raw_connection(client) as gone:
+        gone.sendall(b"POST /query HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + SELFIE[:1000])
+        wait_until(lambda: client.get("/stats").json()["queue"]["receiving"] == 1, what="the body to be awaited")
+    wait_until(lambda: by_status(client).get("499", 0) == before + 1, what="the disconnect to be counted")
+    lines = [r for r in caplog.records if r.name.startswith(("lookalike_cli", "uvicorn.error"))]
+    assert len(lines) == 1 and lines[0].levelno == logging.DEBUG and "went away" in lines[0].getMessage()
+    assert lines[0].exc_info is None and logged() == []
+
+
+def test_errors_outside_query_are_json_too(client):
+    assert client.get("/nowhere").json() == {"error": "Not Found"}
+    response = client.get("/query")
+    assert response.status_code == 405 and response.json() == {"error": "Method Not Allowed"}
+
+
+def test_stats_show_the_limits_in_force(client):
+    assert client.get("/stats").json()["limits"] == {
+        "max_connections": 12, "header_timeout_s": 2.0, "body_timeout_s": 2.0, "max_body_bytes": 2_000_000,
+        "max_body_chunks": 1000, "queue_size": 2, "request_timeout_s": 30.0,
+        "image_formats": ["JPEG", "PNG", "WEBP", "GIF", "BMP"], "max_image_pixels": 40_000_000,
+        "max_decoded_bytes": 200_000_000, "max_jpeg_scans": 100, "decode_timeout_s": 10.0, "max_faces": 10}

@@ -66,9 +66,11 @@ def config_options(*sections: str):
     def decorate(command):
         for section in reversed(sections):
             for f in reversed(section_fields(section)):
-                meta = f.metadata
-                click_type = click.Choice(meta["choices"]) if meta["choices"] else field_type(f)
-                command = click.option(f"--{f.name.replace('_', '-')}", f.name, type=click_type, default=None,
+                meta, flag = f.metadata, f.name.replace("_", "-")
+                switch = field_type(f) is bool  # --flag/--no-flag
+                click_type = None if switch else click.Choice(meta["choices"]) if meta["choices"] else field_type(f)
+                command = click.option(f"--{flag}/--no-{flag}" if switch else f"--{flag}", f.name, type=click_type,
+                                       default=None,
                                        help=f"{meta['help'][0].upper()}{meta['help'][1:]} [{section}.{f.name}, "
                                             f"default: {f.default!r}]")(command)
         return click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,

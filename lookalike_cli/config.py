@@ -127,6 +127,8 @@ class ServeConfig:
                                   min=1)
     request_timeout: float = setting(30.0, "seconds a photo may wait and be recognised before it is given up",
                                      min=0.01)
+    page: bool = setting(True, "serve the web page at /, where people upload a selfie (false, --no-page: the "
+                                 "HTTP API alone)")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -40,10 +41,17 @@ class PhotoResult:
     faces: list[FaceResult] = field(default_factory=list)
     error: str | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self, photo_url: Callable[[str], str] | None = None) -> dict:
+        """As ``query --json`` prints it. With ``photo_url`` (alias -> URL), each match has ``photo_url``
+        instead of ``image``, a path on this machine (for answers sent to others)."""
         result = asdict(self)
         if self.error is None:
             del result["error"]
+        if photo_url is not None:
+            for face in result["faces"]:
+                for match in face["matches"]:
+                    del match["image"]
+                    match["photo_url"] = photo_url(match["alias"])
         return result
 
 

@@ -15,11 +15,13 @@ import socket
 import threading
 import time
 from collections import Counter, deque
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import AsyncIterator, Callable, Sequence
 
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -27,6 +29,7 @@ from starlette.routing import Route
 from .config import Config
 from .errors import LookalikeError
 from .recognizer import Busy, RecognitionFailed, RecognitionTimeout, Recognizer, rejection_reason
+from .webpage import page_routes, photo_url
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,23 @@ def limited_receive(receive, limit: int):
     return wrapped
 
 
+@asynccontextmanager
+async def form_in_memory(request: Request, limit: int) -> AsyncIterator[FormData]:
+    """The request's multipart form (one file, a few fields), held in memory: Starlette writes a file part over
+    its spool size (1 MB) to a temporary file, so the spool size is the body limit and an upload never touches
+    the disk."""
+    parser = MultiPartParser(request.headers, request.stream(), max_files=1, max_fields=20)
+    parser.spool_max_size = limit
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise BadRequest(f"a broken multipart form: {exc.message}") from None
+    try:
+        yield form
+    finally:
+        await form.close()
+
+
 async def read_photo(request: Request, limit: int) -> tuple[bytes, str]:
     """The photo's bytes and name, from a raw body or the first file of a multipart form."""
     length = request.headers.get("content-length", "")
@@ -95,7 +115,7 @@ async def read_photo(request: Request, limit: int) -> tuple[bytes, str]:
         raise BodyTooLarge()
     limited = Request(request.scope, limited_receive(request.receive, limit))
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        async with limited.form(max_files=1, max_fields=20) as form:
+        async with form_in_memory(limited, limit) as form:
             files = [value for value in form.values() if isinstance(value, UploadFile)]
             if not files:
                 raise BadRequest("the multipart form has no file: send the photo as a file field")
@@ -141,10 +161,10 @@ def create_app(recognizer: Recognizer, config: Config) -> Starlette:
             return error(400, f"not a usable image: {result.error}")
         if output == "png":
             if picture is None:
-                return JSONResponse({"error": "no face found in the photo", "photos": [result.to_json()]},
+                return JSONResponse({"error": "no face found in the photo", "photos": [result.to_json(photo_url)]},
                                     status_code=422)
             return Response(picture, media_type="image/png")
-        return JSONResponse({"photos": [result.to_json()]})
+        return JSONResponse({"photos": [result.to_json(photo_url)]})
 
     async def query(request: Request) -> Response:
         started = time.perf_counter()
@@ -165,7 +185,7 @@ def create_app(recognizer: Recognizer, config: Config) -> Starlette:
             "requests": stats.to_json()})
 
     return Starlette(routes=[Route("/query", query, methods=["POST"]), Route("/healthz", healthz),
-                             Route("/stats", show_stats)])
+                             Route("/stats", show_stats), *page_routes(recognizer.data_dir, config)])
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -349,7 +349,8 @@ SERVING_SECTIONS = ("runtime", "detect", "query", "serve")
 @config_options(*SERVING_SECTIONS)
 @with_config
 def serve_command(data_dir: Path, config) -> None:
-    """Answer photos over HTTP: POST /query (JSON, or ?format=png), GET /healthz, GET /stats.
+    """Answer photos over HTTP: POST /query (JSON, or ?format=png), GET /healthz, GET /stats; GET / is a web
+    page where people take or upload a selfie (--no-page: the API alone), GET /people/ALIAS/photo a person's photo.
 
     \b
     curl --data-binary @me.jpg http://127.0.0.1:8000/query

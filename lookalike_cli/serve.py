@@ -1,9 +1,11 @@
 """``lookalike serve``: the HTTP API (Starlette on uvicorn) over the recognition pool.
 
-``POST /query`` takes a photo as the raw body or as a multipart file and answers the JSON of ``query --json``
-(``?format=png``: the picture of ``query --out``). ``GET /healthz`` says it is up, ``GET /stats`` gives the
-gallery, the queue and the request counts and latencies. A full queue answers 503 with Retry-After, a body
-over the size limit 413, something that is not an image 400, a photo not answered in time 504.
+``POST /query`` takes a photo as the raw body or as a multipart file (kept in memory: an upload is never
+written to disk) and answers the JSON of ``query --json``, each match with the ``photo_url`` of its person instead
+of a path (``?format=png``: the picture of ``query --out``). ``GET /healthz`` says it is up, ``GET /stats`` gives
+the gallery, the queue and the request counts and latencies. A full queue answers 503 with Retry-After, a body
+over the size limit 413, something that is not an image 400, a photo not answered in time 504. ``GET /`` is the
+web page and ``GET /people/<alias>/photo`` a person's photo (``webpage.py``).
 """
 
 from __future__ import annotations
@@ -161,8 +163,8 @@ def create_app(recognizer: Recognizer, config: Config) -> Starlette:
             return error(400, f"not a usable image: {result.error}")
         if output == "png":
             if picture is None:
-                return JSONResponse({"error": "no face found in the photo", "photos": [result.to_json(photo_url)]},
-                                    status_code=422)
+                return JSONResponse({"error": "no face found in the photo",
+                                     "photos": [result.to_json(photo_url)]}, status_code=422)
             return Response(picture, media_type="image/png")
         return JSONResponse({"photos": [result.to_json(photo_url)]})
 

@@ -146,6 +146,7 @@
       const crop = item.querySelector(".crop");
       if (picture) {
         crop.setAttribute("aria-label", whose);
+        item.querySelector(".yours figcaption").textContent = several ? `Face ${index + 1}` : "You";
         drawCrop(crop, picture, face.box);
       } else {
         item.querySelector(".yours").hidden = true;  // the browser could not read the photo; the server could

@@ -18,6 +18,8 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.keys import Keys
 
 from lookalike_cli import build
 from lookalike_cli.config import load_config
@@ -109,6 +111,7 @@ def large_photos(tmp_path_factory, fast_config) -> tuple[Path, Path]:
     return images, data
 
 
+@pytest.mark.slow
 def test_a_large_gallery_photo_is_shrunk_to_the_thumbnail_bound(large_photos):
     images, data = large_photos
     config = load_config(None, FAST)
@@ -197,9 +200,7 @@ def page(built):
 
 
 def choose(browser, photo: Path) -> None:
-    from selenium.webdriver.common.by import By
-
-    browser.find_element(By.ID, "photo").send_keys(str(photo))
+    browser.find_element("id", "photo").send_keys(str(photo))
 
 
 def message_is(browser, sentence: str) -> str:
@@ -216,6 +217,7 @@ def screenshot(browser, tmp_path: Path, name: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["phone", "desktop"])
 def test_a_person_uploads_a_selfie_in_a_browser_and_sees_who_they_look_like(page, built, layout, tmp_path):
     best = json.loads(run("query", DEMO / "selfie.jpg", "--data-dir", built, "--json").output)
@@ -224,6 +226,8 @@ def test_a_person_uploads_a_selfie_in_a_browser_and_sees_who_they_look_like(page
         browser.get(f"{page}/")
         camera_shown = browser.execute_script("return !document.getElementById('camera-choice').hidden")
         assert camera_shown == (layout == "phone")  # the front camera where there is one, a touch screen
+        ActionChains(browser).send_keys(Keys.TAB).perform()  # the keyboard reaches the first choice
+        assert browser.execute_script("return document.activeElement.id") == ("camera" if camera_shown else "photo")
         choose(browser, DEMO / "selfie.jpg")
         wait_for(browser, lambda b: b.execute_script(
             "return !document.getElementById('answer-save').hidden && [...document.querySelectorAll('#results img')]"
@@ -254,6 +258,7 @@ def test_a_person_uploads_a_selfie_in_a_browser_and_sees_who_they_look_like(page
     assert all(name.startswith(f"{page}/") for name in resources), resources  # nothing from anywhere else
 
 
+@pytest.mark.slow
 def test_the_page_says_too_large_and_too_slow_in_plain_sentences(built, tmp_path):
     noise = np.random.default_rng(0).integers(0, 256, (1400, 1400, 3), dtype=np.uint8)
     (tmp_path / "noise.png").write_bytes(encoded(Image.fromarray(noise), "PNG"))

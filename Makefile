@@ -1,11 +1,12 @@
-# lookalike: `make demo` builds the demo gallery and queries the demo photo; `make test` runs the tests.
+# lookalike: `make demo` builds the demo gallery and queries the demo photo; `make page` serves the web page on
+# it; `make test` runs the tests.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DATA ?= data/demo/out
 PYTEST_ARGS ?=
 
-.PHONY: install demo test clean bench bench-full dlib-blas-wheel dlib-blas settings
+.PHONY: install demo page test clean bench bench-full dlib-blas-wheel dlib-blas settings
 
 install: $(VENV)/.installed
 
@@ -33,8 +34,15 @@ pipeline: install
 	$(BIN)/lookalike build --images $(DATA)/images --catalog $(CATALOG) --data-dir $(DATA) $(BUILD_OPTIONS)
 	$(BIN)/lookalike query $(PHOTO) --data-dir $(DATA) --top-k 3
 
+# The browser tests need Debian's chromium and chromium-driver (as root: apt-get install -y chromium
+# chromium-driver; .ci/run installs them when missing); without them they are skipped.
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The web page on the demo gallery: open http://127.0.0.1:8000/ (Ctrl-C stops).
+page: install
+	$(BIN)/lookalike build --images data/demo/images --catalog data/demo/catalog.json --data-dir $(DEMO_DATA)
+	$(BIN)/lookalike serve --data-dir $(DEMO_DATA) --top-k 3
 
 # configs/default.toml and the README's settings table, from lookalike_cli/config.py
 settings: install

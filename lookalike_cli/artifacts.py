@@ -20,7 +20,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import LookalikeError
 
@@ -190,14 +190,14 @@ class ArtifactProblem(Exception):
         self.detail = detail
 
 
-def load_table(path: Path, artifact: str):
-    """A Parquet artifact file as a pyarrow Table, checked against this version's schema; raises
-    ArtifactProblem."""
+def load_table(path: Path, artifact: str, columns: Sequence[str] | None = None):
+    """A Parquet artifact file as a pyarrow Table (only ``columns``, when given), checked against this version's
+    schema; raises ArtifactProblem."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(path, columns=columns)
     except FileNotFoundError:
         raise ArtifactProblem("missing") from None
     except (OSError, pa.ArrowException) as exc:
@@ -205,7 +205,10 @@ def load_table(path: Path, artifact: str):
     tag = (table.schema.metadata or {}).get(b"lookalike.artifact", b"").decode(errors="replace")
     if tag != f"{artifact}/{SCHEMA_VERSION}":
         raise ArtifactProblem("version")
-    if not table.schema.remove_metadata().equals(arrow_schema(artifact).remove_metadata()):
+    expected = arrow_schema(artifact).remove_metadata()
+    if columns is not None:
+        expected = pa.schema([expected.field(name) for name in columns])
+    if not table.schema.remove_metadata().equals(expected):
         raise ArtifactProblem("damaged", "its columns are not the expected ones")
     return table
 

@@ -66,10 +66,12 @@ def config_options(*sections: str):
     def decorate(command):
         for section in reversed(sections):
             for f in reversed(section_fields(section)):
-                meta = f.metadata
+                meta, flag = f.metadata, f.name.replace("_", "-")
+                switch = field_type(f) is bool  # --flag/--no-flag
                 one_of = meta["choices"] and not meta["several"]
-                click_type = click.Choice(meta["choices"]) if one_of else field_type(f)
-                command = click.option(f"--{f.name.replace('_', '-')}", f.name, type=click_type, default=None,
+                click_type = None if switch else click.Choice(meta["choices"]) if one_of else field_type(f)
+                command = click.option(f"--{flag}/--no-{flag}" if switch else f"--{flag}", f.name, type=click_type,
+                                       default=None,
                                        help=f"{meta['help'][0].upper()}{meta['help'][1:]} [{section}.{f.name}, "
                                             f"default: {f.default!r}]")(command)
         return click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
@@ -349,7 +351,8 @@ SERVING_SECTIONS = (*DLIB_SECTIONS, "query", "serve")
 @config_options(*SERVING_SECTIONS)
 @with_config
 def serve_command(data_dir: Path, config) -> None:
-    """Answer photos over HTTP: POST /query (JSON, or ?format=png), GET /healthz, GET /stats.
+    """Answer photos over HTTP: POST /query (JSON, or ?format=png), GET /healthz, GET /stats; GET / is a web
+    page where people take or upload a selfie (--no-page: the API alone), GET /people/ALIAS/photo a person's photo.
 
     \b
     curl --data-binary @me.jpg http://127.0.0.1:8000/query

@@ -190,41 +190,61 @@ def read_index_meta(folder: Path, command: str) -> dict:
         raise LookalikeError(problem_message(folder / INDEX_FILE, problem, command)) from None
 
 
+def _current_folder(data: DataDir) -> Iterator[Path]:
+    """The current generation's folder, held (shared lock) while the loop body reading it runs: ``for folder in
+    _current_folder(data): ... return``. One replaced and removed since ``CURRENT`` was read is skipped, and
+    ``CURRENT`` read again."""
+    for _ in range(OPEN_ATTEMPTS):
+        folder = data.generations / current_generation(data)
+        with _reading(folder) as present:
+            if present:
+                yield folder
+    raise LookalikeError(f"{data.generations} changed {OPEN_ATTEMPTS} times while being read: try again")
+
+
+def _published_file(data: DataDir, folder: Path, meta: dict, name: str, command: str,
+                    columns: list[str] | None = None):
+    """One artifact of a generation (a Table, of ``columns`` only when given, or a JSON dict), checked to be
+    the file its ``index.json`` lists."""
+    path = folder / data.path(name).name
+    try:
+        value = (load_json(path, JSON_FIELDS.get(name, {})) if path.suffix == ".json"
+                 else load_table(path, name, columns))
+    except ArtifactProblem as problem:
+        raise LookalikeError(problem_message(path, problem, command)) from None
+    recorded = value.get("id") if isinstance(value, dict) else table_id(value)
+    if recorded != meta["files"].get(name):
+        raise LookalikeError(f"{path} is not the file {folder / INDEX_FILE} lists: run `{command}` again")
+    return value
+
+
 def load_published(data: DataDir) -> Published:
     """Load the current generation (gallery rows and vectors, names, calibration, index metadata), checking that
     its files are the ones its ``index.json`` lists."""
     command = data.command("index")
-    for _ in range(OPEN_ATTEMPTS):
-        generation = current_generation(data)
-        folder = data.generations / generation
-        with _reading(folder) as present:
-            if not present:
-                continue  # replaced and removed since CURRENT was read: read CURRENT again
-            meta = read_index_meta(folder, command)
-            loaded = {}
-            for name in PUBLISHED:
-                path = folder / data.path(name).name
-                try:
-                    value = (load_json(path, JSON_FIELDS.get(name, {})) if path.suffix == ".json"
-                             else load_table(path, name))
-                except ArtifactProblem as problem:
-                    raise LookalikeError(problem_message(path, problem, command)) from None
-                recorded = value.get("id") if isinstance(value, dict) else table_id(value)
-                if recorded != meta["files"].get(name):
-                    raise LookalikeError(f"{path} is not the file {folder / INDEX_FILE} lists: "
-                                         f"run `{command}` again")
-                loaded[name] = value
-            rows, vectors = table_vectors(loaded["gallery"].select(["alias", "image", "embedding"]))
-            if not np.isfinite(vectors).all():
-                raise LookalikeError(f"{folder / 'gallery.parquet'} is damaged (a descriptor is not finite): "
-                                     f"run `{command}` again")
-            if len(rows) != meta["size"]:
-                raise LookalikeError(f"{folder / INDEX_FILE} is damaged (size {meta['size']} but the gallery has "
-                                     f"{len(rows)} vectors): run `{command}` again")
-            names = {row["alias"]: row["name"] for row in loaded["people"].select(["alias", "name"]).to_pylist()}
-            return Published(generation, rows, vectors, names, loaded["calibration"], meta,
-                             open_search(folder, meta, vectors, command))
-    raise LookalikeError(f"{data.generations} changed {OPEN_ATTEMPTS} times while being read: try again")
+    for folder in _current_folder(data):
+        meta = read_index_meta(folder, command)
+        loaded = {name: _published_file(data, folder, meta, name, command) for name in PUBLISHED}
+        rows, vectors = table_vectors(loaded["gallery"].select(["alias", "image", "embedding"]))
+        if not np.isfinite(vectors).all():
+            raise LookalikeError(f"{folder / 'gallery.parquet'} is damaged (a descriptor is not finite): "
+                                 f"run `{command}` again")
+        if len(rows) != meta["size"]:
+            raise LookalikeError(f"{folder / INDEX_FILE} is damaged (size {meta['size']} but the gallery has "
+                                 f"{len(rows)} vectors): run `{command}` again")
+        names = {row["alias"]: row["name"] for row in loaded["people"].select(["alias", "name"]).to_pylist()}
+        return Published(folder.name, rows, vectors, names, loaded["calibration"], meta,
+                         open_search(folder, meta, vectors, command))
+
+
+def published_photos(data: DataDir) -> dict[str, str]:
+    """Each person's representative photo in the current generation, alias -> image path (the gallery's vectors
+    are not read)."""
+    command = data.command("index")
+    for folder in _current_folder(data):
+        gallery = _published_file(data, folder, read_index_meta(folder, command), "gallery", command,
+                                  ["alias", "image"])
+        return dict(zip(gallery.column("alias").to_pylist(), gallery.column("image").to_pylist()))
 
 
 def open_search(folder: Path, meta: dict, vectors, command: str):

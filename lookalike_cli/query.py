@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -55,14 +56,21 @@ class PhotoResult:
         """"reason: detail" of a photo that could not be used."""
         return f"{self.reason}: {self.detail}" if self.reason else None
 
-    def to_json(self) -> dict:
+    def to_json(self, photo_url: Callable[[str], str] | None = None) -> dict:
         """As ``query --json`` prints it: ``photo`` and ``faces``; ``faces_left_out`` when some were;
-        ``error`` ("reason: detail") and ``reason`` for a photo that could not be used."""
+        ``error`` ("reason: detail") and ``reason`` for a photo that could not be used. With ``photo_url``
+        (alias -> URL), each match has ``photo_url`` instead of ``image``, a path on this machine (for answers
+        sent to others)."""
         result: dict = {"photo": self.photo, "faces": [asdict(face) for face in self.faces]}
         if self.faces_left_out:
             result["faces_left_out"] = self.faces_left_out
         if self.reason:
             result |= {"error": self.error, "reason": self.reason}
+        if photo_url is not None:
+            for face in result["faces"]:
+                for match in face["matches"]:
+                    del match["image"]
+                    match["photo_url"] = photo_url(match["alias"])
         return result
 
 

@@ -124,3 +124,12 @@ def render_png(image: np.ndarray, faces: Sequence[FaceResult], scale: float = 1.
     buffer = io.BytesIO()
     render_answer(image, faces, scale).save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
+
+
+def thumbnail_jpeg(image: np.ndarray, side: int, quality: int = 85) -> bytes:
+    """An RGB image shrunk to at most ``side`` pixels on its longer side (never enlarged), as JPEG bytes."""
+    picture = Image.fromarray(image)
+    picture.thumbnail((side, side), Image.LANCZOS)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()

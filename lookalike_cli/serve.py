@@ -12,6 +12,10 @@ a body (``body_timeout``), the body's bytes and, when chunked, its chunks; a bod
 has a place in the recognizer, so the bytes held are at most its places times ``max_body_bytes``. The limits on
 connections and headers are kept by the HTTP protocol itself (``guarded_protocol``), before the app sees a
 request.
+
+``POST /query`` answers each match with the ``photo_url`` of its person instead of a path, and a multipart
+upload is kept in memory (never written to disk). ``GET /`` is the web page and ``GET /people/<alias>/photo`` a
+person's photo (``webpage.py``).
 """
 
 from __future__ import annotations
@@ -25,14 +29,15 @@ import socket
 import threading
 import time
 from collections import Counter, deque
+from contextlib import asynccontextmanager
 from http import HTTPStatus
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import AsyncIterator, Callable, Sequence
 
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -41,6 +46,7 @@ from .config import Config, ServeConfig
 from .errors import LookalikeError
 from .images import MAX_JPEG_SCANS
 from .recognizer import Busy, RecognitionFailed, RecognitionTimeout, Recognizer
+from .webpage import page_routes, photo_url
 
 log = logging.getLogger(__name__)
 
@@ -107,19 +113,33 @@ def limited_receive(receive, limit: int):
     return wrapped
 
 
+@asynccontextmanager
+async def form_in_memory(request: Request, limit: int) -> AsyncIterator[FormData]:
+    """The request's multipart form (one file, a few fields), held in memory: Starlette writes a file part over
+    its spool size (1 MB) to a temporary file, so the spool size is the body limit and an upload never touches
+    the disk."""
+    parser = MultiPartParser(request.headers, request.stream(), max_files=1, max_fields=20)
+    parser.spool_max_size = limit
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise BadRequest(f"a broken multipart form: {exc.message}") from None
+    try:
+        yield form
+    finally:
+        await form.close()
+
+
 async def read_photo(request: Request, limit: int) -> tuple[bytes, str]:
     """The photo's bytes and name, from a raw body or the first file of a multipart form (content types in any
     letter case); BodyTooLarge over ``limit`` bytes, BadRequest for a broken form."""
     limited = Request(request.scope, limited_receive(request.receive, limit))
     if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        try:
-            async with limited.form(max_files=1, max_fields=20) as form:
-                files = [value for value in form.values() if isinstance(value, UploadFile)]
-                if not files:
-                    raise BadRequest("the multipart form has no file: send the photo as a file field")
-                return await files[0].read(), files[0].filename or "upload"
-        except (MultiPartException, HTTPException) as exc:
-            raise BadRequest(f"a broken multipart form: {getattr(exc, 'message', None) or exc.detail}") from None
+        async with form_in_memory(limited, limit) as form:
+            files = [value for value in form.values() if isinstance(value, UploadFile)]
+            if not files:
+                raise BadRequest("the multipart form has no file: send the photo as a file field")
+            return await files[0].read(), files[0].filename or "upload"
     return await limited.body(), "upload"
 
 
@@ -180,10 +200,10 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
             return JSONResponse({"error": f"{what}: {result.error}", "reason": result.reason}, status_code=status)
         if output == "png":
             if picture is None:
-                return JSONResponse({"error": "no face found in the photo", "photos": [result.to_json()]},
-                                    status_code=422)
+                return JSONResponse({"error": "no face found in the photo",
+                                     "photos": [result.to_json(photo_url)]}, status_code=422)
             return Response(picture, media_type="image/png")
-        return JSONResponse({"photos": [result.to_json()]})
+        return JSONResponse({"photos": [result.to_json(photo_url)]})
 
     async def query(request: Request) -> Response:
         try:
@@ -213,7 +233,8 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
         return error(exc.status_code, exc.detail)
 
     app = Starlette(routes=[Route("/query", query, methods=["POST"]), Route("/healthz", healthz),
-                            Route("/stats", show_stats)], exception_handlers={HTTPException: http_error})
+                            Route("/stats", show_stats), *page_routes(recognizer.data_dir, config)],
+                    exception_handlers={HTTPException: http_error})
     return Counted(app, stats)
 
 

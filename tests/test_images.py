@@ -1,6 +1,8 @@
 """Decoding real image files made with Pillow: every mode and container a crawl brings in."""
 
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image, ImageOps

@@ -5,8 +5,6 @@ import io
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,9 +18,10 @@ from lookalike_cli.cli import cli
 from lookalike_cli.config import load_config
 from lookalike_cli.recognizer import Recognizer
 from lookalike_cli.serve import create_app, http_server, latency_percentiles
+from lookalike_cli.webpage import photo_url
 
 from conftest import DEMO, FAST, FIXTURES
-from servers import free_port, running, wait_until
+from servers import lookalike_serve, running, wait_until
 
 BODY_LIMIT = 600_000  # bytes: the demo portraits are about 60 kB, the no-face fixture 450 kB
 
@@ -65,7 +64,7 @@ def test_raw_body_answers_the_json_of_query(client, engine):
     path = DEMO / "selfie.jpg"
     response = client.post("/query", content=path.read_bytes(), headers={"content-type": "image/jpeg"})
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
-    expected = engine.query_file(path).to_json()
+    expected = engine.query_file(path).to_json(photo_url)  # photo URLs instead of the gallery's paths
     expected["photo"] = "upload"
     assert response.json() == {"photos": [expected]}
 
@@ -174,22 +173,10 @@ def test_a_photo_not_answered_in_time_is_504(built):
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_the_serve_command_runs_until_stopped(built, stop):
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "lookalike_cli", "serve", "--data-dir", str(built),
-                                "--port", str(port), "--workers", "1"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline()
-        assert f"on http://127.0.0.1:{port}/query" in line, (line, process.stderr.read())
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, what="healthz")
+    with lookalike_serve(built, stop=stop) as (url, process):
         assert best_alias(httpx.post(f"{url}/query", content=photo("bob-corker"), timeout=60)) == "bob-corker"
         workers = descendants(process.pid)
         assert len(workers) >= 2  # the forkserver and the worker (and multiprocessing's resource tracker)
-    finally:
-        process.send_signal(stop)
-        _, errors = process.communicate(timeout=30)
-    assert process.returncode == 0 and "Traceback" not in errors, errors
     wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), timeout=10,
                what="the worker processes to end")
 

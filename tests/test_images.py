@@ -189,4 +189,4 @@ def test_the_crawl_s_verifier_stops_a_slow_decode_and_goes_on(portrait):
         assert (caught.value.reason, caught.value.detail) == ("timeout", "not decoded within 0.5 s")
         with pytest.raises(ImageRejected, match="not_image|undecodable"):
             verifier.verify(b"<html>404</html>")
-        assert verifier.verify(encode(portrait, "PNG")) == ("PNG", portrait.width, portrait.height)
+        assert verifier.verify(encoded(portrait, "PNG")) == ("PNG", portrait.width, portrait.height)

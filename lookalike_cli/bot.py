@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import signal
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
@@ -104,10 +106,10 @@ class LookalikeBot:
     def __init__(self, recognizer: Recognizer, config: Config):
         self.recognizer = recognizer
         self.limit = config.serve.max_body_bytes
-        self.help = HELP.format(people=recognizer.gallery["people"], megabytes=self.limit / 1_000_000)
 
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await update.effective_message.reply_text(self.help)
+        await update.effective_message.reply_text(HELP.format(people=self.recognizer.gallery["people"],
+                                                              megabytes=self.limit / 1_000_000))
 
     async def on_other(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await update.effective_message.reply_text(NOT_A_PHOTO)
@@ -182,6 +184,9 @@ def run_bot(data_dir: str | Path, config: Config, token: str, on_ready: Callable
     hide_token_in_logs(token)
     recognizer = Recognizer(data_dir, config)
     recognizer.start()
+    recognizer.watch(config.serve.reload_seconds)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, recognizer.check_now)
     try:
         application = build_application(token, recognizer, config)
         url, host, port = config.bot.webhook_url, config.serve.host, config.serve.port

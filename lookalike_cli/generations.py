@@ -23,7 +23,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
@@ -167,20 +167,37 @@ def current_generation(data: DataDir) -> str:
     return generation
 
 
-@contextmanager
-def _reading(folder: Path) -> Iterator[bool]:
-    """Hold a shared lock on a generation while it is loaded; yields False when it was removed meanwhile."""
-    try:
-        fh = open(folder / READERS, "rb")
-    except FileNotFoundError:
-        yield False
-        return
-    with fh:
+def hold(data: DataDir, generation: str | None = None) -> tuple[str, BinaryIO]:
+    """Take a shared lock on a generation (the current one when None) and return its id and the open lock file:
+    no publication removes a generation while a process holds it. A reader holds one while it loads it; a server
+    holds the one it serves, so that a worker it replaces loads the same gallery again. The current generation,
+    when it is replaced and removed between reading ``CURRENT`` and locking, is looked up again."""
+    for _ in range(OPEN_ATTEMPTS):
+        name = generation or current_generation(data)
+        folder = data.generations / name
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_SH)
-        except OSError:  # a filesystem without locks: nothing removes generations under a reader there
-            pass
-        yield (folder / INDEX_FILE).exists()
+            fh = open(folder / READERS, "rb")
+        except FileNotFoundError:
+            fh = None
+        if fh is not None:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_SH)
+            except OSError:  # a filesystem without locks: nothing removes generations under a reader there
+                pass
+            if (folder / INDEX_FILE).exists():  # not removed while the lock was awaited
+                return name, fh
+            fh.close()
+        if generation is not None:
+            raise LookalikeError(f"generation {generation} of {data.root} was removed: it is no longer published")
+    raise LookalikeError(f"{data.generations} changed {OPEN_ATTEMPTS} times while being read: try again")
+
+
+@contextmanager
+def held(data: DataDir, generation: str | None = None) -> Iterator[Path]:
+    """The folder of a generation (the current one when None), held while the ``with`` block reads it."""
+    name, fh = hold(data, generation)
+    with fh:
+        yield data.generations / name
 
 
 def read_index_meta(folder: Path, command: str) -> dict:
@@ -188,18 +205,6 @@ def read_index_meta(folder: Path, command: str) -> dict:
         return load_json(folder / INDEX_FILE, INDEX_FIELDS)
     except ArtifactProblem as problem:
         raise LookalikeError(problem_message(folder / INDEX_FILE, problem, command)) from None
-
-
-def _current_folder(data: DataDir) -> Iterator[Path]:
-    """The current generation's folder, held (shared lock) while the loop body reading it runs: ``for folder in
-    _current_folder(data): ... return``. One replaced and removed since ``CURRENT`` was read is skipped, and
-    ``CURRENT`` read again."""
-    for _ in range(OPEN_ATTEMPTS):
-        folder = data.generations / current_generation(data)
-        with _reading(folder) as present:
-            if present:
-                yield folder
-    raise LookalikeError(f"{data.generations} changed {OPEN_ATTEMPTS} times while being read: try again")
 
 
 def _published_file(data: DataDir, folder: Path, meta: dict, name: str, command: str,
@@ -218,11 +223,11 @@ def _published_file(data: DataDir, folder: Path, meta: dict, name: str, command:
     return value
 
 
-def load_published(data: DataDir) -> Published:
-    """Load the current generation (gallery rows and vectors, names, calibration, index metadata), checking that
-    its files are the ones its ``index.json`` lists."""
+def load_published(data: DataDir, generation: str | None = None) -> Published:
+    """Load a generation (the current one when None): gallery rows and vectors, names, calibration, index
+    metadata, checking that its files are the ones its ``index.json`` lists."""
     command = data.command("index")
-    for folder in _current_folder(data):
+    with held(data, generation) as folder:
         meta = read_index_meta(folder, command)
         loaded = {name: _published_file(data, folder, meta, name, command) for name in PUBLISHED}
         rows, vectors = table_vectors(loaded["gallery"].select(["alias", "image", "embedding"]))
@@ -237,11 +242,11 @@ def load_published(data: DataDir) -> Published:
                          open_search(folder, meta, vectors, command))
 
 
-def published_photos(data: DataDir) -> dict[str, str]:
-    """Each person's representative photo in the current generation, alias -> image path (the gallery's vectors
-    are not read)."""
+def published_photos(data: DataDir, generation: str | None = None) -> dict[str, str]:
+    """Each person's representative photo in a generation (the current one when None), alias -> image path
+    (the gallery's vectors are not read)."""
     command = data.command("index")
-    for folder in _current_folder(data):
+    with held(data, generation) as folder:
         gallery = _published_file(data, folder, read_index_meta(folder, command), "gallery", command,
                                   ["alias", "image"])
         return dict(zip(gallery.column("alias").to_pylist(), gallery.column("image").to_pylist()))
@@ -262,15 +267,12 @@ def open_search(folder: Path, meta: dict, vectors, command: str):
     return HnswIndex.load(path, meta["size"], int(meta["hnsw"].get("efSearch", 400)))
 
 
-def published_summary(data: DataDir) -> dict:
-    """The figures of the current generation, from its JSON files alone (no table is loaded)."""
-    generation = current_generation(data)
-    folder = data.generations / generation
-    meta = read_index_meta(folder, data.command("index"))
-    try:
-        calibration = load_json(folder / "calibration.json", JSON_FIELDS["calibration"])
-    except ArtifactProblem as problem:
-        raise LookalikeError(problem_message(folder / "calibration.json", problem, data.command("index"))) from None
-    return {"generation": generation, "backend": meta["backend"], "size": meta["size"],
+def published_summary(data: DataDir, generation: str | None = None) -> dict:
+    """The figures of a generation (the current one when None), from its JSON files alone (no table is read)."""
+    command = data.command("index")
+    with held(data, generation) as folder:
+        meta = read_index_meta(folder, command)
+        calibration = _published_file(data, folder, meta, "calibration", command)
+    return {"generation": folder.name, "backend": meta["backend"], "size": meta["size"],
             "people": calibration.get("people"), "calibration": {
                 key: calibration[key] for key in ("mean", "std", "count", "min_similarity")}}

@@ -81,9 +81,11 @@ class Lookalike:
     >>> engine.query_file("me.jpg").faces[0].matches[0].name
     """
 
-    def __init__(self, data_dir: str | Path, config: Config = Config(), models: FaceModels | None = None):
+    def __init__(self, data_dir: str | Path, config: Config = Config(), models: FaceModels | None = None,
+                 generation: str | None = None):
+        """Load the gallery published in ``data_dir`` (the generation named, or the current one)."""
         self.config = config
-        published = load_published(DataDir(data_dir))
+        published = load_published(DataDir(data_dir), generation)
         self.generation = published.generation
         self.gallery = published.rows
         self.names = published.names

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 
 from .artifacts import DataDir
 from .config import Config
 from .errors import LookalikeError
-from .generations import published_summary
+from .generations import current_generation, hold, published_summary
 from .images import ImageRejected, decode_image
 from .parallel import ProcessPool, TaskFailed, resolve_workers
 from .query import Lookalike, PhotoResult
@@ -42,10 +43,10 @@ class RecognitionFailed(Exception):
 _engine: Lookalike | None = None
 
 
-def load_engine(data_dir: str, config: Config) -> None:
-    """Worker initializer: load the gallery and dlib's models into this worker process."""
+def load_engine(data_dir: str, config: Config, generation: str) -> None:
+    """Worker initializer: load a generation of the gallery and dlib's models into this worker process."""
     global _engine
-    _engine = Lookalike(data_dir, config)
+    _engine = Lookalike(data_dir, config, generation=generation)
     _engine.models  # load now, not on the first photo
 
 
@@ -74,12 +75,21 @@ class Recognizer:
         self.workers = resolve_workers(config.runtime.workers)
         self.capacity = self.workers + config.serve.queue_size
         self.timeout = config.serve.request_timeout
-        # The gallery's figures from its JSON files (and a one-line error for a data directory without one);
-        # the gallery itself is loaded by the workers only.
-        self.gallery = published_summary(DataDir(data_dir))
+        self.data = DataDir(data_dir)
+        # The generation served is held, so that no publication removes it while a replaced worker may load it
+        # again; its figures come from its JSON files (the gallery itself is loaded by the workers only).
+        self.generation, self._held = hold(self.data)
+        self.gallery = published_summary(self.data, self.generation)
         self._taken = 0
         self._lock = threading.Lock()
-        self._pool = ProcessPool(self.workers, load_engine, (self.data_dir, config))
+        self._pool = self._new_pool(self.generation)
+        self._switching = threading.Lock()
+        self._check = threading.Event()
+        self._closing = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def _new_pool(self, generation: str) -> ProcessPool:
+        return ProcessPool(self.workers, load_engine, (self.data_dir, self.config, generation))
 
     def start(self) -> None:
         """Start the workers and wait until each has loaded the gallery and the models."""
@@ -90,7 +100,60 @@ class Recognizer:
             raise LookalikeError(f"the recognition workers could not load {self.data_dir}: {exc}") from None
 
     def close(self) -> None:
+        self._closing.set()
+        self._check.set()
+        if self._watcher is not None:
+            self._watcher.join()
         self._pool.close()
+        self._held.close()
+
+    def switch_to_published(self) -> bool:
+        """Serve the current generation if it is not the one served: a new pool loads it while the old one goes
+        on answering; photos then go to the new one, and the old one stops once its photos are answered (at the
+        latest after the request timeout). Returns whether it switched; LookalikeError if the new generation
+        cannot be loaded (the old one is still served)."""
+        with self._switching:
+            if current_generation(self.data) == self.generation:
+                return False
+            generation, held_file = hold(self.data)
+            pool = self._new_pool(generation)
+            try:
+                pool.start()
+                gallery = published_summary(self.data, generation)
+            except LookalikeError:
+                pool.close()
+                held_file.close()
+                raise
+            old_pool, old_held = self._pool, self._held
+            self._pool, self._held, self.generation, self.gallery = pool, held_file, generation, gallery
+        log.warning("now answering from generation %s (%d people)", generation, gallery["people"] or 0)
+        deadline = time.monotonic() + self.timeout + 1
+        while old_pool.queued + old_pool.busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+        old_pool.close()
+        old_held.close()
+        return True
+
+    def watch(self, seconds: float) -> None:
+        """Switch to a newly published generation, checking every ``seconds`` (0: only when ``check_now`` is
+        called, as ``serve`` and ``bot`` do on SIGHUP), in a thread of this process."""
+        def watching() -> None:
+            while not self._closing.is_set():
+                self._check.wait(seconds or None)
+                self._check.clear()
+                if self._closing.is_set():
+                    return
+                try:
+                    self.switch_to_published()
+                except LookalikeError as exc:
+                    log.warning("still answering from generation %s: %s", self.generation, exc)
+
+        self._watcher = threading.Thread(target=watching, name="generation-watch", daemon=True)
+        self._watcher.start()
+
+    def check_now(self, *_signal_args) -> None:
+        """Look for a newly published generation at once (a signal handler)."""
+        self._check.set()
 
     @property
     def pending(self) -> int:

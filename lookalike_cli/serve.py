@@ -233,7 +233,7 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
         return error(exc.status_code, exc.detail)
 
     app = Starlette(routes=[Route("/query", query, methods=["POST"]), Route("/healthz", healthz),
-                            Route("/stats", show_stats), *page_routes(recognizer.data_dir, config)],
+                            Route("/stats", show_stats), *page_routes(recognizer, config)],
                     exception_handlers={HTTPException: http_error})
     return Counted(app, stats)
 
@@ -394,6 +394,9 @@ def serve(data_dir: str | Path, config: Config, on_ready: Callable[[str], None] 
         signal.signal(signal.SIGTERM, stop_on_terminate)  # uvicorn re-raises it after its graceful shutdown
     try:
         recognizer.start()
+        recognizer.watch(config.serve.reload_seconds)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, recognizer.check_now)
         host, port = sock.getsockname()[:2]
         on_ready(f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}")
         http_server(create_app(recognizer, config), config).run(sockets=[sock])

@@ -15,18 +15,20 @@ import hashlib
 import logging
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .artifacts import DataDir
 from .config import Config
 from .generations import published_photos
 from .images import ImageRejected, read_image
 from .render import thumbnail_jpeg
+
+if TYPE_CHECKING:
+    from .recognizer import Recognizer
 
 log = logging.getLogger(__name__)
 
@@ -63,26 +65,31 @@ def page_file(body: bytes, media_type: str):
     return endpoint
 
 
-def page_routes(data_dir: str | Path, config: Config) -> list[Route]:
-    """The routes of people's photos, and of the page unless ``serve.page`` is off."""
+def page_routes(recognizer: Recognizer, config: Config) -> list[Route]:
+    """The routes of people's photos (of the generation the recognizer serves), and of the page unless
+    ``serve.page`` is off."""
     import anyio.to_thread
 
-    photos = published_photos(DataDir(data_dir))
     limiter = anyio.CapacityLimiter(THUMBNAIL_THREADS)
 
+    @lru_cache(maxsize=2)
+    def photos(generation: str) -> dict[str, str]:
+        return published_photos(recognizer.data, generation)
+
     @lru_cache(maxsize=CACHED_THUMBNAILS)
-    def thumbnail(alias: str) -> bytes | None:
+    def thumbnail(path: str) -> bytes | None:
         try:
-            return thumbnail_jpeg(read_image(photos[alias], config.filter.max_image_pixels), THUMBNAIL_SIDE)
+            return thumbnail_jpeg(read_image(path, config.image).pixels, THUMBNAIL_SIDE)
         except ImageRejected as exc:
-            log.warning("cannot show the photo of %s: %s", alias, exc)
+            log.warning("cannot show the photo %s: %s", path, exc)
             return None
 
     async def person_photo(request: Request) -> Response:
         alias = request.path_params["alias"]
-        if alias not in photos:
+        path = photos(recognizer.generation).get(alias)
+        if path is None:
             return JSONResponse({"error": "there is no such person in the gallery"}, status_code=404)
-        body = await anyio.to_thread.run_sync(thumbnail, alias, limiter=limiter)
+        body = await anyio.to_thread.run_sync(thumbnail, path, limiter=limiter)
         if body is None:
             return JSONResponse({"error": "this person's photo cannot be read"}, status_code=404)
         return revalidated(request, body, "image/jpeg", f"public, max-age={PHOTO_MAX_AGE}")

@@ -13,6 +13,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute)
 import pyarrow.parquet as pq
 import pytest
 
@@ -194,3 +196,59 @@ def test_a_data_directory_from_before_generations_is_published_by_index(built, e
     build_index(data, fast_config)
     assert not (data / "index").exists()
     assert answer(data, fast_config, engine.models) == answer(built, fast_config, engine.models)
+
+
+def publish_without(data: Path, alias: str, config) -> str:
+    """Publish a new generation of ``data`` whose gallery lacks ``alias`` (no dlib: from its embeddings)."""
+    from lookalike_cli import build_index, calibrate, clean_identities
+
+    store = DataDir(data)
+    with store.locked("test"):
+        embeddings = store.read("embeddings")
+        store.write("embeddings", embeddings.filter(pa.compute.not_equal(embeddings["alias"], alias)))
+        clean_identities(data, config)
+        calibrate(data, config)
+        return build_index(data, config).generation
+
+
+@pytest.mark.slow
+def test_serve_switches_to_a_new_generation_on_sighup_without_a_failed_answer(built, fast_config, tmp_path):
+    import signal
+    import threading
+
+    import httpx
+
+    from servers import lookalike_serve, wait_until
+
+    data = tmp_path / "data"
+    shutil.copytree(built, data)
+    first = (data / "generations" / "CURRENT").read_text().strip()
+    photo = (DEMO / "images" / "bob-corker.jpg").read_bytes()
+    with lookalike_serve(data, "--reload-seconds", "0") as (url, process):
+        answers, stop = [], threading.Event()
+
+        def ask_all_the_time():
+            while not stop.is_set():
+                response = httpx.post(f"{url}/query", content=photo, timeout=60)
+                answers.append((response.status_code, response.json()["photos"][0]["faces"][0]["matches"][0]["alias"]
+                                if response.status_code == 200 else response.text))
+
+        asker = threading.Thread(target=ask_all_the_time)
+        asker.start()
+        try:
+            second = publish_without(data, "bob-corker", fast_config)
+            assert httpx.get(f"{url}/stats").json()["generation"] == first  # until told
+            assert (data / "generations" / first).is_dir()  # held by the server: not removed
+            process.send_signal(signal.SIGHUP)
+            wait_until(lambda: httpx.get(f"{url}/stats").json()["generation"] == second, timeout=120,
+                       what="the server to answer from the new generation")
+            count = len(answers)
+            wait_until(lambda: len(answers) > count + 2, timeout=60, what="answers from the new generation")
+        finally:
+            stop.set()
+            asker.join()
+        assert all(status == 200 for status, _ in answers), answers
+        assert answers[0][1] == "bob-corker" and answers[-1][1] != "bob-corker"
+        third = publish_without(data, "ami-bera", fast_config)  # the first is free now: removed; the second held
+        left = {path.name for path in (data / "generations").iterdir()}
+        assert left == {"CURRENT", second, third}

@@ -280,6 +280,28 @@ def eval_command(images_dir: Path, distractors_dir: Path | None, skip_distractor
     click.echo(f"wrote {out_dir / 'eval.json'} and {out_dir / 'eval.png'}")
 
 
+STDIN = Path("-")
+
+
+def standard_input(policy):
+    """The bytes of standard input (a photo given as ``-``), at most ``policy.max_file_bytes``; a PhotoResult
+    with the reason when there are more."""
+    from .images import ImageRejected, read_capped
+    from .query import PhotoResult
+
+    try:
+        return read_capped(sys.stdin.buffer, policy.max_file_bytes)
+    except ImageRejected as exc:
+        return PhotoResult.rejected("-", exc)
+
+
+def answer_photo(engine, photo: Path, stdin):
+    """The answer for one PHOTO argument: a file, or ``-`` with the bytes (or the rejection) of standard input."""
+    if photo != STDIN:
+        return engine.query_file(photo)
+    return engine.query_bytes(stdin, "-") if isinstance(stdin, bytes) else stdin
+
+
 def check_new_file(path: Path | None) -> None:
     """Refuse an output path that exists and is not a regular file (a link, a device, a folder): it is written
     by temp file and rename, which would replace the link or device itself."""
@@ -309,7 +331,7 @@ def format_photo(result) -> list[str]:
 @config_options(*DLIB_SECTIONS, "query")
 @with_config
 def query_command(photos: tuple[Path, ...], data_dir: Path, as_json: bool, out: Path | None, config) -> None:
-    """Find the people of the gallery who look most like the faces in PHOTOS.
+    """Find the people of the gallery who look most like the faces in PHOTOS (- reads one from standard input).
 
     Exits with status 1 when a photo has no face or cannot be read.
     """
@@ -319,13 +341,14 @@ def query_command(photos: tuple[Path, ...], data_dir: Path, as_json: bool, out: 
         raise LookalikeError(f"--out draws the answer for one photo, but {len(photos)} were given")
     check_new_file(out)
     engine = Lookalike(data_dir, config)
-    results = [engine.query_file(photo) for photo in photos]
+    stdin = standard_input(config.image) if STDIN in photos else None
+    results = [answer_photo(engine, photo, stdin) for photo in photos]
     if out is not None and results[0].faces:
         from .artifacts import write_bytes
-        from .images import read_image
+        from .images import decode_image, read_image
         from .render import render_png
 
-        decoded = read_image(photos[0], config.image)
+        decoded = decode_image(stdin, config.image) if photos[0] == STDIN else read_image(photos[0], config.image)
         picture = render_png(decoded.pixels, results[0].faces, decoded.scale)
         check_new_file(out)
         write_bytes(out, picture)

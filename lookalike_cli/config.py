@@ -74,6 +74,8 @@ class ImageConfig:
     image_formats: str = setting("JPEG PNG WEBP GIF BMP", "image formats read, by Pillow's names separated by "
                                  "spaces; other files are rejected (unsupported_format) before a decoder sees "
                                  "them", choices=IMAGE_FORMATS, several=True)
+    max_file_bytes: int = setting(50_000_000, "reject image files (or standard input) larger than this many "
+                                              "bytes, reading no further", min=1)
     max_image_pixels: int = setting(40_000_000, "reject images with more pixels, from their header, before "
                                                 "decoding them", min=1)
     max_decoded_bytes: int = setting(200_000_000, "memory decoding an image may take (Pillow's image and the "

@@ -19,7 +19,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Literal
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Literal
 
 import numpy as np
 
@@ -380,9 +380,20 @@ def _pixels(image) -> np.ndarray:
     return out
 
 
-def read_image(path: str | Path, policy: ImageConfig, max_bytes: int | None = None) -> Decoded:
+def read_capped(stream: BinaryIO, limit: int) -> bytes:
+    """At most ``limit`` bytes of a stream; ImageRejected (too_large) when it holds more, read no further."""
+    try:
+        data = stream.read(limit + 1)
+    except OSError as exc:
+        raise ImageRejected("unreadable", exc.strerror or str(exc)) from None
+    if len(data) > limit:
+        raise ImageRejected("too_large", f"the file is over the limit of {limit} bytes")
+    return data
+
+
+def read_image(path: str | Path, policy: ImageConfig) -> Decoded:
     """Read and decode an image file (see decode_image): a regular file only (a FIFO or a device is never
-    read, so ``/dev/zero`` cannot fill memory), of at most ``max_bytes``."""
+    read, so ``/dev/zero`` cannot fill memory), of at most ``policy.max_file_bytes``."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
     except OSError as exc:
@@ -390,10 +401,5 @@ def read_image(path: str | Path, policy: ImageConfig, max_bytes: int | None = No
     with os.fdopen(fd, "rb") as fh:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ImageRejected("unreadable", "not a regular file")
-        try:
-            data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
-        except OSError as exc:
-            raise ImageRejected("unreadable", exc.strerror or str(exc)) from None
-    if max_bytes is not None and len(data) > max_bytes:
-        raise ImageRejected("too_large", f"the file is over the limit of {max_bytes} bytes")
+        data = read_capped(fh, policy.max_file_bytes)
     return decode_image(data, policy)

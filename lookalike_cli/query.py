@@ -14,7 +14,7 @@ from .config import Config
 from .errors import LookalikeError
 from .generations import load_published
 from .geometry import scale_box
-from .images import ImageReason, ImageRejected, read_image
+from .images import ImageReason, ImageRejected, decode_image, read_image
 from .models import Face, FaceModels, model_id, parse_embed_key
 from .similarity import Calibration
 
@@ -153,6 +153,14 @@ class Lookalike:
     def query_image(self, image: np.ndarray, top_k: int | None = None) -> list[FaceResult]:
         """The faces of an RGB image (the ``query.max_faces`` largest) with their nearest people."""
         return self.answer_image(image, top_k=top_k).faces
+
+    def query_bytes(self, data: bytes, photo: str = "", top_k: int | None = None) -> PhotoResult:
+        """A photo's bytes (an upload, standard input): its faces and matches, or ``reason`` set."""
+        try:
+            decoded = decode_image(data, self.config.image)
+        except ImageRejected as exc:
+            return PhotoResult.rejected(photo, exc)
+        return self.answer_image(decoded.pixels, photo, top_k, decoded.scale)
 
     def query_file(self, path: str | Path, top_k: int | None = None) -> PhotoResult:
         """A photo file's faces and matches; an unusable file gives a result with ``reason`` set."""

@@ -170,3 +170,19 @@ def test_the_image_settings_reach_embed_as_they_reach_filter(tmp_path):
     assert "2 of 3 images accepted" in filtered and "rejected too_large: 1" in filtered
     assert "embed: 2 face descriptors" in run("embed", "--data-dir", data, "--num-jitters", "1", "--workers", "1",
                                                "--config", config).output
+
+
+def test_a_photo_from_standard_input_is_answered_and_capped(built, tmp_path):
+    from click.testing import CliRunner
+
+    photo = (DEMO / "images" / "bob-corker.jpg").read_bytes()
+    out = tmp_path / "answer.png"
+    result = CliRunner().invoke(cli, ["query", "-", "--data-dir", str(built), "--json", "--out", str(out)],
+                                input=photo)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["photos"][0]["faces"][0]["matches"][0]["alias"] == "bob-corker"
+    assert out.read_bytes().startswith(b"\x89PNG")
+    result = CliRunner().invoke(cli, ["query", "-", "--data-dir", str(built), "--max-file-bytes", "1000"],
+                                input=photo)
+    assert result.exit_code == 1
+    assert result.output.strip() == "-: cannot read the image (too_large: the file is over the limit of 1000 bytes)"

@@ -4,6 +4,7 @@ A photo (or an image sent as a file) is answered with the best match of every fa
 picture of ``query --out``. Replies go through python-telegram-bot's AIORateLimiter (Telegram allows a bot
 about 30 messages a second). The token comes from ``LOOKALIKE_BOT_TOKEN`` and is never logged. The bot polls
 Telegram, or with ``webhook_url`` set, registers that webhook (with a fresh secret) and listens on host:port.
+Every photo's answer is recorded by the monitor (``monitor.py``: the answer log, metrics on ``metrics_port``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import secrets
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
@@ -22,14 +24,16 @@ from telegram.error import BadRequest
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, CommandHandler, ContextTypes, filters
 from telegram.ext import MessageHandler
 
+from .answer_log import photo_status
 from .catalog import display_name
 from .config import Config
 from .errors import LookalikeError
+from .monitor import Monitor
 from .recognizer import Busy, RecognitionFailed, RecognitionTimeout, Recognizer
 from .render import MAX_PANELS
 
 if TYPE_CHECKING:
-    from .query import FaceResult
+    from .query import FaceResult, PhotoResult
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +107,9 @@ def caption(faces: list[FaceResult]) -> str:
 class LookalikeBot:
     """The bot's handlers, answering photos with a recognizer."""
 
-    def __init__(self, recognizer: Recognizer, config: Config):
+    def __init__(self, recognizer: Recognizer, config: Config, monitor: Monitor):
         self.recognizer = recognizer
+        self.monitor = monitor
         self.limit = config.serve.max_body_bytes
 
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -116,28 +121,35 @@ class LookalikeBot:
 
     async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
+        started = time.perf_counter()
+        status, result = await self.answer(message)
+        self.monitor.answered(status, time.perf_counter() - started, result, client=str(message.chat_id))
+
+    async def answer(self, message: Message) -> tuple[str, PhotoResult | None]:
+        """Reply to a photo; returns the answer's status (see answer_log.STATUSES) and the worker's result."""
         try:
             with self.recognizer.place() as place:  # taken before the file is downloaded: bounded memory
                 data, refusal = await self.download(message)
                 if data is None:
                     await message.reply_text(refusal)
-                    return
+                    return "too_big", None
                 name = getattr(message.document, "file_name", None) or "photo"
                 result, picture = await place.recognize(data, name, picture=True)
         except Busy:
             await message.reply_text(BUSY)
-            return
+            return "busy", None
         except RecognitionTimeout:
             await message.reply_text(TIMEOUT)
-            return
+            return "timeout", None
         except RecognitionFailed:
             await message.reply_text(FAILED)
-            return
+            return "failed", None
         if result.reason or not result.faces:
             await message.reply_text(TOO_MANY_PIXELS if result.reason == "too_large" else
                                      BROKEN if result.reason else NO_FACE)
-            return
-        await message.reply_photo(picture, caption=caption(result.faces), filename="lookalike.png")
+        else:
+            await message.reply_photo(picture, caption=caption(result.faces), filename="lookalike.png")
+        return photo_status(result), result
 
     async def download(self, message: Message) -> tuple[bytes | None, str | None]:
         """The photo's bytes, or None and the reply that says why not."""
@@ -164,10 +176,10 @@ def smooth_rate_limiter(per_second: float) -> AIORateLimiter:
     return AIORateLimiter(overall_max_rate=1, overall_time_period=1 / per_second, max_retries=3)
 
 
-def build_application(token: str, recognizer: Recognizer, config: Config) -> Application:
+def build_application(token: str, recognizer: Recognizer, config: Config, monitor: Monitor) -> Application:
     """The python-telegram-bot application with the handlers, the rate limiter and the configured Bot API."""
     settings = config.bot
-    bot = LookalikeBot(recognizer, config)
+    bot = LookalikeBot(recognizer, config, monitor)
     application = (ApplicationBuilder().token(token).base_url(settings.bot_api_url)
                    .base_file_url(settings.bot_file_url)
                    .rate_limiter(smooth_rate_limiter(settings.bot_max_rate))
@@ -187,9 +199,13 @@ def run_bot(data_dir: str | Path, config: Config, token: str, on_ready: Callable
     recognizer.watch(config.serve.reload_seconds)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGHUP, recognizer.check_now)
+    monitor = None
     try:
-        application = build_application(token, recognizer, config)
+        monitor = Monitor(config, "bot", recognizer)
         url, host, port = config.bot.webhook_url, config.serve.host, config.serve.port
+        if config.bot.metrics_port:
+            monitor.serve_metrics(host, config.bot.metrics_port)
+        application = build_application(token, recognizer, config, monitor)
         if url:
             on_ready(f"listening on {host}:{port} for the webhook {url}")
             application.run_webhook(listen=host, port=port, url_path=urlsplit(url).path.lstrip("/"),
@@ -199,4 +215,6 @@ def run_bot(data_dir: str | Path, config: Config, token: str, on_ready: Callable
             on_ready("polling Telegram")
             application.run_polling(allowed_updates=["message"])
     finally:
+        if monitor is not None:
+            monitor.close()
         recognizer.close()

@@ -328,13 +328,14 @@ def format_photo(result) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also draw the answer as a PNG: each face beside its best match, name and percent (one PHOTO).")
-@config_options(*DLIB_SECTIONS, "query")
+@config_options(*DLIB_SECTIONS, "query", "answers")
 @with_config
 def query_command(photos: tuple[Path, ...], data_dir: Path, as_json: bool, out: Path | None, config) -> None:
     """Find the people of the gallery who look most like the faces in PHOTOS (- reads one from standard input).
 
     Exits with status 1 when a photo has no face or cannot be read.
     """
+    from .answer_log import query_files
     from .query import Lookalike
 
     if out is not None and len(photos) != 1:
@@ -342,7 +343,7 @@ def query_command(photos: tuple[Path, ...], data_dir: Path, as_json: bool, out: 
     check_new_file(out)
     engine = Lookalike(data_dir, config)
     stdin = standard_input(config.image) if STDIN in photos else None
-    results = [answer_photo(engine, photo, stdin) for photo in photos]
+    results = query_files(engine, photos, config.answers, lambda photo: answer_photo(engine, photo, stdin))
     if out is not None and results[0].faces:
         from .artifacts import write_bytes
         from .images import decode_image, read_image
@@ -366,7 +367,7 @@ def query_command(photos: tuple[Path, ...], data_dir: Path, as_json: bool, out: 
         sys.exit(1)
 
 
-SERVING_SECTIONS = (*DLIB_SECTIONS, "query", "serve")
+SERVING_SECTIONS = (*DLIB_SECTIONS, "query", "serve", "answers")
 
 
 @cli.command("serve")
@@ -401,6 +402,34 @@ def bot_command(data_dir: Path, config) -> None:
 
     token = bot_token()
     run_bot(data_dir, config, token, on_ready=lambda how: click.echo(f"lookalike bot: {how} (Ctrl-C stops)"))
+
+
+@cli.command("stats")
+@click.option("--log", "logs", type=click.Path(dir_okay=False, path_type=Path), multiple=True, required=True,
+              help="An answer log of serve, bot or query --log (repeatable: FILE, FILE.1 ...).")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw the similarity histogram and the rank-frequency curve into this PNG.")
+@click.option("--top", type=click.IntRange(1, 100_000), default=10, help="How many of the most frequent best "
+              "matches to list.")
+def stats_command(logs: tuple[Path, ...], data_dir: Path, as_json: bool, png: Path | None, top: int) -> None:
+    """What the public got: coverage of the gallery, most frequent and never matched people, hubs.
+
+    Reads answer logs (answers.log) and measures them against the current gallery of DATA_DIR.
+    """
+    from .answer_stats import answer_stats, format_stats, stats_png
+    from .artifacts import write_bytes
+
+    check_new_file(png)
+    report = answer_stats(logs, data_dir, top)
+    if png is not None:
+        write_bytes(png, stats_png(report))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for line in format_stats(report):
+            click.echo(line)
 
 
 @cli.command("info")

@@ -164,6 +164,10 @@ class ServeConfig:
                                           "it is loaded (0: only on SIGHUP)", min=0.0, max=86_400.0)
     page: bool = setting(True, "serve the web page at /, where people upload a selfie (false, --no-page: the "
                                  "HTTP API alone)")
+    metrics: bool = setting(True, "count answers for Prometheus: GET /metrics of serve, --metrics-port of bot "
+                                  "(false, --no-metrics: no counting)")
+    client_salt: str = setting("", "put a salted hash of the client (HTTP address, Telegram chat) in the answer "
+                                   "log, with this secret of the deployment (empty: no client in the log)")
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,20 @@ class BotConfig:
                                         "30)", min=0.1, max=1000.0)
     webhook_url: str = setting("", "public HTTPS URL Telegram posts updates to, forwarded to host:port "
                                    "(empty: the bot polls)")
+    metrics_port: int = setting(0, "port on --host where the bot answers Prometheus' GET /metrics (0: none)",
+                                min=0, max=65535)
+
+
+@dataclass(frozen=True)
+class AnswersConfig:
+    log: str = setting("", "append one JSON line per answered photo to this file (serve, bot, query): time, "
+                           "gallery, status, latency, best matches; never the photo, a path, a chat id or an "
+                           "address (empty: no answer log)")
+    log_max_bytes: int = setting(100_000_000, "start a new answer log when it would grow over this many bytes "
+                                              "(the full one becomes FILE.1, the older ones FILE.2...)",
+                                 min=1000)
+    log_backups: int = setting(10, "full answer logs kept (FILE.1 ... FILE.N); older ones are removed",
+                               min=1, max=10_000)
 
 
 @dataclass(frozen=True)
@@ -192,6 +210,7 @@ class Config:
     query: QueryConfig = field(default_factory=QueryConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     bot: BotConfig = field(default_factory=BotConfig)
+    answers: AnswersConfig = field(default_factory=AnswersConfig)
 
 
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]

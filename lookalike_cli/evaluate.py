@@ -28,6 +28,7 @@ from .errors import LookalikeError
 from .geometry import box_area
 from .images import ImageRejected, list_gallery, read_image
 from .pipeline import build
+from .plots import png_bytes, require_matplotlib
 from .query import Lookalike
 from .search import ExactIndex
 
@@ -149,18 +150,6 @@ def photos_by_person(folder: Path, what: str) -> dict[str, list[str]]:
     return dict(photos)
 
 
-def require_matplotlib():
-    try:
-        import matplotlib
-    except ImportError:
-        raise LookalikeError("lookalike eval draws its histogram with matplotlib, which is not installed: "
-                             "pip install 'lookalike[eval]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def lay_out(root: Path, entries: list[tuple[str, str, str]]) -> dict[str, str]:
     """Copy (folder, photo, identity) entries to ``root/<folder>/NNN.ext`` (the build refuses links that leave
     its folder); returns every copy's true identity."""
@@ -203,7 +192,7 @@ def evaluate(images_dir: str | Path, out_dir: str | Path, distractors_dir: str |
              config: Config = Config()) -> dict:
     """Split, build in a temporary data directory, answer the probes and measure; writes ``eval.json`` and
     ``eval.png`` (distance histograms of same and different people) to ``out_dir``; returns the report."""
-    plt = require_matplotlib()
+    plt = require_matplotlib("eval")
     labelled = photos_by_person(Path(images_dir), "images")
     distractors = photos_by_person(Path(distractors_dir), "distractors") if distractors_dir else {}
     same_people = {same_alias(alias) for alias in list(labelled) + list(skip_distractors)}
@@ -326,8 +315,6 @@ def measure(data: Path, probes: list[tuple[str, str]], truth: dict[str, str], co
 
 def histogram_png(plt, same: np.ndarray, different: np.ndarray, report: dict) -> bytes:
     """A PNG of the distance histograms of same-person and different-person pairs."""
-    import io
-
     figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100)
     bins = np.linspace(0.0, max(float(different.max(initial=1.0)), float(same.max(initial=1.0))), 80)
     axes.hist(different, bins=bins, density=True, alpha=0.6, label=f"different people ({len(different)} pairs)")
@@ -341,11 +328,7 @@ def histogram_png(plt, same: np.ndarray, different: np.ndarray, report: dict) ->
     axes.set_ylabel("density")
     axes.set_title("lookalike eval: distances between photos")
     axes.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(plt, figure)
 
 
 def format_report(report: dict) -> list[str]:

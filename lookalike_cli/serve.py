@@ -15,7 +15,8 @@ request.
 
 ``POST /query`` answers each match with the ``photo_url`` of its person instead of a path, and a multipart
 upload is kept in memory (never written to disk). ``GET /`` is the web page and ``GET /people/<alias>/photo`` a
-person's photo (``webpage.py``).
+person's photo (``webpage.py``). ``GET /metrics`` gives the counts for Prometheus; every /query answer counted in
+/stats is also recorded by the monitor (``monitor.py``: the metrics, and the answer log).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from starlette.routing import Route
 from .config import Config, ServeConfig
 from .errors import LookalikeError
 from .images import MAX_JPEG_SCANS
+from .monitor import Monitor, http_status
+from .query import PhotoResult
 from .recognizer import Busy, RecognitionFailed, RecognitionTimeout, Recognizer
 from .webpage import page_routes, photo_url
 
@@ -67,17 +70,22 @@ def latency_percentiles(seconds: Sequence[float], percents: Sequence[float] = (5
 
 class RequestStats:
     """Counts of /query answers by status (refusals by the protocol included), and the latencies of the
-    answered ones."""
+    answered ones; each answer is also recorded by the ``monitor``, if any."""
 
-    def __init__(self):
+    def __init__(self, monitor: Monitor | None = None):
         self.started = time.monotonic()
         self.statuses: Counter[int] = Counter()
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.monitor = monitor
 
-    def record(self, status: int, seconds: float = 0.0) -> None:
+    def record(self, status: int, seconds: float = 0.0, result: PhotoResult | None = None,
+               client: str | None = None) -> None:
+        """Count an answer: its HTTP status, seconds, the worker's result (if one answered) and the client."""
         self.statuses[status] += 1
         if status == 200:
             self.latencies.append(seconds)
+        if self.monitor is not None:
+            self.monitor.answered(http_status(status, result), seconds, result, client=client, code=status)
 
     def retry_after(self, waiting: int, workers: int) -> int:
         """Seconds after which a rejected client may try again: the queue ahead of it, at the median latency."""
@@ -162,7 +170,8 @@ def limits_in_force(config: Config) -> dict:
 
 def create_app(recognizer: Recognizer, config: Config) -> Counted:
     """The API over a started recognizer; its request counts are ``.stats``."""
-    stats = RequestStats()
+    monitor = Monitor(config, "http", recognizer)
+    stats = RequestStats(monitor)
     serving = config.serve
     limit = serving.max_body_bytes
 
@@ -194,6 +203,7 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
             return error(504, f"the photo was not answered within {recognizer.timeout:g} s")
         except RecognitionFailed as exc:
             return error(500, f"a recognition worker failed on this photo ({exc})")
+        request.state.result = result  # for the monitor (Counted)
         if result.reason:
             status = REJECTION_STATUS.get(result.reason, 400)
             what = "the image is too large" if status == 413 else "not a usable image"
@@ -232,14 +242,26 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
     async def http_error(request: Request, exc: HTTPException) -> Response:
         return error(exc.status_code, exc.detail)
 
-    app = Starlette(routes=[Route("/query", query, methods=["POST"]), Route("/healthz", healthz),
-                            Route("/stats", show_stats), *page_routes(recognizer, config)],
-                    exception_handlers={HTTPException: http_error})
+    async def metrics(request: Request) -> Response:
+        text, content_type = monitor.exposition()
+        return Response(text, media_type=content_type)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        monitor.close()  # the answer log's last lines
+
+    routes = [Route("/query", query, methods=["POST"]), Route("/healthz", healthz), Route("/stats", show_stats),
+              *page_routes(recognizer, config)]
+    if monitor.registry is not None:
+        routes.append(Route("/metrics", metrics))
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan)
     return Counted(app, stats)
 
 
 class Counted:
-    """An ASGI app that counts every /query answer of ``app`` in ``stats`` by status, with its latency."""
+    """An ASGI app that counts every /query answer of ``app`` in ``stats`` by status, with its latency, the
+    worker's result (``request.state.result``) and the client's address."""
 
     def __init__(self, app: Starlette, stats: RequestStats):
         self.app = app
@@ -252,7 +274,9 @@ class Counted:
 
         async def send_counted(message):
             if message["type"] == "http.response.start":
-                self.stats.record(message["status"], time.perf_counter() - started)
+                client = scope.get("client")
+                self.stats.record(message["status"], time.perf_counter() - started,
+                                  scope.get("state", {}).get("result"), client[0] if client else None)
             await send(message)
         return await self.app(scope, receive, send_counted)
 

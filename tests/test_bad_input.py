@@ -165,6 +165,11 @@ CASES = [
     catalog_case("a catalog name holds a newline", "holds a control character", '[{"alias": "a", "name": "A\\nB"}]'),
     catalog_case("a catalog name is a megabyte long", "is longer than 200 characters",
                  json.dumps([{"alias": "a", "name": "x" * 1_000_000}])),
+    Case("--log names a file in a folder that does not exist", "give a file in an existing folder",
+         QUERY + ["--log", "{tmp}/no-such-folder/answers.jsonl"]),
+    Case("--log names a folder", "give a file in an existing folder", QUERY + ["--log", "{tmp}"]),
+    Case("stats is given an answer log that does not exist", "cannot read the answer log",
+         ["stats", "--log", "{tmp}/none.jsonl", "--data-dir", "{data}"]),
 ]
 
 

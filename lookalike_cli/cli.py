@@ -67,9 +67,12 @@ def config_options(*sections: str):
         for section in reversed(sections):
             for f in reversed(section_fields(section)):
                 meta = f.metadata
-                kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str}[f.type]
+                kind = f.type if isinstance(f.type, type) else \
+                    {"int": int, "float": float, "str": str, "bool": bool}[f.type]
                 click_type = click.Choice(meta["choices"]) if meta["choices"] else kind
-                command = click.option(f"--{f.name.replace('_', '-')}", f.name, type=click_type, default=None,
+                name = f.name.replace("_", "-")
+                flags = f"--{name}/--no-{name}" if kind is bool else f"--{name}"
+                command = click.option(flags, f.name, type=click_type, default=None,
                                        help=f"{meta['help'][0].upper()}{meta['help'][1:]} [{section}.{f.name}, "
                                             f"default: {f.default!r}]")(command)
         return click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,

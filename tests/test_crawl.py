@@ -19,8 +19,11 @@ from PIL import Image, ImageOps
 
 from lookalike_cli.cli import cli
 from lookalike_cli.config import load_config
-from lookalike_cli.crawl import crawl, manifest_row, rehost, retryable, verified_image
-from lookalike_cli.images import ImageRejected, list_gallery, sha256_of
+from lookalike_cli.crawl import crawl
+from lookalike_cli.download import DownloadFailed, verified_image
+from lookalike_cli.images import list_gallery, sha256_of
+from lookalike_cli.manifest import manifest_row, retryable
+from lookalike_cli.sources import rehost
 
 from conftest import DEMO, REPO
 from crawl_server import BAD_STATUSES, CrawlServer, baidu_encode, demo_photo, synthetic_world
@@ -66,7 +69,8 @@ def files_under(folder: Path) -> set[str]:
 
 
 def settings(**values):
-    return load_config(None, {"download_timeout": 2.0} | values)
+    """Crawl settings for the local server: on 127.0.0.1, so its addresses are allowed."""
+    return load_config(None, {"download_timeout": 2.0, "allow_private_addresses": True} | values)
 
 
 def run(*args, code=0):
@@ -96,9 +100,9 @@ def test_the_extension_comes_from_the_decoded_format():
     limits = load_config().crawl
     assert verified_image(png_of_mirrored("ami-bera"), limits) == ("png", 225, 275)
     assert verified_image(demo_photo("ami-bera"), limits)[0] == "jpg"
-    with pytest.raises(ImageRejected) as rejected:
+    with pytest.raises(DownloadFailed) as rejected:
         verified_image(b"GIF89a not really", limits)
-    assert rejected.value.reason == "not_image"
+    assert rejected.value.status == "not_image"
 
 
 def test_the_server_ciphers_baidu_urls_as_icrawler_deciphers_them():
@@ -181,7 +185,7 @@ def test_a_failed_search_is_recorded_and_retried(tmp_path):
     summary = crawl(catalog, tmp_path / "data", settings(search_host=url, per_person=1))
     assert (summary.empty, summary.statuses) == (1, {"search_error": 1})
     [row] = manifest(tmp_path / "data")
-    assert row["status"] == "search_error" and "ConnectionError" in row["error"]
+    assert row["status"] == "search_error" and row["error"].startswith("connection_error: ")
 
     with CrawlServer({person["name"]: [f"/img/{person['alias']}.jpg"]}, photo_files([person["alias"]])) as server:
         summary = crawl(catalog, tmp_path / "data", settings(search_host=server.url, per_person=1))
@@ -210,7 +214,7 @@ def test_a_killed_run_resumes_to_the_same_files_without_duplicate_rows(tmp_path)
     catalog_entries, results, files = synthetic_world(40, 3)
     catalog = write_catalog(tmp_path, catalog_entries)
     command = [sys.executable, "-m", "lookalike_cli", "crawl", "--catalog", catalog, "--threads", "2",
-               "--per-person", "3"]
+               "--per-person", "3", "--allow-private-addresses"]
     with CrawlServer(results, files, latency=0.03) as server:
         killed = tmp_path / "killed"
         crawl_run = subprocess.Popen([*map(str, command), "--search-host", server.url, "--data-dir", str(killed)],
@@ -222,9 +226,10 @@ def test_a_killed_run_resumes_to_the_same_files_without_duplicate_rows(tmp_path)
         crawl_run.send_signal(signal.SIGKILL)
         crawl_run.wait()
         assert not (killed / "crawl.parquet").exists() and (killed / "parts" / "crawl").is_dir()
-        run("crawl", "--catalog", catalog, "--per-person", 3, "--search-host", server.url, "--data-dir", killed)
+        options = ["--catalog", catalog, "--per-person", 3, "--search-host", server.url, "--allow-private-addresses"]
+        run("crawl", *options, "--data-dir", killed)
         clean = tmp_path / "clean"
-        run("crawl", "--catalog", catalog, "--per-person", 3, "--search-host", server.url, "--data-dir", clean)
+        run("crawl", *options, "--data-dir", clean)
 
     assert files_under(killed / "images") == files_under(clean / "images")
     assert len(files_under(clean / "images")) == 120
@@ -290,7 +295,7 @@ def test_make_pipeline_crawls_builds_and_answers(tmp_path):
         done = subprocess.run(
             [make, "--no-print-directory", "-o", ".venv/.installed", "pipeline", f"BIN={bin_dir}",
              f"CATALOG={write_catalog(tmp_path, PEOPLE)}", f"DATA={data}", f"PHOTO={photo}",
-             f"CRAWL_OPTIONS=--search-host {server.url} --per-person 2",
+             f"CRAWL_OPTIONS=--search-host {server.url} --per-person 2 --allow-private-addresses",
              "BUILD_OPTIONS=--num-jitters 1 --workers 2"],
             cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr

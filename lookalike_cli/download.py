@@ -231,13 +231,18 @@ def resolve(host: str, port: int) -> list[tuple]:
     return resolver().submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM).result(time_left())
 
 
-def refuse_non_public(host: str, addresses: list[tuple]) -> None:
+def refuse_non_public(host: str, addresses: list[str]) -> None:
     """DownloadFailed ``blocked_address`` if any address of ``host`` is not public."""
-    for *_, sockaddr in addresses:
-        kind = non_public_kind(sockaddr[0])
+    for address in addresses:
+        kind = non_public_kind(address)
         if kind:
-            raise DownloadFailed("blocked_address", f"{host} resolves to {sockaddr[0]}, a {kind} address "
+            raise DownloadFailed("blocked_address", f"{host} is at {address}, a {kind} address "
                                                     "(allow with --allow-private-addresses)")
+
+
+def checking_addresses() -> bool:
+    """Whether the download running in this thread may reach public addresses only."""
+    return getattr(_current, "check_addresses", False)
 
 
 def open_socket(addresses: list[tuple], options, source_address) -> DeadlineSocket:
@@ -261,14 +266,20 @@ def open_socket(addresses: list[tuple], options, source_address) -> DeadlineSock
 
 
 class CheckedConnection:
-    """urllib3's connection, opened by ``open_socket``: addresses checked (unless it goes to the user's proxy)
-    and the socket connected to the address that was checked."""
+    """urllib3's connection, opened by ``open_socket``: addresses checked and the socket connected to the
+    address that was checked; a connection kept open from an earlier (trusted) request is checked again by
+    the address it is connected to. Connections to the user's proxy are not checked."""
+
+    def request(self, *args, **kwargs):
+        if self.sock is not None and self.proxy is None and checking_addresses():
+            refuse_non_public(self.host, [self.sock.getpeername()[0]])
+        return super().request(*args, **kwargs)
 
     def _new_conn(self) -> socket.socket:
         try:
             addresses = resolve(self._dns_host, self.port)
-            if self.proxy is None and getattr(_current, "check_addresses", False):
-                refuse_non_public(self.host, addresses)
+            if self.proxy is None and checking_addresses():
+                refuse_non_public(self.host, [sockaddr[0] for *_, sockaddr in addresses])
             return open_socket(addresses, self.socket_options, self.source_address)
         except socket.gaierror as exc:
             raise NameResolutionError(self.host, self, exc) from exc
@@ -322,10 +333,10 @@ class CrawlAdapter(HTTPAdapter):
         return manager
 
     def send(self, request, *args, proxies=None, **kwargs):
-        if getattr(_current, "check_addresses", False) and select_proxy(request.url, proxies):
+        if checking_addresses() and select_proxy(request.url, proxies):
             # the proxy connects to the host: check its addresses here (the proxy resolves the name again)
             parts = urlsplit(request.url)
-            refuse_non_public(parts.hostname, resolve(parts.hostname, parts.port or 0))
+            refuse_non_public(parts.hostname, [sockaddr[0] for *_, sockaddr in resolve(parts.hostname, 0)])
         return super().send(request, *args, proxies=proxies, **kwargs)
 
 

@@ -56,14 +56,16 @@ NON_PUBLIC = ("unspecified", "loopback", "link_local", "multicast", "private", "
 _current = threading.local()
 
 
+@dataclass
 class DownloadFailed(Exception):
     """A URL that gave no usable bytes: ``status`` as recorded in the manifest, ``detail`` for people."""
 
-    def __init__(self, status: str, detail: str, http_status: int | None = None):
-        super().__init__(f"{status}: {detail}")
-        self.status = status
-        self.detail = detail
-        self.http_status = http_status
+    status: str
+    detail: str
+    http_status: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.detail}"
 
 
 @dataclass(frozen=True)

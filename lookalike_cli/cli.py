@@ -164,7 +164,7 @@ def print_crawl(summary) -> None:
 @click.option("--urls", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="For --engine urls: a CSV or Parquet file with columns alias,url.")
 @data_dir_option
-@config_options("crawl")
+@config_options("crawl", "image")
 @with_config
 def crawl_command(catalog: Path, urls: Path | None, data_dir: Path, config) -> None:
     """Download photos of every catalog person into DATA_DIR/images/<alias>/, resumably.

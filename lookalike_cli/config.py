@@ -42,10 +42,16 @@ class CrawlConfig:
                                   min=1, max=1000)
     search_host: str = setting("", "send search requests to this http://host:port instead of the engine's "
                                    "(a mirror, or a local test server)")
-    download_timeout: float = setting(10.0, "seconds a photo or result page may take to arrive, in total",
-                                      min=0.1, max=600.0)
+    download_timeout: float = setting(10.0, "seconds a photo or result page may take to arrive, in total: name "
+                                            "lookup, connection, headers and body", min=0.1, max=600.0)
     max_download_bytes: int = setting(20_000_000, "reject photos larger than this many bytes, reading no "
                                                   "further", min=1)
+    max_search_page_bytes: int = setting(5_000_000, "give up a search result page larger than this many bytes, "
+                                                    "reading no further", min=1)
+    allow_private_addresses: bool = setting(False, "fetch URLs from search results even when their host "
+                                                   "resolves to a loopback, private, link-local, multicast or "
+                                                   "reserved address (a local mirror; URL lists are always "
+                                                   "fetched)")
     max_download_pixels: int = setting(40_000_000, "reject photos with more pixels, before decoding them",
                                        min=1)
     min_download_side: int = setting(80, "reject photos whose shorter side has fewer pixels", min=1)

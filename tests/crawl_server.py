@@ -1,8 +1,9 @@
 """A local image-search server for the crawl tests and benchmark: Bing and Baidu result pages in the
 engines' own formats, real photos, and the bad responses a crawler meets on the web.
 
-It listens on 127.0.0.1 only, serves each connection in a thread with at most ``max_connections`` at once,
-drops idle connections after a few seconds, and can delay every response by ``latency`` seconds.
+It listens on 127.0.0.1 (or another loopback address) only, over HTTP or HTTPS, serves each connection in a
+thread with at most ``max_connections`` at once, drops idle connections after a few seconds, and can delay every
+response by ``latency`` seconds.
 
 Run alone for the benchmark: ``python tests/crawl_server.py --people 1000 --per-person 5 --latency 0.04``
 prints ``READY <url>`` and serves until stdin closes.
@@ -15,7 +16,9 @@ import functools
 import gzip
 import html
 import io
+import itertools
 import json
+import ssl
 import sys
 import threading
 import time
@@ -33,6 +36,7 @@ BAD_STATUSES = {
     "/bad/missing.jpg": "http_error",
     "/bad/error.jpg": "http_error",
     "/bad/slow.jpg": "timeout",
+    "/bad/slow-headers.jpg": "timeout",
     "/bad/html.jpg": "not_image",
     "/bad/truncated.jpg": "not_image",
     "/bad/empty.jpg": "empty",
@@ -75,27 +79,43 @@ def bad_bodies() -> dict[str, bytes]:
     }
 
 
+# Hostile search result pages, by kind: what the server sends for a query that ``pages`` maps to the kind.
+PAGE_KINDS = ("announced-huge", "endless", "slow-headers")
+
+
 class CrawlServer:
     """The server; ``results`` maps a search query to its image URLs (paths are on this server),
-    ``files`` maps a path to (body, content type). ``hits`` counts requests per path."""
+    ``files`` maps a path to (body, content type), ``pages`` a query to a hostile page kind (PAGE_KINDS).
+    ``hits`` counts requests per path, ``authorization`` keeps the last Authorization header per path.
+    ``tls``: (certificate file, key file) to serve HTTPS."""
 
     def __init__(self, results: dict[str, list[str]] | None = None,
                  files: dict[str, tuple[bytes, str]] | None = None, latency: float = 0.0,
-                 max_connections: int = 256, drip_seconds: float = 4.0):
+                 max_connections: int = 256, drip_seconds: float = 4.0, pages: dict[str, str] | None = None,
+                 host: str = "127.0.0.1", tls: tuple[Path, Path] | None = None):
         self.results = results if results is not None else {}
         self.files = files if files is not None else {}
+        self.pages = pages if pages is not None else {}
         self.latency = latency
         self.drip_seconds = drip_seconds
         self.bodies = bad_bodies()
         self.hits: Counter[str] = Counter()
+        self.authorization: dict[str, str | None] = {}
         self.lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(max_connections)
-        self.httpd = BoundedServer(("127.0.0.1", 0), handler_for(self), self.slots)
+        self.httpd = BoundedServer((host, 0), handler_for(self), self.slots)
+        self.scheme = "http"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="crawl-server", daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        host, port = self.httpd.server_address[:2]
+        return f"{self.scheme}://{host}:{port}"
 
     def absolute(self, url: str) -> str:
         return self.url + url if url.startswith("/") else url
@@ -115,9 +135,10 @@ class CrawlServer:
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
-    def count(self, path: str) -> None:
+    def count(self, path: str, authorization: str | None) -> None:
         with self.lock:
             self.hits[path] += 1
+            self.authorization[path] = authorization
 
     def bing_page(self, query: dict) -> bytes:
         """A page of Bing's ``images/async`` answer: one ``div.imgpt`` per result, its JSON in ``m``."""
@@ -183,6 +204,40 @@ def handler_for(server: CrawlServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def drip_headers(self) -> None:
+            """The status line, then the headers a byte every 0.1 s for ``drip_seconds`` (never finished)."""
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            end = time.monotonic() + server.drip_seconds
+            for byte in itertools.cycle(b"X-Drip: a\r\n"):
+                if time.monotonic() > end:
+                    break
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.1)
+
+        def stream(self, announced: int | None) -> None:
+            """Zeros as fast as the client takes them, for ``drip_seconds`` at most; ``announced``: the
+            Content-Length sent (None: none, the body ends when the connection does)."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            if announced is not None:
+                self.send_header("Content-Length", str(announced))
+            self.end_headers()
+            self.close_connection = True
+            end = time.monotonic() + server.drip_seconds
+            block = bytes(1 << 16)
+            while time.monotonic() < end:
+                self.wfile.write(block)
+
+        def hostile_page(self, kind: str) -> None:
+            if kind == "announced-huge":
+                self.stream(1_500_000_000)
+            elif kind == "endless":
+                self.stream(None)
+            else:
+                self.drip_headers()
+
         def drip(self, body: bytes) -> None:
             """Announce the whole body, then send a byte every 0.1 s for at most ``drip_seconds``."""
             self.send_response(200)
@@ -209,17 +264,19 @@ def handler_for(server: CrawlServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
-            server.count(parts.path)
+            server.count(parts.path, self.headers.get("Authorization"))
             if server.latency:
                 time.sleep(server.latency)
             try:
                 self.answer(parts.path, parse_qs(parts.query))
-            except (BrokenPipeError, ConnectionResetError):
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
                 self.close_connection = True
 
         def answer(self, path: str, query: dict) -> None:
             bodies = server.bodies
-            if path == "/images/async":
+            if path == "/images/async" and query.get("q", [""])[0] in server.pages:
+                self.hostile_page(server.pages[query["q"][0]])
+            elif path == "/images/async":
                 self.send(200, server.bing_page(query), "text/html; charset=utf-8")
             elif path == "/search/acjson":
                 self.send(200, server.baidu_page(query), "text/plain; charset=utf-8")
@@ -231,6 +288,10 @@ def handler_for(server: CrawlServer) -> type[BaseHTTPRequestHandler]:
                 self.send(500, b"server error", "text/plain")
             elif path == "/bad/slow.jpg":
                 self.drip(bodies[path])
+            elif path == "/bad/slow-headers.jpg":
+                self.drip_headers()
+            elif path == "/redirect":
+                self.send(302, b"", "text/plain", Location=query["to"][0])
             elif path == "/bad/html.jpg":
                 self.send(200, b"<html><body>Sorry, this image was removed</body></html>", "image/jpeg")
             elif path == "/bad/empty.jpg":

@@ -2,24 +2,35 @@
 Bing and Baidu feeders and parsers, the verifying downloader, the manifest, resuming after a kill, and the
 crawl -> build -> query chain of `make pipeline`."""
 
+import base64
+import contextlib
+import functools
 import io
 import json
+import logging
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageOps
 
+from lookalike_cli import download
 from lookalike_cli.config import load_config
-from lookalike_cli.crawl import crawl, manifest_row, rehost, retryable, verified_image
-from lookalike_cli.images import ImageRejected, list_gallery, sha256_of
+from lookalike_cli.crawl import crawl, download_policy
+from lookalike_cli.download import DownloadFailed, non_public_kind, verified_image
+from lookalike_cli.images import list_gallery, sha256_of, verify_image
+from lookalike_cli.manifest import manifest_row, retryable
+from lookalike_cli.sources import rehost
 
+import hostile
 from conftest import DEMO, REPO, run
 from crawl_server import BAD_STATUSES, CrawlServer, baidu_encode, demo_photo, synthetic_world
 
@@ -64,7 +75,8 @@ def files_under(folder: Path) -> set[str]:
 
 
 def settings(**values):
-    return load_config(None, {"download_timeout": 2.0} | values)
+    """Crawl settings for the local server: on 127.0.0.1, so its addresses are allowed."""
+    return load_config(None, {"download_timeout": 2.0, "allow_private_addresses": True} | values)
 
 
 # --- pure helpers
@@ -85,12 +97,30 @@ def test_only_failures_that_may_pass_are_retried(status, http_status, again):
 
 
 def test_the_extension_comes_from_the_decoded_format():
-    limits = load_config().crawl
-    assert verified_image(png_of_mirrored("ami-bera"), limits) == ("png", 225, 275)
-    assert verified_image(demo_photo("ami-bera"), limits)[0] == "jpg"
-    with pytest.raises(ImageRejected) as rejected:
-        verified_image(b"GIF89a not really", limits)
-    assert rejected.value.reason == "not_image"
+    config = load_config()
+    verify = functools.partial(verify_image, policy=download_policy(config))
+    assert verified_image(png_of_mirrored("ami-bera"), config.crawl, verify) == ("png", 225, 275)
+    assert verified_image(demo_photo("ami-bera"), config.crawl, verify)[0] == "jpg"
+    with pytest.raises(DownloadFailed) as rejected:
+        verified_image(b"GIF89a not really", config.crawl, verify)
+    assert rejected.value.status == "not_image"
+
+
+def test_a_photo_that_decodes_too_slowly_is_a_timeout_row_and_the_crawl_goes_on(tmp_path):
+    """A progressive JPEG whose last scan repeats: seconds of decoding in a few hundred kB. The crawl's verifier
+    stops it at --decode-timeout (its process is killed and replaced) and keeps the next photo."""
+    slow = hostile.repeated_scans_jpeg(6000, 90)
+    files = photo_files(["ami-bera"]) | {"/slow-decode.jpg": (slow, "image/jpeg")}
+    with CrawlServer(files=files) as server:
+        urls = tmp_path / "urls.csv"
+        urls.write_text(f"alias,url\nami-bera,{server.url}/slow-decode.jpg\nami-bera,{server.url}/img/ami-bera.jpg\n")
+        catalog = tmp_path / "catalog.json"
+        catalog.write_text(json.dumps([{"alias": "ami-bera", "name": "Ami Bera"}]))
+        crawl(catalog, tmp_path / "data", settings(engine="urls", per_person=1, decode_timeout=0.5), urls=urls)
+    rows = {row["url"].rsplit("/", 1)[1]: row for row in pq.read_table(tmp_path / "data" / "crawl.parquet").to_pylist()}
+    assert (rows["slow-decode.jpg"]["status"], rows["slow-decode.jpg"]["error"]) == ("timeout",
+                                                                                  "not decoded within 0.5 s")
+    assert rows["ami-bera.jpg"]["status"] == "ok"
 
 
 def test_the_server_ciphers_baidu_urls_as_icrawler_deciphers_them():
@@ -133,6 +163,159 @@ def test_bad_responses_get_their_status_and_only_verified_images_are_kept(tmp_pa
     assert not (tmp_path / "data" / "parts").exists()
 
 
+# --- one deadline per URL: connecting, headers and body
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made with the openssl command."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", folder / "key.pem", "-out",
+                    folder / "cert.pem"], check=True, capture_output=True)
+    return folder / "cert.pem", folder / "key.pem"
+
+
+@contextlib.contextmanager
+def unanswered_port():
+    """A port of 127.0.0.1 whose connections never complete: its listen queue is full."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        fillers = [socket.socket() for _ in range(3)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(listener.getsockname())
+        try:
+            yield listener.getsockname()[1]
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_one_deadline_covers_connecting_headers_and_body(tmp_path, monkeypatch, tls_files, scheme):
+    """Headers or a body dripped a byte every 0.1 s for 6 s, and a connection that is never accepted, each
+    end at the 1 s deadline (requests' timeouts are per read: each would take 6 s or more)."""
+    alias = "aaron-schock"
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls_files[0]))
+    with CrawlServer(files=photo_files([alias]), drip_seconds=6.0, tls=tls_files if scheme == "https" else None) \
+            as server, unanswered_port() as port:
+        paths = ["/bad/slow-headers.jpg", "/bad/slow.jpg", f"/img/{alias}.jpg"]
+        urls = [server.url + path for path in paths] + [f"{scheme}://127.0.0.1:{port}/never.jpg"]
+        url_list = write_url_list(tmp_path / "urls.csv", [(alias, url) for url in urls])
+        config = settings(engine="urls", per_person=5, download_timeout=1.0)
+        crawl(write_catalog(tmp_path, PEOPLE[:1]), tmp_path / "data", config, urls=url_list)
+
+    rows = {row["url"]: row for row in manifest(tmp_path / "data")}
+    assert [rows[url]["status"] for url in urls] == ["timeout", "timeout", "ok", "timeout"]
+    for url in (urls[0], urls[1], urls[3]):
+        assert 1.0 <= rows[url]["seconds"] < 2.0, rows[url]  # the deadline, with a generous margin
+
+
+# --- search result pages: capped in bytes and time
+
+
+@pytest.mark.parametrize("kind, error", [
+    ("announced-huge", "too_large: 1500000000 bytes announced, over the limit of 1000000"),
+    ("endless", "too_large: over the limit of 1000000 bytes"),
+    ("slow-headers", "timeout: no complete answer within 1 s"),
+])
+def test_a_hostile_search_page_is_a_search_error_with_its_reason(tmp_path, kind, error):
+    person = PEOPLE[0]
+    catalog = write_catalog(tmp_path, [person])
+    with CrawlServer(pages={person["name"]: kind}, drip_seconds=6.0) as server:
+        config = settings(search_host=server.url, per_person=1, download_timeout=1.0,
+                          max_search_page_bytes=1_000_000)
+        summary = crawl(catalog, tmp_path / "data", config)
+    assert (summary.empty, summary.statuses) == (1, {"search_error": 1})
+    [row] = manifest(tmp_path / "data")
+    assert row["status"] == "search_error" and row["error"] == error
+    assert row["seconds"] < 2.0  # read no further than the cap, or the deadline
+
+
+# --- addresses: URLs from web search may not reach the crawler's own networks
+
+
+@pytest.mark.parametrize("address, public", [
+    ("8.8.8.8", True), ("2606:4700:4700::1111", True), ("127.0.0.1", False), ("::1", False),
+    ("::ffff:127.0.0.1", False), ("10.1.2.3", False), ("172.16.0.1", False), ("192.168.1.1", False),
+    ("100.64.0.1", False), ("169.254.169.254", False), ("fe80::1", False), ("fc00::1", False),
+    ("224.0.0.1", False), ("ff02::1", False), ("0.0.0.0", False), ("::", False), ("240.0.0.1", False),
+])
+def test_only_public_addresses_count_as_public(address, public):
+    assert (non_public_kind(address) is None) is public
+
+
+def test_search_results_on_private_addresses_are_blocked_unless_allowed(tmp_path):
+    person = PEOPLE[0]
+    catalog = write_catalog(tmp_path, [person])
+    with CrawlServer(files=photo_files([person["alias"]])) as server:
+        port = urlsplit(server.url).port
+        server.results = {person["name"]: [f"http://localhost:{port}/img/{person['alias']}.jpg",
+                                           f"http://127.0.0.1:{port}/img/{person['alias']}-mirror.jpg"]}
+        blocked = crawl(catalog, tmp_path / "blocked", settings(search_host=server.url, allow_private_addresses=False))
+        assert not [path for path in server.hits if path.startswith("/img/")]  # never connected to
+        allowed = crawl(catalog, tmp_path / "allowed", settings(search_host=server.url, per_person=2))
+    assert blocked.statuses == {"blocked_address": 2} and allowed.statuses == {"ok": 2}
+    errors = [row["error"] for row in manifest(tmp_path / "blocked")]
+    assert errors[0].startswith("localhost is at ") and "loopback" in errors[0]
+    assert errors[1] == "127.0.0.1 is at 127.0.0.1, a loopback address (allow with --allow-private-addresses)"
+
+
+def test_a_redirect_to_a_private_address_is_blocked(tmp_path, monkeypatch):
+    """Every hop is checked where it connects. Here 127.0.0.1 stands for a public host (the only test seam: all
+    of the test's servers are on loopback), and it redirects to 127.0.0.2."""
+    def public_but_for_the_first_server(address):
+        return None if address == "127.0.0.1" else non_public_kind(address)
+
+    monkeypatch.setattr(download, "non_public_kind", public_but_for_the_first_server)
+    person = PEOPLE[0]
+    catalog = write_catalog(tmp_path, [person])
+    with CrawlServer(files=photo_files([person["alias"]]), host="127.0.0.2") as inner, CrawlServer() as outer:
+        target = f"{inner.url}/img/{person['alias']}.jpg"
+        outer.results = {person["name"]: [f"/redirect?to={target}"]}
+        summary = crawl(catalog, tmp_path / "data", settings(search_host=outer.url, allow_private_addresses=False))
+        assert outer.hits["/redirect"] == 1 and not inner.hits
+    [row] = manifest(tmp_path / "data")
+    assert summary.statuses == {"blocked_address": 1}
+    assert row["error"].startswith("127.0.0.2 is at 127.0.0.2, a loopback address")
+
+
+# --- what is stored and logged
+
+
+def test_credentials_are_used_but_never_stored_or_logged(tmp_path, caplog):
+    alias = "aaron-schock"
+    with CrawlServer(files=photo_files([alias])) as server:
+        with_password = server.url.replace("//", "//ann:s3cret@")
+        paths = [f"/img/{alias}.jpg", "/bad/missing.jpg", "/bad/html.jpg"]
+        urls = write_url_list(tmp_path / "urls.csv", [(alias, with_password + path) for path in paths])
+        with caplog.at_level(logging.DEBUG):
+            crawl(write_catalog(tmp_path, PEOPLE[:1]), tmp_path / "data", settings(engine="urls"), urls=urls)
+        assert server.authorization[f"/img/{alias}.jpg"] == "Basic " + base64.b64encode(b"ann:s3cret").decode()
+
+    rows = manifest(tmp_path / "data")
+    assert sorted(row["url"] for row in rows) == sorted(server.url + path for path in paths)
+    assert sorted(row["status"] for row in rows) == ["http_error", "not_image", "ok"]
+    assert b"s3cret" not in (tmp_path / "data" / "crawl.parquet").read_bytes()
+    assert caplog.records and "s3cret" not in caplog.text
+
+
+def test_a_url_list_with_a_byte_order_mark_is_read(tmp_path):
+    alias = "aaron-schock"
+    with CrawlServer(files=photo_files([alias])) as server:
+        urls = tmp_path / "urls.csv"
+        urls.write_text(f"alias,url\r\n{alias},{server.url}/img/{alias}.jpg\r\n", encoding="utf-8-sig")
+        assert urls.read_bytes().startswith(b"\xef\xbb\xbfalias")  # as spreadsheet programs save it
+        summary = crawl(write_catalog(tmp_path, PEOPLE[:1]), tmp_path / "data", settings(engine="urls",
+                                                                                          per_person=1), urls=urls)
+    assert summary.statuses == {"ok": 1}
+
+
 # --- search engines: icrawler's real feeders and parsers, pointed at the local server
 
 
@@ -173,7 +356,7 @@ def test_a_failed_search_is_recorded_and_retried(tmp_path):
     summary = crawl(catalog, tmp_path / "data", settings(search_host=url, per_person=1))
     assert (summary.empty, summary.statuses) == (1, {"search_error": 1})
     [row] = manifest(tmp_path / "data")
-    assert row["status"] == "search_error" and "ConnectionError" in row["error"]
+    assert row["status"] == "search_error" and row["error"].startswith("connection_error: ")
 
     with CrawlServer({person["name"]: [f"/img/{person['alias']}.jpg"]}, photo_files([person["alias"]])) as server:
         summary = crawl(catalog, tmp_path / "data", settings(search_host=server.url, per_person=1))
@@ -202,7 +385,7 @@ def test_a_killed_run_resumes_to_the_same_files_without_duplicate_rows(tmp_path)
     catalog_entries, results, files = synthetic_world(40, 3)
     catalog = write_catalog(tmp_path, catalog_entries)
     command = [sys.executable, "-m", "lookalike_cli", "crawl", "--catalog", catalog, "--threads", "2",
-               "--per-person", "3"]
+               "--per-person", "3", "--allow-private-addresses"]
     with CrawlServer(results, files, latency=0.03) as server:
         killed = tmp_path / "killed"
         crawl_run = subprocess.Popen([*map(str, command), "--search-host", server.url, "--data-dir", str(killed)],
@@ -214,9 +397,10 @@ def test_a_killed_run_resumes_to_the_same_files_without_duplicate_rows(tmp_path)
         crawl_run.send_signal(signal.SIGKILL)
         crawl_run.wait()
         assert not (killed / "crawl.parquet").exists() and (killed / "parts" / "crawl").is_dir()
-        run("crawl", "--catalog", catalog, "--per-person", 3, "--search-host", server.url, "--data-dir", killed)
+        options = ["--catalog", catalog, "--per-person", 3, "--search-host", server.url, "--allow-private-addresses"]
+        run("crawl", *options, "--data-dir", killed)
         clean = tmp_path / "clean"
-        run("crawl", "--catalog", catalog, "--per-person", 3, "--search-host", server.url, "--data-dir", clean)
+        run("crawl", *options, "--data-dir", clean)
 
     assert files_under(killed / "images") == files_under(clean / "images")
     assert len(files_under(clean / "images")) == 120
@@ -282,7 +466,7 @@ def test_make_pipeline_crawls_builds_and_answers(tmp_path):
         done = subprocess.run(
             [make, "--no-print-directory", "-o", ".venv/.installed", "pipeline", f"BIN={bin_dir}",
              f"CATALOG={write_catalog(tmp_path, PEOPLE)}", f"DATA={data}", f"PHOTO={photo}",
-             f"CRAWL_OPTIONS=--search-host {server.url} --per-person 2",
+             f"CRAWL_OPTIONS=--search-host {server.url} --per-person 2 --allow-private-addresses",
              "BUILD_OPTIONS=--num-jitters 1 --workers 2"],
             cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr

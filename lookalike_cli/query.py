@@ -102,7 +102,8 @@ class Lookalike:
         """Every face of an RGB image, left to right, with its query descriptor."""
         detect = self.config.detect
         faces = self.models.detect(image, detect.upsample, detect.min_detection_score, detect.detect_max_size)
-        return [(face, self.models.descriptor(image, face, self.config.query.query_num_jitters))
+        return [(face, self.models.descriptor(image, face, self.config.query.query_num_jitters,
+                                              self.config.runtime.descriptor_backend))
                 for face in sorted(faces, key=lambda f: (f.box[0], f.box[1]))]
 
     def query_image(self, image: np.ndarray, top_k: int | None = None) -> list[FaceResult]:

@@ -138,7 +138,12 @@ def load_dlib_encoder(folder: Path):
     try:
         return dlib.face_recognition_model_v1(str(folder / DESCRIPTOR_FILE))
     except RuntimeError as exc:
-        raise LookalikeError(f"cannot load dlib models from {folder}: {exc}") from None
+        raise models_error(folder, exc) from None
+
+
+def models_error(folder: Path, exc: RuntimeError) -> LookalikeError:
+    """dlib's (multi-line) complaint about a model file, in one line."""
+    return LookalikeError(f"cannot load dlib models from {folder}: {' '.join(str(exc).split())}")
 
 
 def _converted_network(model: Path, path: Path) -> ResNet:
@@ -206,6 +211,7 @@ def descriptor_backend(models_dir: str = "", requested: str = "auto") -> str:
     except LookalikeError as exc:
         if requested == "numpy":
             raise
+        load_dlib_encoder(models_folder(models_dir))  # a file that dlib cannot read either is dlib's error
         log.warning("%s: descriptors are computed by dlib", exc)
         return "dlib"
     return "numpy"
@@ -241,7 +247,7 @@ class FaceModels:
             self.detector = dlib.get_frontal_face_detector()
             self.shape_predictor = dlib.shape_predictor(str(self.folder / LANDMARKS_FILE))
         except RuntimeError as exc:
-            raise LookalikeError(f"cannot load dlib models from {self.folder}: {exc}") from None
+            raise models_error(self.folder, exc) from None
         self.model_id = model_id(models_dir)
         self._encoder = None
         self._network: ResNet | None = None

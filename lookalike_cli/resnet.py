@@ -11,6 +11,7 @@ stored in the file become per-channel affine transforms, as dlib does when it lo
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -449,7 +450,10 @@ def converted_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 def load_converted(path: Path) -> ResNet:
     """The network from a file of ``converted_bytes``; ValueError or OSError if it is not one of this format."""
-    with np.load(path, allow_pickle=False) as data:
-        if "converted_format" not in data.files or int(data["converted_format"]) != CONVERTED_FORMAT:
-            raise ValueError(f"{path} is not a converted network of format {CONVERTED_FORMAT}")
-        return ResNet({name: data[name] for name in data.files if name != "converted_format"})
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "converted_format" not in data.files or int(data["converted_format"]) != CONVERTED_FORMAT:
+                raise ValueError(f"{path} is not a converted network of format {CONVERTED_FORMAT}")
+            return ResNet({name: data[name] for name in data.files if name != "converted_format"})
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"{path} is damaged: {exc}") from None

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from lookalike_cli.build import build
+from lookalike_cli import build
 from lookalike_cli.config import load_config
 from lookalike_cli.embed import embed_faces
 from lookalike_cli.errors import LookalikeError

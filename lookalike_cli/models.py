@@ -33,6 +33,7 @@ from .geometry import box_area, eye_distance, head_tilt, scale_box
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 CHIP_PADDING = 0.25  # around the face in its chip: dlib's compute_face_descriptor default
+MAX_DESCRIPTOR_MODEL_BYTES = 64 << 20  # dlib's descriptor model has 22 MB: a larger file is not read
 EQUIVALENCE_TOLERANCE = 1e-4  # largest L2 difference from dlib's descriptors the numpy backend may show
 GUARD_CHIPS = Path(__file__).with_name("guard_chips.png")  # face chips side by side, each 150x150
 
@@ -188,6 +189,10 @@ def numpy_network(models_dir: str = "") -> ResNet:
     from .resnet import CONVERTED_FORMAT
 
     folder = models_folder(models_dir)
+    size = (folder / DESCRIPTOR_FILE).stat().st_size
+    if size > MAX_DESCRIPTOR_MODEL_BYTES:
+        raise LookalikeError(f"not dlib's face recognition network: {folder / DESCRIPTOR_FILE} has {size} bytes, "
+                             f"more than {MAX_DESCRIPTOR_MODEL_BYTES}")
     sha256 = sha256_of(folder / DESCRIPTOR_FILE)
     cache = cache_folder() / "descriptor"
     network = _converted_network(folder / DESCRIPTOR_FILE, cache / f"{sha256}.npz")

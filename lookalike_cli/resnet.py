@@ -398,7 +398,6 @@ class ResNet:
         for name, shape in _expected_shapes().items():
             if name not in arrays or arrays[name].shape != shape or arrays[name].dtype != np.float32:
                 raise ValueError(f"converted network: {name} missing or not float32 {shape}")
-        self.arrays = arrays
         self.input_means = arrays["input_means"]
         self.steps: list[tuple] = []
         convs = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from lookalike_cli.config import load_config
 from lookalike_cli.embed import embed_faces
 from lookalike_cli.errors import LookalikeError
 from lookalike_cli.images import read_image
-from lookalike_cli.models import (DESCRIPTOR_FILE, EQUIVALENCE_TOLERANCE, LANDMARKS_FILE, FaceModels,
-                                  descriptor_backend, dlib_descriptors, guard_chips, jittered_chips,
+from lookalike_cli.models import (DESCRIPTOR_FILE, EQUIVALENCE_TOLERANCE, LANDMARKS_FILE, MAX_DESCRIPTOR_MODEL_BYTES,
+                                  FaceModels, descriptor_backend, dlib_descriptors, guard_chips, jittered_chips,
                                   models_folder, numpy_network)
 from lookalike_cli.query import Lookalike
 from lookalike_cli.resnet import read_dlib_network
@@ -93,6 +94,13 @@ def test_a_model_file_dlib_reads_but_not_the_converter_falls_back_to_dlib(tmp_pa
     face = models.detect(image, 1)[0]
     np.testing.assert_array_equal(FaceModels(models_dir).descriptor(image, face),
                                   models.descriptor(image, face, backend="dlib"))
+
+
+def test_a_huge_model_file_is_refused_before_it_is_read(tmp_path):
+    models_dir = models_dir_with(tmp_path / "models", b"")
+    os.truncate(Path(models_dir) / DESCRIPTOR_FILE, MAX_DESCRIPTOR_MODEL_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(LookalikeError, match=f"has {MAX_DESCRIPTOR_MODEL_BYTES + 1} bytes"):
+        descriptor_backend(models_dir, "numpy")
 
 
 def test_a_failed_guard_is_remembered_and_dlib_is_used(descriptor_cache, caplog):

@@ -61,7 +61,8 @@ REFUSED = {
     "a truncated file": (lambda data: data[:len(data) // 2], "the file ends early"),
     "bytes after the network": (lambda data: data + b"\0", "more data after the network"),
     "another pooling layer": (swapped(b"max_pool_2", b"avg_pool_2"), "'avg_pool_2' where 'max_pool_2' was expected"),
-    "another input size": (swapped(b"input_rgb_image_sized", b"input_rgb_image_sizeX"), "layer 'input_rgb_image_sizeX'"),
+    "another input layer": (swapped(b"input_rgb_image_sized", b"input_rgb_image_sizeX"),
+                            "layer 'input_rgb_image_sizeX'"),
 }
 
 

@@ -54,10 +54,10 @@ def child(photo: str, repeats: int) -> dict:
                                                                    repeats * 10))
     face = Face(box=box, score=0.0, landmarks=models.landmarks(image, box))
     for jitters in JITTERS:
-        models.descriptor(image, face, jitters)
+        models.descriptor(image, face, jitters, "dlib")
         result["stages"][f"descriptor, num_jitters {jitters}"] = median(
-            repeat_timed(lambda: models.descriptor(image, face, jitters), repeats if jitters < 10 else 2))
-        result["descriptors"][jitters] = models.descriptor(image, face, jitters).tolist()
+            repeat_timed(lambda: models.descriptor(image, face, jitters, "dlib"), repeats if jitters < 10 else 2))
+        result["descriptors"][jitters] = models.descriptor(image, face, jitters, "dlib").tolist()
     return result
 
 

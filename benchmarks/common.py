@@ -25,7 +25,8 @@ SHARED = Path(os.environ.get("LOOKALIKE_SHARED", REPO.parent / "shared"))
 CONGRESS = SHARED / "congress"
 FACES = SHARED / "faces"
 PHOTO_SUFFIXES = (".jpg", ".png")
-VERSIONED = ("dlib-bin", "dlib", "nmslib", "faiss-cpu", "hnswlib", "usearch", "numpy", "pillow", "pyarrow")
+VERSIONED = ("dlib-bin", "dlib", "nmslib", "faiss-cpu", "hnswlib", "usearch", "numpy", "pillow", "pyarrow",
+             "onnxruntime")
 
 sys.path.insert(0, str(REPO))
 

@@ -434,10 +434,10 @@ def stats_command(logs: tuple[Path, ...], data_dir: Path, as_json: bool, png: Pa
 
 @cli.command("info")
 def info_command() -> None:
-    """Show which dlib and nmslib this installation runs, and how many cores it sees."""
+    """Show which dlib, descriptor backend and nmslib this installation runs, and how many cores it sees."""
     from importlib import metadata
 
-    from .models import dlib_build_info
+    from .models import descriptor_backend, dlib_build_info
     from .parallel import resolve_workers
 
     dlib = dlib_build_info()
@@ -445,8 +445,11 @@ def info_command() -> None:
                f"{resolve_workers(0)} cores")
     click.echo(f"dlib {dlib['version']}: BLAS {'on' if dlib['blas'] else 'off'}, "
                f"AVX {'on' if dlib['avx'] else 'off'}")
+    backend = descriptor_backend()
+    click.echo(f"descriptors: {backend}" + (" (dlib's network on numpy's BLAS, checked against dlib)"
+                                            if backend == "numpy" else ""))
     click.echo(f"nmslib {metadata.version('nmslib')}")
-    if not dlib["blas"]:
+    if backend == "dlib" and not dlib["blas"]:
         click.echo("dlib without BLAS computes descriptors about 5x slower (see benchmarks/RESULTS.md); "
                    "`make dlib-blas` builds and installs one with OpenBLAS")
 

@@ -61,6 +61,9 @@ class CrawlConfig:
 class RuntimeConfig:
     workers: int = setting(0, "worker processes for dlib work (0: one per core)", min=0, max=256)
     models_dir: str = setting("", "folder with dlib's model files (empty: the face_recognition_models package)")
+    descriptor_backend: str = setting("auto", "what computes face descriptors: dlib, or dlib's network run by numpy "
+                                              "(same numbers, several times faster); auto: numpy once it has "
+                                              "matched dlib on first use", choices=("auto", "dlib", "numpy"))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Stage 2, embed: a 128-d dlib descriptor for the face of every accepted gallery photo.
 
 Descriptors are cached per (image content, face box, model, jitters): re-running after adding photos
-computes only the new ones, and a killed run resumes from its checkpoint parts.
+computes only the new ones, and a killed run resumes from its checkpoint parts. Each row's key also names the
+descriptor backend that computed it; the backends agree within 1e-4, so the cache serves either.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from .artifacts import Checkpoint, DataDir
 from .config import Config, ImageConfig
 from .errors import Failure
 from .images import ImageRejected, read_image
-from .models import Face, embed_key, model_workers, process_models
+from .models import Face, descriptor_backend, embed_key, model_workers, parse_embed_key, process_models
 from .parallel import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class EmbedTask:
     image: ImageConfig
     models_dir: str
     size: tuple[int, int]  # (width, height) of the image as the filter decoded it: the landmarks' frame
+    backend: str
 
 
 def embed_face(task: EmbedTask) -> tuple[str, list[float] | None, str]:
@@ -47,7 +49,8 @@ def embed_face(task: EmbedTask) -> tuple[str, list[float] | None, str]:
             return task.path, None, (f"decoded at {image.shape[1]}x{image.shape[0]} pixels, not at the filter's "
                                      f"{task.size[0]}x{task.size[1]}: run filter again with the same image settings")
         face = Face(box=task.box, score=0.0, landmarks=task.landmarks)
-        return task.path, process_models(task.models_dir).descriptor(image, face, task.num_jitters).tolist(), ""
+        return task.path, process_models(task.models_dir).descriptor(image, face, task.num_jitters,
+                                                                      task.backend).tolist(), ""
     except ImageRejected as exc:
         return task.path, None, str(exc)
     except Exception as exc:  # a file changed since filtering, a dlib error: report, don't stop
@@ -61,7 +64,9 @@ def embedding_failed(task: EmbedTask, failure: Failure) -> tuple[str, None, str]
 
 
 def _cache_key(row: dict) -> tuple:
-    return row["sha256"], tuple(row["box"]), row["embed_key"]
+    """Content, box, model and jitters: not the backend, whose descriptors serve the other's."""
+    made_by = parse_embed_key(row["embed_key"])
+    return row["sha256"], tuple(row["box"]), made_by["model"], made_by["num_jitters"]
 
 
 def embed_faces(data_dir: str | Path, config: Config = Config(), workers: WorkerPool | None = None) -> EmbedSummary:
@@ -74,7 +79,8 @@ def embed_faces(data_dir: str | Path, config: Config = Config(), workers: Worker
 
 def _embed(data: DataDir, config: Config, workers: WorkerPool | None) -> EmbedSummary:
     accepted = [row for row in data.read("filter").to_pylist() if row["status"] == "accepted"]
-    key = embed_key(config.runtime.models_dir, config.embed.num_jitters)
+    backend = descriptor_backend(config.runtime.models_dir, config.runtime.descriptor_backend)
+    key = embed_key(config.runtime.models_dir, config.embed.num_jitters, backend)
     checkpoint = Checkpoint(data, "embeddings")
     cache = {_cache_key(row): row for row in checkpoint.resume()}
 
@@ -86,13 +92,13 @@ def _embed(data: DataDir, config: Config, workers: WorkerPool | None) -> EmbedSu
                "embed_key": key}
         cached = cache.get(_cache_key(out))
         if cached:
-            rows.append(out | {"embedding": cached["embedding"]})
+            rows.append(out | {"embed_key": cached["embed_key"], "embedding": cached["embedding"]})
             continue
         position[row["path"]] = len(rows)
         rows.append(None)
         landmarks = tuple(zip(row["landmarks"][0::2], row["landmarks"][1::2]))
         todo.append(EmbedTask(row["path"], tuple(row["box"]), landmarks, config.embed.num_jitters,
-                              config.image, config.runtime.models_dir, (row["width"], row["height"])))
+                              config.image, config.runtime.models_dir, (row["width"], row["height"]), backend))
 
     log.info("embed: %d faces, %d cached, %d to compute", len(accepted), len(accepted) - len(todo), len(todo))
     failed = 0

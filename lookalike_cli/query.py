@@ -133,8 +133,9 @@ class Lookalike:
         detect, query = self.config.detect, self.config.query
         found = self.models.find_faces(image, detect.upsample, detect.min_detection_score, detect.detect_max_size)
         kept = [self.models.face(image, box, score) for box, score in found[:query.max_faces]]
-        return ([(face, self.models.descriptor(image, face, query.query_num_jitters))
-                 for face in sorted(kept, key=lambda f: (f.box[0], f.box[1]))], len(found) - len(kept))
+        return ([(face, self.models.descriptor(image, face, query.query_num_jitters,
+                                               self.config.runtime.descriptor_backend))
+                  for face in sorted(kept, key=lambda f: (f.box[0], f.box[1]))], len(found) - len(kept))
 
     def describe_faces(self, image: np.ndarray) -> list[tuple[Face, np.ndarray]]:
         """The faces of an RGB image (the ``query.max_faces`` largest), left to right, with their descriptors."""

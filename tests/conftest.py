@@ -69,6 +69,15 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def descriptor_cache(tmp_path_factory) -> Path:
+    """The cache of the numpy descriptor backend (converted network, equivalence guard): a fresh folder per
+    session, never the user's; worker processes and the CLI inherit it."""
+    folder = tmp_path_factory.mktemp("cache")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    return folder / "lookalike" / "descriptor"
+
+
 @pytest.fixture(scope="session")
 def fast_config():
     return load_config(None, FAST)

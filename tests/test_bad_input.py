@@ -95,9 +95,21 @@ def hold_lock(data: Path, tmp: Path) -> None:
     AFTER.append(lambda: (holder.kill(), holder.wait()))
 
 
+def models_with_descriptor(change: Callable[[bytes], bytes]) -> Callable[[Path, Path], None]:
+    """A --models-dir at {tmp}/models: dlib's landmarks, and its descriptor model's bytes changed by ``change``."""
+    def setup(data: Path, tmp: Path) -> None:
+        from lookalike_cli.models import DESCRIPTOR_FILE, LANDMARKS_FILE, models_folder
+
+        (tmp / "models").mkdir()
+        shutil.copy(models_folder() / LANDMARKS_FILE, tmp / "models")
+        (tmp / "models" / DESCRIPTOR_FILE).write_bytes(change((models_folder() / DESCRIPTOR_FILE).read_bytes()))
+    return setup
+
+
 AFTER: list[Callable[[], object]] = []  # undoes what a setup did, after the case
 
 QUERY = ["query", "{photo}", "--data-dir", "{data}"]
+EMBED = ["embed", "--data-dir", "{data}", "--models-dir", "{tmp}/models"]
 BUILD = ["build", "--images", str(DEMO / "images"), "--data-dir", "{data}", "--num-jitters", "1"]
 
 CASES = [
@@ -132,6 +144,11 @@ CASES = [
          lambda data, tmp: edit_json(published(data) / "index.json", embed_key="model=other-model;num_jitters=1")),
     Case("--models-dir lacks dlib's files", "lacks shape_predictor_5_face_landmarks.dat",
          ["query", "{photo}", "--data-dir", "{data}", "--models-dir", "{tmp}"]),
+    Case("`--descriptor-backend numpy` and the descriptor model is not dlib's network",
+         "not dlib's face recognition network", EMBED + ["--descriptor-backend", "numpy"],
+         models_with_descriptor(lambda model: model + b"more")),
+    Case("the descriptor model is damaged", "cannot load dlib models from", EMBED,
+         models_with_descriptor(lambda model: model[:1000])),
     Case("the config has an unknown key", "unknown key filter.max_tilte", ["query", "{photo}", "--data-dir",
                                                                           "{data}", "--config", "{tmp}/c.toml"],
          lambda data, tmp: write(tmp / "c.toml", "[filter]\nmax_tilte = 3\n")),

@@ -7,7 +7,7 @@ computes only the new ones, and a killed run resumes from its checkpoint parts.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .artifacts import Checkpoint, DataDir, read_table, write_table
@@ -26,6 +26,7 @@ class EmbedSummary:
     computed: int
     failed: int
     people: int
+    nodes: dict[str, int] = field(default_factory=dict)  # descriptors computed per cluster node (Ray)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,11 @@ def embed_face(task: EmbedTask) -> tuple[str, list[float] | None, str]:
     except Exception as exc:  # a file changed since filtering, a dlib error: report, don't stop
         log.debug("embedding failed on %s", task.path, exc_info=True)
         return task.path, None, f"{type(exc).__name__}: {exc}"
+
+
+def embed_failed(task: EmbedTask, why: str) -> tuple[str, None, str]:
+    """The result of a photo whose worker process died on it (a crash in a decoder or dlib)."""
+    return task.path, None, why
 
 
 def _cache_key(row: dict) -> tuple:
@@ -94,11 +100,12 @@ def embed_faces(data_dir: str | Path, config: Config = Config(), workers: Worker
 
     log.info("embed: %d faces, %d cached, %d to compute", len(accepted), len(accepted) - len(todo), len(todo))
     failed = 0
+    nodes: dict[str, int] = {}
     if todo:
         checkpoint.plan(len(todo))
         by_path = {row["path"]: row for row in accepted}
         with model_workers(config.runtime, shared=workers) as pool:
-            for path, embedding, error in pool.map(embed_face, todo, desc="embed"):
+            for path, embedding, error in pool.map(embed_face, todo, desc="embed", failed=embed_failed):
                 if embedding is None:
                     failed += 1
                     log.warning("cannot embed %s: %s", path, error)
@@ -108,10 +115,11 @@ def embed_faces(data_dir: str | Path, config: Config = Config(), workers: Worker
                        "embed_key": key, "embedding": embedding}
                 rows[position[path]] = out
                 checkpoint.add(out)
+            nodes = dict(pool.nodes)
         checkpoint.flush()
 
     final = [row for row in rows if row is not None]
     write_table(data.embeddings, "embeddings", final)
     checkpoint.clear()
     return EmbedSummary(faces=len(final), computed=len(todo) - failed, failed=failed,
-                        people=len({row["alias"] for row in final}))
+                        people=len({row["alias"] for row in final}), nodes=nodes)

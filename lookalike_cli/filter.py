@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .artifacts import Checkpoint, DataDir, write_table
@@ -34,6 +34,7 @@ class FilterSummary:
     people_with_faces: int
     reasons: dict[str, int]
     detected: int
+    nodes: dict[str, int] = field(default_factory=dict)  # images detected per cluster node (Ray)
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,20 @@ def decide(row: dict, config: FilterConfig) -> tuple[str, str]:
     return "accepted", "ok"
 
 
+def undetected(path: str, reason: str = "", detail: str = "") -> dict:
+    """The detection columns of an image's ``filter`` row before (or without) detection."""
+    return {"path": path, "width": None, "height": None, "n_faces": None, "box": None, "landmarks": None,
+            "score": None, "eye_distance": None, "tilt": None, "reason": reason, "detail": detail}
+
+
+def crashed(task: DetectTask, why: str) -> dict:
+    """The detection columns of an image whose worker process died on it (a crash in a decoder or dlib)."""
+    return undetected(task.path, "crashed", why)
+
+
 def detect_image(task: DetectTask) -> dict:
     """Decode one image and find its faces: the detection columns of its ``filter`` row."""
-    row = {"width": None, "height": None, "n_faces": None, "box": None, "landmarks": None, "score": None,
-           "eye_distance": None, "tilt": None, "reason": "", "detail": ""}
+    row = undetected(task.path)
     try:
         image = read_image(task.path, task.max_pixels)
         row["height"], row["width"] = image.shape[:2]
@@ -88,7 +99,7 @@ def detect_image(task: DetectTask) -> dict:
     except Exception as exc:  # one broken image must not stop a run over thousands
         log.debug("detection failed on %s", task.path, exc_info=True)
         row.update(reason="error", detail=f"{type(exc).__name__}: {exc}")
-    return row | {"path": task.path}
+    return row
 
 
 def people_rows(images: list[GalleryImage], catalog: str | Path | None) -> list[dict]:
@@ -144,14 +155,16 @@ def filter_images(images_dir: str | Path, data_dir: str | Path, catalog: str | P
                                    config.runtime.models_dir, stat.st_size))
 
     log.info("filter: %d images, %d cached, %d to detect", len(images), len(images) - len(todo), len(todo))
+    nodes: dict[str, int] = {}
     if todo:
         checkpoint.plan(len(todo))
         todo.sort(key=lambda task: task.size, reverse=True)  # the slowest first, so that no worker ends alone
         with model_workers(config.runtime, shared=workers) as pool:
-            for result in pool.map(detect_image, todo, desc="filter"):
+            for result in pool.map(detect_image, todo, desc="filter", failed=crashed):
                 row = rows[result["path"]]
                 row.update(result)
                 checkpoint.add(row)
+            nodes = dict(pool.nodes)
         checkpoint.flush()
 
     for row in rows.values():
@@ -165,4 +178,4 @@ def filter_images(images_dir: str | Path, data_dir: str | Path, catalog: str | P
     accepted = [row for row in final if row["status"] == "accepted"]
     return FilterSummary(images=len(final), accepted=len(accepted), people=len(people),
                          people_with_faces=len({row["alias"] for row in accepted}),
-                         reasons=dict(sorted(reasons.items())), detected=len(todo))
+                         reasons=dict(sorted(reasons.items())), detected=len(todo), nodes=nodes)

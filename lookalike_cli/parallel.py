@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from .config import RuntimeConfig
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -22,10 +25,23 @@ def resolve_workers(workers: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def progress(results: Iterable[R], total: int, desc: str, unit: str) -> Iterator[R]:
+    """``results`` as they come, counted on a progress bar."""
+    with tqdm(total=total, desc=desc, unit=unit, disable=None, leave=False) as bar:
+        for result in results:
+            bar.update()
+            yield result
+
+
 class WorkerPool:
     """Worker processes that run ``initializer(*initargs)`` once each (to load models) and then serve every
     ``map`` call until closed, so that the stages of one build share them. The processes start on the first
-    ``map`` that has work for them; with one worker everything runs in this process."""
+    ``map`` that has work for them; with one worker everything runs in this process.
+
+    The interface every engine offers (``ray_engine.RayPool`` is the other): ``map``, ``close``, a context
+    manager, and ``nodes``."""
+
+    nodes: dict[str, int] = {}  # items done per cluster node in the last ``map`` (empty: all on this machine)
 
     def __init__(self, workers: int, initializer: Callable[..., None], initargs: tuple = ()):
         self.workers = resolve_workers(workers)
@@ -34,12 +50,12 @@ class WorkerPool:
         self._pool = None
         self._initialized_here = False
 
-    def map(self, func: Callable[[T], R], items: Sequence[T], desc: str = "", unit: str = "image") -> Iterator[R]:
-        """Yield ``func(item)`` for every item, in completion order, with a progress bar."""
-        with tqdm(total=len(items), desc=desc, unit=unit, disable=None, leave=False) as bar:
-            for result in self._results(func, items):
-                bar.update()
-                yield result
+    def map(self, func: Callable[[T], R], items: Sequence[T], desc: str = "", unit: str = "image",
+            failed: Callable[[T, str], R] | None = None) -> Iterator[R]:
+        """Yield ``func(item)`` for every item, in completion order, with a progress bar. ``failed(item, why)``
+        is what an engine that outlives a worker process dying on an item (Ray) yields for that item; this
+        pool does not use it."""
+        yield from progress(self._results(func, items), len(items), desc, unit)
 
     def _results(self, func: Callable[[T], R], items: Sequence[T]) -> Iterable[R]:
         if self._pool is None and (self.workers == 1 or len(items) == 1):
@@ -65,3 +81,12 @@ class WorkerPool:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def worker_pool(runtime: RuntimeConfig, initializer: Callable[..., None], initargs: tuple = ()) -> WorkerPool:
+    """The pool of ``runtime.executor``: worker processes on this machine, or actors on a Ray cluster."""
+    if runtime.executor == "ray":
+        from .ray_engine import RayPool
+
+        return RayPool(runtime.workers, initializer, initargs, runtime.ray_address)  # type: ignore[return-value]
+    return WorkerPool(runtime.workers, initializer, initargs)

@@ -40,7 +40,8 @@ def node_ports() -> list[str]:
 
 
 class LoopbackCluster:
-    """``nodes`` Ray nodes of ``cpus`` CPUs each; ``address`` is the head's host:port once started."""
+    """``nodes`` Ray nodes of ``cpus`` CPUs each; ``address`` is the head's host:port once started,
+    ``client_address`` its Ray Client."""
 
     def __init__(self, nodes: int = 2, cpus: int = 1):
         self.nodes = nodes
@@ -49,6 +50,8 @@ class LoopbackCluster:
         self.environment = os.environ | ray_settings(self.temp_dir)
         self.port = free_port()
         self.address = f"127.0.0.2:{self.port}"
+        self.client_port = free_port()
+        self.client_address = f"ray://127.0.0.2:{self.client_port}"  # Ray Client, served by the head
         self.processes: list[subprocess.Popen] = []
 
     def node_ip(self, node: int) -> str:
@@ -57,7 +60,8 @@ class LoopbackCluster:
     def start(self) -> LoopbackCluster:
         try:
             for node in range(self.nodes):
-                role = (["--head", "--port", str(self.port), "--include-dashboard", "false",
+                role = (["--head", "--port", str(self.port), "--ray-client-server-port", str(self.client_port),
+                         "--include-dashboard", "false",
                          "--dashboard-port", str(free_port()), "--temp-dir", str(self.temp_dir / "ray")]
                         if node == 0 else ["--address", self.address])
                 log = open(self.temp_dir / f"node{node}.log", "w")

@@ -37,3 +37,17 @@ def test_a_pool_starts_no_process_for_a_single_item(tmp_path: Path):
     with WorkerPool(2, note_pid, (str(log),)) as pool:
         assert list(pool.map(square_with_pid, [3])) == [(9, os.getpid())]
     assert log.read_text().split() == [str(os.getpid())]
+
+
+def test_an_image_that_crashes_its_workers_is_rejected_as_crashed_and_not_retried():
+    """What filter and embed record for an item that an engine gives up because it killed its workers."""
+    from lookalike_cli.config import Config
+    from lookalike_cli.embed import EmbedTask, embed_failed
+    from lookalike_cli.filter import RETRY_REASONS, DetectTask, crashed, decide
+
+    config = Config()
+    row = crashed(DetectTask("a/1.jpg", config.detect, 1000, "", 10), "its worker process died 3 times")
+    assert row["path"] == "a/1.jpg" and row["detail"] == "its worker process died 3 times"
+    assert decide(row, config.filter) == ("rejected", "crashed") and "crashed" not in RETRY_REASONS
+    task = EmbedTask("a/1.jpg", (0, 0, 9, 9), ((1.0, 1.0),) * 5, 1, 1000, "")
+    assert embed_failed(task, "died") == ("a/1.jpg", None, "died")

@@ -164,18 +164,37 @@ def test_a_two_node_build_uses_both_nodes_and_equals_a_local_build(cluster, port
 
 
 def test_caches_are_shared_between_engines(cluster, portraits, tmp_path):
-    """Build locally, add photos, build on the cluster: only the new ones are done; and back."""
+    """Build locally, add photos, build on the cluster (through Ray Client): only the new ones are done; and back."""
     images = tmp_path / "images"
     images.mkdir()
     photos = sorted(portraits.iterdir())[:8]
     local = build_args(images, tmp_path / "data", "--workers", "2")
-    on_ray = build_args(images, tmp_path / "data", "--executor", "ray", "--ray-address", cluster.address)
+    on_ray = build_args(images, tmp_path / "data", "--executor", "ray", "--ray-address", cluster.client_address)
     for number, (args, new) in enumerate([(local, photos[:4]), (on_ray, photos[4:6]), (local, photos[6:])]):
         for photo in new:
             shutil.copy2(photo, images / photo.name)
         stdout = run_build(args, cluster.environment)
         assert done_now(stdout, "filter") == done_now(stdout, "embed") == len(new), stdout
     assert pq.read_table(tmp_path / "data" / "embeddings.parquet").num_rows == 8
+
+
+def test_a_node_that_cannot_read_the_images_stops_the_build_with_one_line(cluster, portraits, tmp_path):
+    """The photos are in a folder mounted in the driver's own mount namespace only: the nodes do not see them,
+    as a node without the shared filesystem would not."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) to give the driver a mount of its own")
+    share = tmp_path / "share"
+    share.mkdir()
+    photos = " ".join(str(path) for path in sorted(portraits.iterdir())[:4])
+    script = f'mount -t tmpfs lookalike-test {share} && cp {photos} {share}/ && exec "$@"'
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                             *build_args(share, tmp_path / "data", "--executor", "ray", "--ray-address",
+                                         cluster.address)],
+                            capture_output=True, text=True, timeout=BUILD_SECONDS, env=cluster.environment)
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(errors) == 1, result.stderr
+    assert re.match(rf"Error: the Ray worker on node 127\.0\.0\.[23] cannot read {share}/.*\.jpg: the images must "
+                    "be at the same path on every node", errors[0]), errors
 
 
 def wait_for_parts(data: Path, stage: str, process: subprocess.Popen, count: int = 2) -> None:

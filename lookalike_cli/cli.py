@@ -125,11 +125,19 @@ def print_filter(summary) -> None:
                "have a usable face")
     for reason, count in summary.reasons.items():
         click.echo(f"  rejected {reason}: {count}")
+    print_nodes("detected", summary.nodes)
+
+
+def print_nodes(done: str, nodes: dict[str, int]) -> None:
+    """The images each node of a Ray cluster did."""
+    if nodes:
+        click.echo(f"  {done} on " + ", ".join(f"{node}: {count}" for node, count in sorted(nodes.items())))
 
 
 def print_embed(summary) -> None:
     click.echo(f"embed: {summary.faces} face descriptors of {summary.people} people "
                f"({summary.computed} computed now, {summary.failed} failed)")
+    print_nodes("computed", summary.nodes)
 
 
 def print_clean(summary) -> None:

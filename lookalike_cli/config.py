@@ -59,11 +59,18 @@ class CrawlConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    workers: int = setting(0, "worker processes for dlib work (0: one per core)", min=0, max=256)
+    workers: int = setting(0, "worker processes for dlib work (0: one per core; with Ray, one per CPU of the "
+                              "cluster)", min=0, max=256)
     models_dir: str = setting("", "folder with dlib's model files (empty: the face_recognition_models package)")
     descriptor_backend: str = setting("auto", "what computes face descriptors: dlib, or dlib's network run by numpy "
                                               "(same numbers, several times faster); auto: numpy once it has "
                                               "matched dlib on first use", choices=("auto", "dlib", "numpy"))
+    executor: str = setting("local", "where filter and embed run their dlib work: worker processes on this "
+                                     "machine, or actors on a Ray cluster (pip install 'lookalike[ray]')",
+                            choices=("local", "ray"))
+    ray_address: str = setting("", "the Ray cluster of --executor ray: auto (the cluster this machine is a node "
+                                   "of), host:port of its head, or ray://host:port (Ray Client); empty: start "
+                                   "a Ray on this machine")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ descriptor backend that computed it; the backends agree within 1e-4, so the cach
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .artifacts import Checkpoint, DataDir
@@ -27,6 +27,7 @@ class EmbedSummary:
     computed: int
     failed: int
     people: int
+    nodes: dict[str, int] = field(default_factory=dict)  # descriptors computed per cluster node (Ray)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ def _embed(data: DataDir, config: Config, workers: WorkerPool | None) -> EmbedSu
 
     log.info("embed: %d faces, %d cached, %d to compute", len(accepted), len(accepted) - len(todo), len(todo))
     failed = 0
+    nodes: dict[str, int] = {}
     if todo:
         checkpoint.plan(len(todo))
         by_path = {row["path"]: row for row in accepted}
@@ -116,10 +118,11 @@ def _embed(data: DataDir, config: Config, workers: WorkerPool | None) -> EmbedSu
                        "embed_key": key, "embedding": embedding}
                 rows[position[path]] = out
                 checkpoint.add(out)
+            nodes = dict(pool.nodes)
         checkpoint.flush()
 
     final = [row for row in rows if row is not None]
     data.write("embeddings", final)
     checkpoint.clear()
     return EmbedSummary(faces=len(final), computed=len(todo) - failed, failed=failed,
-                        people=len({row["alias"] for row in final}))
+                        people=len({row["alias"] for row in final}), nodes=nodes)

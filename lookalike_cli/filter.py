@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .artifacts import Checkpoint, DataDir
@@ -34,6 +34,7 @@ class FilterSummary:
     people_with_faces: int
     reasons: dict[str, int]
     detected: int
+    nodes: dict[str, int] = field(default_factory=dict)  # images detected per cluster node (Ray)
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ def _filter(images_dir: Path, data: DataDir, catalog: str | Path | None, config:
                                    config.runtime.models_dir, stat.st_size))
 
     log.info("filter: %d images, %d cached, %d to detect", len(images), len(images) - len(todo), len(todo))
+    nodes: dict[str, int] = {}
     if todo:
         checkpoint.plan(len(todo))
         todo.sort(key=lambda task: task.size, reverse=True)  # the slowest first, so that no worker ends alone
@@ -169,6 +171,7 @@ def _filter(images_dir: Path, data: DataDir, catalog: str | Path | None, config:
                 row = rows[result["path"]]
                 row.update(result)
                 checkpoint.add(row)
+            nodes = dict(pool.nodes)
         checkpoint.flush()
 
     for row in rows.values():
@@ -182,4 +185,4 @@ def _filter(images_dir: Path, data: DataDir, catalog: str | Path | None, config:
     accepted = [row for row in final if row["status"] == "accepted"]
     return FilterSummary(images=len(final), accepted=len(accepted), people=len(people),
                          people_with_faces=len({row["alias"] for row in accepted}),
-                         reasons=dict(sorted(reasons.items())), detected=len(todo))
+                         reasons=dict(sorted(reasons.items())), detected=len(todo), nodes=nodes)

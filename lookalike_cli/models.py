@@ -337,12 +337,13 @@ def process_models(models_dir: str = "") -> FaceModels:
 
 @contextmanager
 def model_workers(runtime: RuntimeConfig, shared: WorkerPool | None = None) -> Iterator[WorkerPool]:
-    """``runtime.workers`` worker processes for dlib work, each loading the models once, closed on exit; or
-    ``shared``, a pool the caller opened (``build`` shares one across stages), used as is and left open."""
+    """``runtime.workers`` workers for dlib work on ``runtime.executor``, each loading the models once, closed
+    on exit; or ``shared``, a pool the caller opened (``build`` shares one across stages), used as is and left
+    open."""
     if shared is not None:
         yield shared
         return
-    from .parallel import WorkerPool
+    from .parallel import worker_pool
 
-    with WorkerPool(runtime.workers, process_models, (runtime.models_dir,)) as pool:
+    with worker_pool(runtime, process_models, (runtime.models_dir,)) as pool:
         yield pool

@@ -21,11 +21,14 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from tqdm import tqdm
 
 from .errors import Failure, LookalikeError
+
+if TYPE_CHECKING:
+    from .config import RuntimeConfig
 
 log = logging.getLogger(__name__)
 
@@ -347,10 +350,23 @@ def _exit_name(worker: _Worker) -> str:
     return f"exit code {code}"
 
 
+def progress(results: Iterable[R], total: int, desc: str, unit: str) -> Iterator[R]:
+    """``results`` as they come, counted on a progress bar."""
+    with tqdm(total=total, desc=desc, unit=unit, disable=None, leave=False) as bar:
+        for result in results:
+            bar.update()
+            yield result
+
+
 class WorkerPool:
     """Worker processes that run ``initializer(*initargs)`` once each (to load models) and then serve every
     ``map`` call until closed, so that the stages of one build share them. The processes start on the first
-    ``map`` that has work for them. Every item runs in a worker process, so that a time limit can stop it."""
+    ``map`` that has work for them. Every item runs in a worker process, so that a time limit can stop it.
+
+    The interface every engine offers (``ray_engine.RayPool`` is the other): ``map``, ``close``, a context
+    manager, and ``nodes``."""
+
+    nodes: dict[str, int] = {}  # items done per cluster node in the last ``map`` (empty: all on this machine)
 
     def __init__(self, workers: int, initializer: Callable[..., None], initargs: tuple = ()):
         self.workers = resolve_workers(workers)
@@ -368,17 +384,14 @@ class WorkerPool:
                 future = self._pool.submit(func, item)
                 futures[future] = item
                 future.add_done_callback(done.put)
-            with tqdm(total=len(items), desc=desc, unit=unit, disable=None, leave=False) as bar:
-                for _ in range(len(items)):
-                    future = done.get()
-                    error = future.exception()
-                    bar.update()
-                    if error is None:
-                        yield future.result()
-                    elif failed is not None and isinstance(error, Failure):
-                        yield failed(futures[future], error)
-                    else:
-                        raise error
+            for future in progress((done.get() for _ in range(len(items))), len(items), desc, unit):
+                error = future.exception()
+                if error is None:
+                    yield future.result()
+                elif failed is not None and isinstance(error, Failure):
+                    yield failed(futures[future], error)
+                else:
+                    raise error
         finally:
             for future in futures:
                 future.cancel()
@@ -391,3 +404,12 @@ class WorkerPool:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def worker_pool(runtime: RuntimeConfig, initializer: Callable[..., None], initargs: tuple = ()) -> WorkerPool:
+    """The pool of ``runtime.executor``: worker processes on this machine, or actors on a Ray cluster."""
+    if runtime.executor == "ray":
+        from .ray_engine import RayPool
+
+        return RayPool(runtime.workers, initializer, initargs, runtime.ray_address)  # type: ignore[return-value]
+    return WorkerPool(runtime.workers, initializer, initargs)

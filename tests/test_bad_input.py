@@ -106,6 +106,13 @@ def models_with_descriptor(change: Callable[[bytes], bytes]) -> Callable[[Path, 
     return setup
 
 
+def without_ray(data: Path, tmp: Path) -> None:
+    """As if Ray were not installed: ``import ray`` fails."""
+    saved = sys.modules.get("ray")
+    sys.modules["ray"] = None  # type: ignore[assignment]
+    AFTER.append(lambda: sys.modules.__setitem__("ray", saved) if saved else sys.modules.pop("ray"))
+
+
 AFTER: list[Callable[[], object]] = []  # undoes what a setup did, after the case
 
 QUERY = ["query", "{photo}", "--data-dir", "{data}"]
@@ -156,6 +163,11 @@ CASES = [
          lambda data, tmp: write(tmp / "c.toml", '[filter]\nmax_tilt = "flat"\n')),
     Case("a config value is out of range", "filter.max_tilt must be at most 90", BUILD + ["--max-tilt", "95"]),
     Case("negative jitters", "embed.num_jitters must be at least 1", BUILD + ["--num-jitters", "-2"]),
+    Case("--executor ray without Ray installed", "--executor ray needs Ray: pip install 'lookalike[ray]'",
+         BUILD + ["--executor", "ray"], without_ray),
+    Case("--ray-address where no Ray listens", "cannot reach the Ray cluster at 127.0.0.1:1",
+         ["build", "--images", str(DEMO / "images"), "--data-dir", "{tmp}/new", "--executor", "ray",
+          "--ray-address", "127.0.0.1:1"], lambda data, tmp: pytest.importorskip("ray")),
     Case("the query photo is not an image", "cannot read the image (undecodable",
          ["query", "{tmp}/fake.jpg", "--data-dir", "{data}"],
          lambda data, tmp: write(tmp / "fake.jpg", "<html>not a photo</html>")),

@@ -1,0 +1,239 @@
+"""The Ray engine (``--executor ray``): a ``WorkerPool`` whose workers are actors on a Ray cluster.
+
+Each actor holds one CPU, loads the models once and runs one item at a time. The driver (this process) keeps
+``QUEUED`` items in flight per actor and sends the next one as a result comes back: its memory does not grow
+with the number of photos, and results come in completion order, as from the local pool. Actors read the
+photos themselves, by path: the images must be at the same path on every node (checked when an actor starts);
+the data directory stays with the driver, which writes every artifact.
+
+An actor that dies (its process killed, its node lost, dlib crashing on a photo) is replaced, and the items it
+held go to the other actors. An item that has been running in ``MAX_DEATHS`` actors when they died is given up:
+``failed(item, failure)`` stands for its result.
+
+There are no Ray tasks beside the actors (no Ray Data reads), so the actors may take every CPU of a node: the
+hang of ray-project/ray#44687 needs tasks that wait for a CPU the actors hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections import Counter, deque
+from importlib import metadata
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+from .errors import Failure, LookalikeError
+from .parallel import TaskFailed, progress, resolve_workers
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+INSTALL_HINT = "--executor ray needs Ray: pip install 'lookalike[ray]'"
+QUEUED = 2  # items sent to an actor ahead of their results: one running, one waiting behind it
+MAX_DEATHS = 3  # actors that may die running one item before it is given up
+STALL_SECONDS = 600.0  # no result and no actor started for this long: the cluster is stuck
+
+
+def first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def check_reachable(address: str) -> None:
+    """A one-line error now, rather than Ray retrying for minutes, when nothing listens at ``address``."""
+    if address in ("", "auto"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise LookalikeError(f"--ray-address {address!r} must be auto, host:port or ray://host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise LookalikeError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}): start it "
+                             "(ray start --head) or correct --ray-address") from None
+
+
+def probe_path(items: Sequence[Any]) -> str:
+    """A file the items name (``item.path``) that this machine can read: every node must read it too."""
+    for item in items[:100]:
+        path = getattr(item, "path", "")
+        if path and os.access(path, os.R_OK):
+            return str(path)
+    return ""
+
+
+class DlibActor:
+    """One Ray actor: ``start`` loads the models once, ``run`` runs an item."""
+
+    def start(self, initializer: Callable[..., None], initargs: tuple, version: str, probe: str) -> tuple[str, str]:
+        """(this node's address, why this actor cannot work, or "")."""
+        import ray
+
+        node = ray.util.get_node_ip_address()
+        here = metadata.version("lookalike")
+        if here != version:
+            return node, f"runs lookalike {here}, the driver {version}: install the same version on every node"
+        if probe and not os.access(probe, os.R_OK):
+            return node, (f"cannot read {probe}: the images must be at the same path on every node (a shared "
+                          "filesystem such as NFS)")
+        try:
+            initializer(*initargs)
+        except Exception as exc:  # reported as one line by the driver
+            return node, str(exc) if isinstance(exc, LookalikeError) else f"{type(exc).__name__}: {exc}"
+        return node, ""
+
+    def run(self, func: Callable[[T], R], item: T) -> R:
+        return func(item)
+
+
+class RayPool:
+    """``WorkerPool``'s interface over Ray: ``workers`` actors (0: one per CPU of the cluster) that run
+    ``initializer(*initargs)`` once each and serve every ``map`` until closed. Ray is joined at ``address``
+    (``auto``, ``host:port``, ``ray://host:port``), or started on this machine when it is empty, on the first
+    ``map``; ``nodes`` counts the items each node did in the last ``map``."""
+
+    def __init__(self, workers: int, initializer: Callable[..., None], initargs: tuple = (), address: str = ""):
+        try:
+            import ray
+        except ImportError:
+            raise LookalikeError(INSTALL_HINT) from None
+        self._ray = ray
+        self.workers = workers
+        self.initializer = initializer
+        self.initargs = initargs
+        self.address = address
+        self.nodes: Counter[str] = Counter()
+        self._actor_class: Any = None
+        self._connected_here = False
+        self._version = metadata.version("lookalike")
+        self._probe = ""
+        self._starting: dict[Any, Any] = {}  # start() result -> actor
+        self._ready: dict[Any, deque] = {}  # actor -> its items in flight: (result ref, (item, deaths))
+        self._node_of: dict[Any, str] = {}
+        self._start_deaths = 0
+
+    def map(self, func: Callable[[T], R], items: Sequence[T], desc: str = "", unit: str = "image",
+            failed: Callable[[T, Failure], R] | None = None) -> Iterator[R]:
+        """Yield ``func(item)`` for every item, in completion order, with a progress bar; ``failed(item,
+        failure)`` (reason ``crashed``) for an item that killed ``MAX_DEATHS`` actors (without ``failed``, such
+        an item is an error)."""
+        self.nodes = Counter()
+        if items:
+            yield from progress(self._results(func, items, failed), len(items), desc, unit)
+
+    def _connect(self) -> None:
+        ray = self._ray
+        if self._actor_class is not None:
+            return
+        if not ray.is_initialized():
+            check_reachable(self.address)
+            quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+            try:
+                if self.address:
+                    ray.init(address=self.address, **quiet)
+                else:
+                    ray.init(num_cpus=resolve_workers(self.workers), include_dashboard=False, **quiet)
+            except ConnectionError as exc:
+                raise LookalikeError(f"cannot join the Ray cluster at {self.address}: {first_line(exc)}") from None
+            self._connected_here = True
+        self._actor_class = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(DlibActor)
+
+    def _spawn(self) -> None:
+        actor = self._actor_class.remote()
+        self._starting[actor.start.remote(self.initializer, self.initargs, self._version, self._probe)] = actor
+
+    def _results(self, func: Callable[[T], R], items: Sequence[T], failed: Callable[[T, Failure], R] | None):
+        ray = self._ray
+        self._connect()
+        self._probe = probe_path(items)
+        if not self._ready and not self._starting:
+            cpus = int(ray.cluster_resources().get("CPU", 0))
+            if cpus < 1:
+                raise LookalikeError("the Ray cluster has no CPU to run on")
+            for _ in range(self.workers or cpus):
+                self._spawn()
+        source = iter(items)
+        retry: deque[tuple[Any, int]] = deque()  # (item, deaths) of items whose actor died
+        owner: dict[Any, Any] = {}  # result ref -> actor
+        left = len(items)
+        while left:
+            for actor, queue in self._ready.items():
+                while len(queue) < QUEUED and (retry or left > len(owner) + len(retry)):
+                    entry = retry.popleft() if retry else (next(source), 0)
+                    ref = actor.run.remote(func, entry[0])
+                    queue.append((ref, entry))
+                    owner[ref] = actor
+            done, _ = ray.wait(list(owner) + list(self._starting), num_returns=1, timeout=STALL_SECONDS)
+            if not done:
+                raise LookalikeError(f"the Ray cluster did nothing for {STALL_SECONDS:.0f} s ({len(self._ready)} "
+                                     f"workers running, {len(self._starting)} waiting for a CPU)")
+            ref = done[0]
+            if ref in self._starting:
+                self._started(ref)
+                continue
+            actor = owner.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                given_up = self._lost(actor, exc, owner, retry)
+                if given_up is None:
+                    continue
+                if failed is None:
+                    raise LookalikeError(f"{given_up[0]!r}: {given_up[1]}") from None
+                result = failed(given_up[0], TaskFailed("crashed", given_up[1]))
+            else:
+                queue = self._ready[actor]
+                queue.remove(next(entry for entry in queue if entry[0] == ref))
+                self.nodes[self._node_of[actor]] += 1
+            left -= 1
+            yield result
+
+    def _started(self, ref: Any) -> None:
+        actor = self._starting.pop(ref)
+        try:
+            node, problem = self._ray.get(ref)
+        except self._ray.exceptions.RayActorError as exc:
+            self._start_deaths += 1
+            if self._start_deaths >= MAX_DEATHS:
+                raise LookalikeError(f"Ray workers die while they load the models: {first_line(exc)}") from None
+            self._spawn()
+            return
+        if problem:
+            raise LookalikeError(f"the Ray worker on node {node} {problem}")
+        self._start_deaths = 0
+        self._ready[actor] = deque()
+        self._node_of[actor] = node
+
+    def _lost(self, actor: Any, error: BaseException, owner: dict, retry: deque) -> tuple[Any, str] | None:
+        """Replace a dead actor and queue its items again; (item, why) when the item it was running has now
+        been running in ``MAX_DEATHS`` dead actors."""
+        queue = self._ready.pop(actor)
+        self._node_of.pop(actor)
+        self._ray.kill(actor)
+        self._spawn()
+        for ref, _ in queue:
+            owner.pop(ref, None)
+        (_, (item, deaths)), *behind = queue  # an actor runs its items in order: the first was running
+        retry.extendleft(reversed([entry for _, entry in behind]))
+        if deaths + 1 < MAX_DEATHS:
+            retry.appendleft((item, deaths + 1))
+            return None
+        return item, f"its worker process died {MAX_DEATHS} times running it ({first_line(error)})"
+
+    def close(self) -> None:
+        for actor in [*self._ready, *self._starting.values()]:
+            self._ray.kill(actor)
+        self._ready.clear()
+        self._starting.clear()
+        self._node_of.clear()
+        if self._connected_here:
+            self._ray.shutdown()
+            self._connected_here = False
+        self._actor_class = None
+
+    def __enter__(self) -> RayPool:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

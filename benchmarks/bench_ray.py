@@ -116,7 +116,7 @@ def side_by_side(engines: dict, measured: Path, warm: Path, root: Path, rounds: 
     from lookalike_cli.parallel import worker_pool
 
     first = sorted(warm.iterdir())[0]
-    task = DetectTask(str(first), Config().detect, Config().filter.max_image_pixels, "", first.stat().st_size)
+    task = DetectTask(str(first), Config().detect, Config().image, "", first.stat().st_size)
     with ExitStack() as stack:
         pools, results = {}, {}
         for name, (config, roots) in engines.items():
@@ -149,7 +149,7 @@ def driver_memory(paths: int, streamed: int) -> dict:
                                          "size": 100_000, "mtime_ns": 1_700_000_000_000_000_000 + number,
                                          "detect_key": "upsample=1;min_score=0.0;max_size=1024;max_pixels=40000000",
                                          "status": "rejected"}
-        tasks.append(DetectTask(path, config.detect, config.filter.max_image_pixels, "", 100_000))
+        tasks.append(DetectTask(path, config.detect, config.image, "", 100_000))
     held = resident_mb()
     started = time.perf_counter()
     with RayPool(2, len, ("",)) as pool:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 from .errors import Failure, LookalikeError
 from .parallel import TaskFailed, progress, resolve_workers
 
+LOCAL_NODE_ADDRESS = "127.0.0.2"
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -133,7 +134,10 @@ class RayPool:
                 if self.address:
                     ray.init(address=self.address, **quiet)
                 else:
-                    ray.init(num_cpus=resolve_workers(self.workers), include_dashboard=False, **quiet)
+                    # on a loopback address of its own: a Ray started here serves this machine only (Ray would
+                    # take the host's network address for 127.0.0.1)
+                    ray.init(num_cpus=resolve_workers(self.workers), include_dashboard=False,
+                             _node_ip_address=LOCAL_NODE_ADDRESS, **quiet)
             except ConnectionError as exc:
                 raise LookalikeError(f"cannot join the Ray cluster at {self.address}: {first_line(exc)}") from None
             self._connected_here = True

@@ -29,5 +29,5 @@ def square_or_die(item: tuple[int, str]) -> tuple[int, int]:
     return x * x, os.getpid()
 
 
-def gave_up(item: tuple[int, str], why: str) -> tuple[str, int, str]:
-    return "failed", item[0], why
+def gave_up(item: tuple[int, str], failure) -> tuple[str, int, str]:
+    return "failed", item[0], failure.detail

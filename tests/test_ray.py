@@ -136,7 +136,7 @@ def test_dead_workers_are_replaced_and_a_photo_that_kills_every_worker_is_given_
 
 def test_a_ray_build_equals_a_local_build(ray_env, portraits, local_reference, tmp_path):
     """In this process, with the engine's own Ray (2 CPUs): the same tables as the local pool's."""
-    from lookalike_cli.build import build
+    from lookalike_cli import build
 
     config = load_config(None, {"num_jitters": 1, "workers": 2, "executor": "ray"})
     summary = build(portraits, tmp_path, None, config)

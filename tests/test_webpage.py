@@ -22,13 +22,12 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 
 from lookalike_cli import build
-from lookalike_cli.config import load_config
 from lookalike_cli.render import thumbnail_jpeg
-from lookalike_cli.webpage import PAGE_FILES, THUMBNAIL_SIDE, page_routes
+from lookalike_cli.webpage import PAGE_FILES, THUMBNAIL_SIDE
 
 from browser import chromium, full_page_screenshot, wait_for
-from conftest import DEMO, FAST, FIXTURES, REPO, encoded, run
-from servers import lookalike_serve, running
+from conftest import DEMO, FIXTURES, REPO, encoded, run
+from servers import lookalike_serve
 from test_serve import api
 
 NO_FACE = "No face was found in this photo."
@@ -113,12 +112,9 @@ def large_photos(tmp_path_factory, fast_config) -> tuple[Path, Path]:
 
 @pytest.mark.slow
 def test_a_large_gallery_photo_is_shrunk_to_the_thumbnail_bound(large_photos):
-    images, data = large_photos
-    config = load_config(None, FAST)
-    from starlette.applications import Starlette
-
-    with running(Starlette(routes=page_routes(data, config))) as url:
-        photo = httpx.get(f"{url}/people/bob-corker/photo")
+    _, data = large_photos
+    with api(data) as (client, _):
+        photo = client.get("/people/bob-corker/photo")
     thumbnail = Image.open(io.BytesIO(photo.content))
     assert photo.headers["content-type"] == "image/jpeg" and thumbnail.height == THUMBNAIL_SIDE
     assert thumbnail.width / thumbnail.height == pytest.approx(900 / 1100, abs=0.005)

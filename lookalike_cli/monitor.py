@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, \
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, \
     generate_latest, start_http_server
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 
 from .answer_log import STATUSES, AnswerLog, answer_entry, client_hash, photo_status
 from .config import Config
@@ -31,13 +32,28 @@ def http_status(code: int, result: PhotoResult | None) -> str:
     return photo_status(result) if result is not None else HTTP_STATUSES.get(code, "bad_request")
 
 
+class GalleryCollector:
+    """The figures of the generation a recognizer serves, read when metrics are collected (it can switch to a
+    newly published one while it runs)."""
+
+    def __init__(self, recognizer: Recognizer):
+        self.recognizer = recognizer
+
+    def collect(self):
+        gallery = self.recognizer.gallery
+        yield GaugeMetricFamily("lookalike_gallery_vectors", "Vectors in the gallery's index", value=gallery["size"])
+        yield GaugeMetricFamily("lookalike_gallery_people", "People in the gallery", value=gallery["people"] or 0)
+        yield InfoMetricFamily("lookalike_gallery", "The gallery answering: its generation and index backend",
+                               value={"generation": gallery["generation"], "backend": gallery["backend"]})
+
+
 class Monitor:
     """Records each answer of one channel ("http", "bot") in the answer log (when ``answers.log`` is set) and in
     Prometheus metrics (when ``serve.metrics`` is on)."""
 
     def __init__(self, config: Config, channel: str, recognizer: Recognizer):
         self.channel = channel
-        self.generation = recognizer.gallery["generation"]
+        self.recognizer = recognizer
         self.salt = config.serve.client_salt
         self.log = AnswerLog(config.answers) if config.answers.log else None
         self.registry = CollectorRegistry() if config.serve.metrics else None
@@ -62,12 +78,7 @@ class Monitor:
         Gauge("lookalike_workers_busy", "Workers answering a photo", registry=registry).set_function(
             lambda: recognizer.in_work)
         Gauge("lookalike_workers", "Recognition workers", registry=registry).set(recognizer.workers)
-        Gauge("lookalike_gallery_vectors", "Vectors in the gallery's index", registry=registry).set(
-            recognizer.gallery["size"])
-        Gauge("lookalike_gallery_people", "People in the gallery", registry=registry).set(
-            recognizer.gallery["people"])
-        Info("lookalike_gallery", "The gallery answering: its generation and index backend",
-             registry=registry).info({"generation": self.generation, "backend": recognizer.gallery["backend"]})
+        registry.register(GalleryCollector(recognizer))
 
     def answered(self, status: str, seconds: float, result: PhotoResult | None = None, client: str | None = None,
                  **extra) -> None:
@@ -76,7 +87,7 @@ class Monitor:
         if self.log is not None:
             if self.salt and client is not None:
                 extra["client"] = client_hash(client, self.salt)
-            self.log.write(answer_entry(self.channel, self.generation, status, seconds, result, **extra))
+            self.log.write(answer_entry(self.channel, self.recognizer.generation, status, seconds, result, **extra))
         if self.registry is None:
             return
         self.answers.labels(status).inc()

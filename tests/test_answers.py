@@ -5,6 +5,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,9 +26,10 @@ from lookalike_cli.query import FaceResult, Match, PhotoResult
 
 from conftest import DEMO, FIXTURES, encoded, run, side_by_side
 from fake_telegram import FakeTelegram
-from servers import free_port, running, wait_until
+from servers import free_port, lookalike_serve, running, wait_until
 from test_bot import TOKEN, reply, start_bot, stop_bot
-from test_serve import BODY_LIMIT, api, descendants, photo
+from test_generations import publish_without
+from test_serve import BODY_LIMIT, api, best_alias, descendants, photo
 
 OPTIONAL = {"reason", "code", "client"}
 
@@ -244,6 +246,22 @@ def test_metrics_move_with_the_requests_sent(built):
     assert after[("lookalike_queue_depth", ())] == 0 and after[("lookalike_workers_busy", ())] == 0
 
 
+def test_the_log_and_metrics_follow_a_newly_published_generation(built, fast_config, tmp_path):
+    data, path = tmp_path / "data", tmp_path / "answers.jsonl"
+    shutil.copytree(built, data)
+    with api(data, log=str(path)) as (client, recognizer):
+        first = recognizer.generation
+        assert best_alias(client.post("/query", content=photo("bob-corker"))) == "bob-corker"
+        second = publish_without(data, "bob-corker", fast_config)
+        assert recognizer.switch_to_published()  # what serve does on SIGHUP or every --reload-seconds
+        assert best_alias(client.post("/query", content=photo("bob-corker"))) != "bob-corker"
+        metrics = metric_values(client.get("/metrics").text)
+        entries = lines_of(path, 2)
+    assert first != second and [entry["generation"] for entry in entries] == [first, second]
+    assert metrics[("lookalike_gallery_info", (("backend", "exact"), ("generation", second)))] == 1
+    assert metrics[("lookalike_gallery_people", ())] == 47 and metrics[("lookalike_gallery_vectors", ())] == 47
+
+
 def test_metrics_can_be_turned_off(built):
     with api(built, metrics=False) as (client, _):
         assert client.get("/metrics").status_code == 404
@@ -253,15 +271,12 @@ def test_metrics_can_be_turned_off(built):
 def test_a_killed_server_leaves_a_readable_log(built, tmp_path):
     path = tmp_path / "answers.jsonl"
 
-    def start():
-        process = subprocess.Popen([sys.executable, "-m", "lookalike_cli", "serve", "--data-dir", str(built),
-                                    "--port", "0", "--workers", "1", "--log", str(path)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = process.stdout.readline()
-        assert " on http://" in line, line
-        return process, line.split(" on ")[1].split()[0]
-
-    process, url = start()
+    process = subprocess.Popen([sys.executable, "-m", "lookalike_cli", "serve", "--data-dir", str(built),
+                                "--port", "0", "--workers", "1", "--log", str(path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = process.stdout.readline()
+    assert " on http://" in line, line
+    url = line.split(" on ")[1].split()[0]
     stop = threading.Event()
 
     def flood():
@@ -297,14 +312,10 @@ def test_a_killed_server_leaves_a_readable_log(built, tmp_path):
     report = json.loads(run("stats", "--log", path, "--data-dir", built, "--json").output)
     assert report["skipped_lines"] == 1 and report["entries"] == len(written.entries)
     assert report["statuses"]["ok"] == len(written.entries) and report["top"][0]["alias"] == "bob-corker"
-    process, url = start()  # a new server appends to the same log, on a line of its own
-    try:
-        assert httpx.post(url, content=photo("ami-bera"), timeout=60).status_code == 200
+    with lookalike_serve(built, "--log", str(path)) as (url, _):  # appends to the same log, on a line of its own
+        assert httpx.post(f"{url}/query", content=photo("ami-bera"), timeout=60).status_code == 200
         wait_until(lambda: len(read_answers([path]).entries) == len(written.entries) + 1, timeout=30,
                    what="the new server's line")
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(30)
     assert read_answers([path]).entries[-1]["matches"][0]["alias"] == "ami-bera"
 
 

@@ -32,6 +32,8 @@ from .sources import Search, is_http_url, read_url_list
 
 log = logging.getLogger(__name__)
 
+SYNC_THREADS = 16
+
 
 @dataclass(frozen=True)
 class PersonTask:
@@ -54,6 +56,43 @@ class CrawlSummary:
     statuses: dict[str, int]
 
 
+class Syncer:
+    """Passes each row on to ``record`` once the photo it names, and the folders whose entries changed, are on
+    disk (fsync): a power cut cannot leave a manifest row whose file is missing. The fsyncs run on threads of
+    their own, so that neither the downloads nor the manifest wait for the disk (an fsync waits for the device,
+    6 ms each on the benchmark's machine; see benchmarks/RESULTS.md#crawl)."""
+
+    def __init__(self, record: Record):
+        self.record = record
+        self.pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="sync")
+        self.failure: LookalikeError | None = None
+
+    def add(self, row: dict, *paths: Path) -> None:
+        """Record ``row`` once ``paths`` are synced (at once when there are none)."""
+        if paths:
+            self.pool.submit(self.sync_then_record, row, paths)
+        else:
+            self.record(row)
+
+    def sync_then_record(self, row: dict, paths: tuple[Path, ...]) -> None:
+        try:
+            for path in paths:
+                fsync_path(path)
+        except LookalikeError as exc:
+            self.failure = exc  # the row is dropped: its file may not be on disk
+        else:
+            self.record(row)
+
+    def close(self) -> None:
+        """Wait until the rows in work are recorded."""
+        self.pool.shutdown(wait=True)
+
+    def check(self) -> None:
+        """Raise the first sync failure, if any."""
+        if self.failure is not None:
+            raise self.failure
+
+
 @dataclass(frozen=True)
 class Crawler:
     """What the crawl threads share: the limits, the session, the search (None: URL lists), where rows go and
@@ -62,7 +101,7 @@ class Crawler:
     limits: CrawlConfig
     session: CrawlSession
     search: Search | None
-    record: Record
+    syncer: Syncer
     images: Path
     stop: threading.Event
     verify: Verify
@@ -74,7 +113,7 @@ class Crawler:
         tried = set(task.skip)
         check_addresses = self.search is not None and not self.limits.allow_private_addresses
         candidates = iter(task.urls) if self.search is None else \
-            self.search.image_urls(task.alias, task.query, self.record)
+            self.search.image_urls(task.alias, task.query, self.syncer.add)
         for url in candidates:
             if self.stop.is_set():
                 break
@@ -82,51 +121,42 @@ class Crawler:
                 continue
             tried.add(without_credentials(url))
             attempt = download(self.session, url, self.limits, check_addresses, self.verify)
-            self.record(self.kept_row(task, url, attempt, kept))
+            self.syncer.add(*self.kept_row(task, url, attempt, kept))
             if len(kept) >= self.limits.per_person:
                 break
         return len(kept)
 
-    def kept_row(self, task: PersonTask, url: str, attempt: Attempt, kept: set[str]) -> dict:
-        """The manifest row of an attempt; a photo new for the person is written and its hash added to
-        ``kept``, one it has already is a ``duplicate``."""
-        status, values = attempt.status, {}
+    def kept_row(self, task: PersonTask, url: str, attempt: Attempt, kept: set[str]) -> tuple[dict, ...]:
+        """The manifest row of an attempt, then the paths to sync before it is recorded: a photo new for the
+        person is written (synced by the Syncer), and its hash added to ``kept``; one it has already is a
+        ``duplicate``."""
+        status, values, written = attempt.status, {}, ()
         if status == "ok":
-            name = f"{attempt.sha256}.{attempt.extension}"
+            folder, name = self.images / task.alias, f"{attempt.sha256}.{attempt.extension}"
             values = {"path": f"images/{task.alias}/{name}", "sha256": attempt.sha256, "width": attempt.width,
                       "height": attempt.height}
             if attempt.sha256 in kept:
                 status = "duplicate"
             else:
-                write_durably(self.images, task.alias, name, attempt.data)
+                new_folder = not folder.is_dir()
+                write_bytes(folder / name, attempt.data, durable=False)
+                written = (folder / name, folder, self.images) if new_folder else (folder / name, folder)
                 kept.add(attempt.sha256)
-        return manifest_row(task.alias, task.query, url, status, bytes=attempt.size, http_status=attempt.http_status,
-                            error=attempt.error, seconds=attempt.seconds, **values)
+        row = manifest_row(task.alias, task.query, url, status, bytes=attempt.size, http_status=attempt.http_status,
+                           error=attempt.error, seconds=attempt.seconds, **values)
+        return row, *written
 
 
-def write_durably(images: Path, alias: str, name: str, data: bytes) -> None:
-    """Write ``images/alias/name`` atomically and fsync it and the folders whose entries changed, in the
-    crawl thread, before its manifest row exists: a power cut cannot leave a row whose file is not on disk.
-    (Syncing in the main thread instead, file after file, costs it the GIL hand-over of each call: 6 ms a
-    photo with 32 busy threads.)"""
-    folder = images / alias
-    new_folder = not folder.is_dir()
-    write_bytes(folder / name, data)
-    sync_folder(folder)
-    if new_folder:
-        sync_folder(images)
-
-
-def sync_folder(folder: Path) -> None:
-    """fsync a folder, so that the names in it survive a power cut."""
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (so that the names in it survive a power cut)."""
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
     except OSError as exc:
-        raise LookalikeError(f"cannot sync {folder}: {exc.strerror}") from None
+        raise LookalikeError(f"cannot sync {path}: {exc.strerror}") from None
 
 
 def plan_person(person: dict, rows: list[dict], data: DataDir, config: CrawlConfig,
@@ -181,7 +211,7 @@ def _crawl(data: DataDir, people: list[dict], url_lists: dict[str, list[str]], s
         data.images.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LookalikeError(f"cannot create {data.images}: {exc.strerror}") from None
-    sync_folder(data.root)
+    fsync_path(data.root)
     checkpoint = Checkpoint(data, "crawl")
     previous = checkpoint.resume()
     by_alias: dict[str, list[dict]] = defaultdict(list)
@@ -202,7 +232,7 @@ def _crawl(data: DataDir, people: list[dict], url_lists: dict[str, list[str]], s
             tqdm(total=len(todo), desc="crawl people", unit="person", disable=None, leave=False) as people_bar, \
             tqdm(total=wanted, desc="crawl images", unit="image", disable=None, leave=False) as images_bar:
         search = None if settings.engine == "urls" else Search(settings.engine, session, settings)
-        crawler = Crawler(settings, session, search, made.put, data.images, threading.Event(), verify)
+        crawler = Crawler(settings, session, search, Syncer(made.put), data.images, threading.Event(), verify)
         waiting = iter(todo)
         running: dict = {}  # future -> alias; a few per thread, so that waiting on them stays cheap
         try:
@@ -212,6 +242,7 @@ def _crawl(data: DataDir, people: list[dict], url_lists: dict[str, list[str]], s
                 if not running:
                     break
                 done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                crawler.syncer.check()
                 save_rows(made, new_rows, checkpoint, images_bar)
                 for future in done:
                     kept_now[running.pop(future)] = future.result()
@@ -221,8 +252,10 @@ def _crawl(data: DataDir, people: list[dict], url_lists: dict[str, list[str]], s
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         finally:
+            crawler.syncer.close()
             save_rows(made, new_rows, checkpoint, images_bar)
             checkpoint.flush()
+    crawler.syncer.check()
 
     crawled = {task.alias for task in todo}
     kept_rows = [row for row in previous if not (row["status"] == "search_error" and row["alias"] in crawled)]

@@ -148,6 +148,7 @@ class Decoded:
 
 def decode_image(data: bytes, policy: ImageConfig) -> Decoded:
     """Decode image bytes under ``policy``. Raises ImageRejected."""
+    _load_pillow()
     with time_limit(policy.decode_timeout, _overdue(policy)), _pillow_errors():
         return _decode(_open(data, policy), policy.max_decoded_bytes)
 
@@ -157,6 +158,7 @@ def verify_image(data: bytes, policy: ImageConfig) -> tuple[str, int, int]:
     decoding them to the end without keeping the pixels: a JPEG at 1/8 scale (libjpeg still reads all of its
     data, so truncation and corruption are caught as in a full decode, at a fraction of the cost). Raises
     ImageRejected."""
+    _load_pillow()
     with time_limit(policy.decode_timeout, _overdue(policy)), _pillow_errors():
         image = _open(data, policy)
         image_format, (width, height) = image.format, image.size
@@ -193,6 +195,14 @@ class ImageVerifier:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _load_pillow() -> None:
+    """Import Pillow and its format plugins (once per process, before a time limit starts: on a busy machine
+    the imports alone can take a second)."""
+    from PIL import Image
+
+    Image.init()
 
 
 def _overdue(policy: ImageConfig) -> ImageRejected:

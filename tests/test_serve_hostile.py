@@ -31,6 +31,8 @@ LIMITS = {"workers": 1, "queue_size": 2, "max_body_bytes": 2_000_000, "header_ti
           "max_connections": 12, "max_body_chunks": 1000}
 MB = 1 << 20
 
+pytestmark = pytest.mark.slow  # starts servers
+
 
 @contextlib.contextmanager
 def api(data_dir, **settings):

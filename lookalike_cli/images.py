@@ -373,14 +373,17 @@ STRIP_ROWS = 256  # rows copied out of a Pillow image at a time
 def _pixels(image) -> np.ndarray:
     """The RGB uint8 array of a loaded image of mode RGB, RGBA (composited on white), L, or 16/32-bit grey
     (scaled to 8 bits), copied a strip of rows at a time: never a second copy of the whole image."""
-    factor = 1.0
+    sixteen_bit, factor = False, np.float32(1)
     if image.mode in GREY_MODES:  # 16-bit data keeps its brightness; other values are stretched to 0..255
         high = image.getextrema()[1]
-        factor = 255.0 / (65535.0 if image.mode != "F" and high > 255 else max(float(high), 1.0))
+        sixteen_bit = image.mode != "F" and high > 255
+        factor = np.float32(255 / (65535 if sixteen_bit else max(float(high), 1.0)))
     out = np.empty((image.height, image.width, 3), dtype=np.uint8)
     for top in range(0, image.height, STRIP_ROWS):
         strip = np.asarray(image.crop((0, top, image.width, min(top + STRIP_ROWS, image.height))))
-        if image.mode in GREY_MODES:
+        if sixteen_bit:
+            strip = (strip // 257).astype(np.uint8)[..., None]  # 0..65535 to 0..255
+        elif image.mode in GREY_MODES:
             strip = np.clip(strip * factor, 0, 255).astype(np.uint8)[..., None]
         elif image.mode == "L":
             strip = strip[..., None]

@@ -28,7 +28,7 @@ from urllib.parse import quote_plus, urlsplit, urlunsplit
 
 from .artifacts import Checkpoint, DataDir, rows_by_key, write_bytes
 from .catalog import alias_problem, load_catalog
-from .config import Config, CrawlConfig
+from .config import IMAGE_FORMATS, Config, CrawlConfig, ImageConfig
 from .errors import LookalikeError
 from .images import ImageRejected, verify_image
 
@@ -106,7 +106,8 @@ def verified_image(data: bytes, limits: CrawlConfig) -> tuple[str, int, int]:
     if not data:
         raise ImageRejected("empty", "the response has no body")
     try:
-        image_format, width, height = verify_image(data, limits.max_download_pixels)
+        image_format, width, height = verify_image(data, ImageConfig(image_formats=" ".join(IMAGE_FORMATS),
+                                                                     max_image_pixels=limits.max_download_pixels))
     except ImageRejected as exc:
         raise ImageRejected("not_image" if exc.reason == "undecodable" else exc.reason, exc.detail) from None
     if min(width, height) < limits.min_download_side:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 FOLDER = Path(__file__).resolve().parent
 # the longest (index) last but one; search_pruning reuses the vectors index caches
-ORDER = ("dlib", "embed", "query", "detect", "crawl", "serve", "descriptor", "index", "search_pruning")
+ORDER = ("dlib", "embed", "query", "detect", "crawl", "serve", "serve_hostile", "descriptor", "index", "search_pruning")
 TOPICS = sorted((p.stem.removeprefix("bench_") for p in FOLDER.glob("bench_*.py")),
                 key=lambda topic: ORDER.index(topic) if topic in ORDER else len(ORDER))
 

@@ -147,6 +147,7 @@ class Decoded:
 
 def decode_image(data: bytes, policy: ImageConfig) -> Decoded:
     """Decode image bytes under ``policy``. Raises ImageRejected."""
+    _load_pillow()
     with time_limit(policy.decode_timeout, _overdue(policy)), _pillow_errors():
         return _decode(_open(data, policy), policy.max_decoded_bytes)
 
@@ -156,6 +157,7 @@ def verify_image(data: bytes, policy: ImageConfig) -> tuple[str, int, int]:
     decoding them to the end without keeping the pixels: a JPEG at 1/8 scale (libjpeg still reads all of its
     data, so truncation and corruption are caught as in a full decode, at a fraction of the cost). Raises
     ImageRejected."""
+    _load_pillow()
     with time_limit(policy.decode_timeout, _overdue(policy)), _pillow_errors():
         image = _open(data, policy)
         image_format, (width, height) = image.format, image.size
@@ -192,6 +194,14 @@ class ImageVerifier:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _load_pillow() -> None:
+    """Import Pillow and its format plugins (once per process, before a time limit starts: on a busy machine
+    the imports alone can take a second)."""
+    from PIL import Image
+
+    Image.init()
 
 
 def _overdue(policy: ImageConfig) -> ImageRejected:
@@ -362,14 +372,17 @@ STRIP_ROWS = 256  # rows copied out of a Pillow image at a time
 def _pixels(image) -> np.ndarray:
     """The RGB uint8 array of a loaded image of mode RGB, RGBA (composited on white), L, or 16/32-bit grey
     (scaled to 8 bits), copied a strip of rows at a time: never a second copy of the whole image."""
-    factor = 1.0
+    sixteen_bit, factor = False, np.float32(1)
     if image.mode in GREY_MODES:  # 16-bit data keeps its brightness; other values are stretched to 0..255
         high = image.getextrema()[1]
-        factor = 255.0 / (65535.0 if image.mode != "F" and high > 255 else max(float(high), 1.0))
+        sixteen_bit = image.mode != "F" and high > 255
+        factor = np.float32(255 / (65535 if sixteen_bit else max(float(high), 1.0)))
     out = np.empty((image.height, image.width, 3), dtype=np.uint8)
     for top in range(0, image.height, STRIP_ROWS):
         strip = np.asarray(image.crop((0, top, image.width, min(top + STRIP_ROWS, image.height))))
-        if image.mode in GREY_MODES:
+        if sixteen_bit:
+            strip = (strip // 257).astype(np.uint8)[..., None]  # 0..65535 to 0..255
+        elif image.mode in GREY_MODES:
             strip = np.clip(strip * factor, 0, 255).astype(np.uint8)[..., None]
         elif image.mode == "L":
             strip = strip[..., None]

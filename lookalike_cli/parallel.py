@@ -19,7 +19,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -110,7 +110,6 @@ class _Worker:
     ready: bool = False
     task: _Task | None = None
     limit: tuple[float, Failure] | None = None  # (monotonic deadline, failure) of the time_limit in force
-    started: float = field(default_factory=time.monotonic)
 
     def overdue(self, now: float) -> Failure | None:
         """The failure of its task if the task has run past its deadline or its time limit."""
@@ -187,6 +186,8 @@ class ProcessPool:
     def close(self) -> None:
         """Cancel the waiting tasks, stop the workers (killing those in work) and the supervising thread."""
         with self._lock:
+            if self._closing:
+                return
             self._closing = True
             for task in self._tasks:
                 task.future.cancel()

@@ -8,8 +8,9 @@ byte of the body is read), a body over the size limit 413, a body not sent in ti
 an image 400 (415: an image format not accepted), a photo not answered in time 504.
 
 Every request is bounded: connections (``max_connections``), the time to send headers (``header_timeout``) and
-a body (``body_timeout``), the body's bytes and, when chunked, its chunks; a body is read only once the photo
-has a place in the recognizer, so the bytes held are at most its places times ``max_body_bytes``. The limits on
+a body (``body_timeout``), the body's bytes and, when chunked, its chunks. A body is read only while the
+recognizer has a free place (checked from the headers), and the bytes of all bodies held at once are at most its
+places times ``max_body_bytes`` (``BodyBytes``: slow bodies hold what they sent, not a place). The limits on
 connections and headers are kept by the HTTP protocol itself (``guarded_protocol``), before the app sees a
 request.
 
@@ -22,6 +23,7 @@ person's photo (``webpage.py``). ``GET /metrics`` gives the counts for Prometheu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -106,19 +108,39 @@ class BadRequest(Exception):
     pass
 
 
-def limited_receive(receive, limit: int):
-    """An ASGI receive that raises BodyTooLarge once more than ``limit`` body bytes have arrived."""
-    seen = 0
+class BodyBytes:
+    """The bytes of request bodies held at once, across all requests, kept under ``limit``: each message of a body
+    is charged as it arrives (Busy when it would go over), and a request's bytes are given back when it is
+    answered. Slow bodies hold only what they have sent, and no place of the recognizer."""
 
-    async def wrapped():
-        nonlocal seen
-        message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise BodyTooLarge()
-        return message
-    return wrapped
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held = 0
+        self.receiving = 0  # requests whose body is arriving
+
+    @contextlib.asynccontextmanager
+    async def reading(self, request: Request, max_body: int) -> AsyncIterator[Request]:
+        """``request`` with a receive that charges its body here, and raises BodyTooLarge past ``max_body``
+        bytes; its bytes are given back on exit."""
+        charged = 0
+
+        async def receive():
+            nonlocal charged
+            message = await request.receive()
+            if message["type"] == "http.request":
+                size = len(message.get("body", b""))
+                if charged + size > max_body:
+                    raise BodyTooLarge()
+                if self.held + size > self.limit:
+                    raise Busy("the server holds as many photo bytes as it may")
+                charged += size
+                self.held += size
+            return message
+
+        try:
+            yield Request(request.scope, receive)
+        finally:
+            self.held -= charged
 
 
 @asynccontextmanager
@@ -138,11 +160,10 @@ async def form_in_memory(request: Request, limit: int) -> AsyncIterator[FormData
         await form.close()
 
 
-async def read_photo(request: Request, limit: int) -> tuple[bytes, str]:
+async def read_photo(limited: Request, limit: int) -> tuple[bytes, str]:
     """The photo's bytes and name, from a raw body or the first file of a multipart form (content types in any
-    letter case); BodyTooLarge over ``limit`` bytes, BadRequest for a broken form."""
-    limited = Request(request.scope, limited_receive(request.receive, limit))
-    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+    letter case), of at most ``limit`` bytes; BadRequest for a broken form."""
+    if limited.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         async with form_in_memory(limited, limit) as form:
             files = [value for value in form.values() if isinstance(value, UploadFile)]
             if not files:
@@ -174,6 +195,7 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
     stats = RequestStats(monitor)
     serving = config.serve
     limit = serving.max_body_bytes
+    bodies = BodyBytes(recognizer.capacity * limit)
 
     async def answer(request: Request) -> Response:
         output = request.query_params.get("format", "json")
@@ -183,16 +205,22 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
         if length.isdigit() and int(length) > limit:
             return error(413, f"the photo is over the limit of {limit} bytes")
         try:
-            with recognizer.place() as place:  # before any byte of the body is read
-                async with asyncio.timeout(serving.body_timeout):
-                    data, name = await read_photo(request, limit)
+            if recognizer.pending >= recognizer.capacity:  # from the headers: no byte of the body is read
+                raise Busy()
+            async with bodies.reading(request, limit) as limited:
+                bodies.receiving += 1
+                try:
+                    async with asyncio.timeout(serving.body_timeout):
+                        data, name = await read_photo(limited, limit)
+                finally:
+                    bodies.receiving -= 1
                 if not data:
                     return error(400, "send a photo as the request body, or as a multipart file")
-                result, picture = await place.recognize(data, name, picture=output == "png")
-        except Busy:
+                result, picture = await recognizer.recognize(data, name, picture=output == "png")
+        except Busy as exc:
             retry = stats.retry_after(recognizer.queue_depth, recognizer.workers)
-            return error(503, "busy: every worker is taken and the queue is full, try again later",
-                         {"Retry-After": str(retry)})
+            why = str(exc) or "every worker is taken and the queue is full"
+            return error(503, f"busy: {why}, try again later", {"Retry-After": str(retry)})
         except TimeoutError:
             return error(408, f"the photo did not arrive within {serving.body_timeout:g} s")
         except BodyTooLarge:
@@ -233,9 +261,8 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
             "index": {key: gallery[key] for key in ("backend", "size", "people")},
             "calibration": gallery["calibration"],
             "workers": recognizer.workers, "workers_replaced": recognizer.workers_replaced,
-            "queue": {"depth": recognizer.queue_depth, "in_work": recognizer.in_work,
-                      "receiving": max(0, recognizer.pending - recognizer.queue_depth - recognizer.in_work),
-                      "size": serving.queue_size},
+            "queue": {"depth": recognizer.queue_depth, "in_work": recognizer.in_work, "size": serving.queue_size},
+            "bodies": {"receiving": bodies.receiving, "bytes_held": bodies.held, "bytes_limit": bodies.limit},
             "limits": limits_in_force(config),
             "requests": stats.to_json()})
 

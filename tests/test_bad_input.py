@@ -399,6 +399,7 @@ def test_query_answers_every_kind_of_file(built, bad_images, when, name, reason)
         assert result.exit_code == 1 and len(lines) == 1 and expected in lines[0], (when, lines)
 
 
+@pytest.mark.slow
 def test_a_photo_over_the_decode_timeout_is_recorded_and_the_build_goes_on(tmp_path):
     import pyarrow.parquet as pq
 

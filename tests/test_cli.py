@@ -146,6 +146,7 @@ def test_every_command_that_reads_images_offers_the_image_settings(command):
         assert option in output
 
 
+@pytest.mark.slow
 def test_the_image_settings_reach_embed_as_they_reach_filter(tmp_path):
     """The seam: a photo over the default pixel bound that filter accepts with an option is embedded with the
     same option, and a config file's bound applies to both."""

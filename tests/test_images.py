@@ -1,5 +1,6 @@
 """Decoding real image files made with Pillow: every mode and container a crawl brings in."""
 
+import io
 
 import io
 
@@ -187,6 +188,6 @@ def test_the_crawl_s_verifier_stops_a_slow_decode_and_goes_on(portrait):
         with pytest.raises(ImageRejected) as caught:
             verifier.verify(slow)
         assert (caught.value.reason, caught.value.detail) == ("timeout", "not decoded within 0.5 s")
-        with pytest.raises(ImageRejected, match="not_image|undecodable"):
+        with pytest.raises(ImageRejected, match="undecodable"):
             verifier.verify(b"<html>404</html>")
         assert verifier.verify(encoded(portrait, "PNG")) == ("PNG", portrait.width, portrait.height)

@@ -131,7 +131,8 @@ def test_health_and_stats(client):
     stats = client.get("/stats").json()
     assert stats["index"] == {"backend": "exact", "size": 48, "people": 48}
     assert set(stats["calibration"]) == {"mean", "std", "count", "min_similarity"}
-    assert stats["workers"] == 2 and stats["queue"] == {"depth": 0, "in_work": 0, "receiving": 0, "size": 16}
+    assert stats["workers"] == 2 and stats["queue"] == {"depth": 0, "in_work": 0, "size": 16}
+    assert stats["bodies"] == {"receiving": 0, "bytes_held": 0, "bytes_limit": 18 * BODY_LIMIT}
     assert stats["limits"]["max_body_bytes"] == BODY_LIMIT and stats["limits"]["max_faces"] == 10
     assert stats["requests"]["by_status"]["200"] >= 1
     assert stats["requests"]["latency_ms"]["p50"] <= stats["requests"]["latency_ms"]["p99"]

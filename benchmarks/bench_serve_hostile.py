@@ -1,0 +1,243 @@
+"""Ordinary selfies on `lookalike serve` with 1 request in 20 hostile (every kind of tests/hostile.py and of the
+HTTP layer) against the clean load, on the same server (2 workers) in the same run: selfies answered/s, p50/p99,
+what the hostile requests were answered, and the peak memory of the server and its workers.
+
+    .venv/bin/python benchmarks/bench_serve_hostile.py          # 3 rounds of 30 s mixed and clean
+    .venv/bin/python benchmarks/bench_serve_hostile.py --full   # 3 rounds of 60 s
+
+The server and the clients are those of bench_serve.py (the congress gallery, or the demo one without ../shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Callable
+
+import httpx
+
+from bench_serve import CLIENTS, WARM_UP, demo_gallery, start_server
+from common import CONGRESS, REPO, congress_gallery, header, markdown_table, median, ms, percentile, write_report
+
+sys.path.insert(0, str(REPO / "tests"))
+import hostile  # noqa: E402  (the hostile inputs, built from their recipes)
+
+HOSTILE_EVERY = 20  # in the mixed load, every 20th request a client sends is hostile
+
+
+def post(body: bytes, headers: dict | None = None) -> Callable[[str], int]:
+    """A hostile request that is a plain POST."""
+    def send(url: str) -> int:
+        return httpx.post(url, content=body, headers=headers, timeout=300).status_code
+    return send
+
+
+def raw(request: bytes, then: str = "read") -> Callable[[str], int]:
+    """A hostile request written on a raw socket: read the answer, or (``then="leave"``) go away without it."""
+    def send(url: str) -> int:
+        host, port = url.split("//")[1].split("/")[0].split(":")
+        with socket.create_connection((host, int(port)), timeout=300) as sock:
+            with contextlib.suppress(OSError):
+                sock.sendall(request)
+            if then == "leave":
+                time.sleep(0.2)
+                return 499
+            answer = b""
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(65536):
+                    answer += chunk
+        return int(answer.split()[1]) if answer.startswith(b"HTTP/") else 0
+    return send
+
+
+def hostile_kinds() -> dict[str, Callable[[str], int]]:
+    """Every kind of hostile request, by name: decoding (time, memory, formats), faces, and the HTTP layer."""
+    head = b"POST /query HTTP/1.1\r\nHost: bench\r\n"
+    selfie = (REPO / "data/demo/selfie.jpg").read_bytes()
+    many_parts = b"".join(b"--b\r\nContent-Disposition: form-data; name=\"f%d\"\r\n\r\nx\r\n" % n for n in range(1000))
+    return {
+        "JPEG of 3,010 scans, 36 Mpx": post(hostile.repeated_scans_jpeg(6000, 3000)),
+        "JPEG of 100 scans, 36 Mpx (slow, allowed)": post(hostile.repeated_scans_jpeg(6000, 90)),
+        "16-bit PNG, 39.6 Mpx (allowed)": post(hostile.sixteen_bit_png(6000, 6600)),
+        "RGBA PNG, 39.6 Mpx": post(hostile.rgba_png(6000, 6600)),
+        "CMYK JPEG, 39.6 Mpx": post(hostile.encoded(hostile.Image.new("CMYK", (6000, 6600), (9, 9, 9, 9)), "JPEG")),
+        "EPS": post(hostile.eps()),
+        "collage of 64 faces": post(hostile.collage(64)),
+        "multipart of 1,000 parts": post(many_parts + b"--b--\r\n", {"content-type": "multipart/form-data; boundary=b"}),
+        "12,000 one-byte chunks": raw(head + b"Transfer-Encoding: chunked\r\n\r\n" +
+                                      b"".join(b"1\r\nx\r\n" for _ in range(12_000)) + b"0\r\n\r\n"),
+        "headers never finished": raw(head + b"Content-Le"),
+        "Content-Length over the body": raw(head + b"Content-Length: 100000\r\n\r\n" + selfie[:5000]),
+        "gone mid-body": raw(head + b"Content-Length: 100000\r\n\r\n" + selfie[:1000], then="leave"),
+    }
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes below ``pid`` (Linux /proc)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM of a process in MB (0 once it is gone)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class PeakMemory:
+    """The peak RSS of a server's main process and of its workers (replaced ones included), sampled every 0.2 s
+    while the block runs."""
+
+    def __init__(self, server_pid: int):
+        self.server_pid = server_pid
+        self.peaks: dict[int, float] = {}
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakMemory:
+        for pid in {self.server_pid} | descendants(self.server_pid):
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM back to the current RSS
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            for pid in {self.server_pid} | descendants(self.server_pid):
+                self.peaks[pid] = max(self.peaks.get(pid, 0.0), peak_rss_mb(pid))
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def main(self) -> float:
+        return self.peaks.get(self.server_pid, 0.0)
+
+    @property
+    def worker(self) -> float:
+        return max((mb for pid, mb in self.peaks.items() if pid != self.server_pid), default=0.0)
+
+
+def mixed_load(url: str, selfie: bytes, seconds: float, kinds: dict[str, Callable[[str], int]] | None) -> dict:
+    """Closed-loop selfies by CLIENTS threads, as in ``load``; with ``kinds``, every HOSTILE_EVERY-th request a
+    client sends is the next hostile kind instead, sent from a thread of its own (an attacker does not wait for
+    its answer) and not counted among the selfies. Returns the selfies' figures and the hostile answers."""
+    start = time.perf_counter()
+    measure_from, stop_at = start + WARM_UP, start + WARM_UP + seconds
+    latencies: list[float] = []
+    others: Counter[int] = Counter()
+    hostile_answers: dict[str, Counter[int]] = defaultdict(Counter)
+    attacks: list[threading.Thread] = []
+    names = list(kinds or {})
+    lock = threading.Lock()
+
+    def attack(name: str) -> None:
+        status = kinds[name](url)
+        with lock:
+            hostile_answers[name][status] += 1
+
+    def client(number: int) -> None:
+        with httpx.Client(timeout=300) as http:
+            sent = 0
+            while (began := time.perf_counter()) < stop_at:
+                sent += 1
+                if kinds and sent % HOSTILE_EVERY == 0:
+                    with lock:
+                        name = names[len(attacks) % len(names)]
+                        attacks.append(threading.Thread(target=attack, args=(name,)))
+                        attacks[-1].start()
+                    continue
+                response = http.post(url, content=selfie)
+                with lock:
+                    if response.status_code == 200 and began >= measure_from:
+                        latencies.append(time.perf_counter() - began)
+                    elif response.status_code != 200:
+                        others[response.status_code] += began >= measure_from
+                        time.sleep(0.05)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for thread in list(attacks):  # hostile requests still under way end before the next round starts
+        thread.join()
+    return {"answered": len(latencies), "per_second": len(latencies) / seconds, "others": others,
+            "p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "hostile": hostile_answers,
+            "hostile_sent": len(attacks)}
+
+
+def mixed_report(server: subprocess.Popen, url: str, rounds: int, seconds: float) -> str:
+    """Clean and mixed rounds taking turns on one server; the Markdown of their comparison."""
+    selfie = (REPO / "data/demo/selfie.jpg").read_bytes()
+    kinds = hostile_kinds()
+    runs: dict[str, list[dict]] = {"clean": [], "mixed": []}
+    memory: dict[str, list[PeakMemory]] = {"clean": [], "mixed": []}
+    for _ in range(rounds):
+        for name in ("clean", "mixed"):
+            with PeakMemory(server.pid) as peaks:
+                runs[name].append(mixed_load(url, selfie, seconds, kinds if name == "mixed" else None))
+            memory[name].append(peaks)
+            print(name, {k: v for k, v in runs[name][-1].items() if k != "hostile"}, flush=True)
+    rows = []
+    clean_p99 = median([run["p99"] for run in runs["clean"]])
+    for name, done in runs.items():
+        p99 = median([run["p99"] for run in done])
+        others = sum((run["others"] for run in done), Counter())
+        rows.append([name, f"{median([run['per_second'] for run in done]):.1f}", ms(median([r["p50"] for r in done])),
+                     ms(p99), f"{p99 / clean_p99:.2f}", sum(run["answered"] for run in done),
+                     ", ".join(f"{count} x {status}" for status, count in sorted(others.items())) or "none",
+                     sum(run.get("hostile_sent", 0) for run in done),
+                     f"{max(peaks.worker for peaks in memory[name]):.0f}",
+                     f"{max(peaks.main for peaks in memory[name]):.0f}"])
+    answers: dict[str, Counter[int]] = defaultdict(Counter)
+    for run in runs["mixed"]:
+        for name, statuses in run["hostile"].items():
+            answers[name] += statuses
+    return "\n".join([
+        markdown_table(["load", "selfies answered/s", "selfie p50 ms", "selfie p99 ms", "p99 vs clean",
+                        "selfies answered", "selfies not 200", "hostile sent", "worker peak RSS MB",
+                        "server peak RSS MB"], rows), "",
+        "What the hostile requests were answered (all rounds):", "",
+        markdown_table(["hostile request", "answers"],
+                       [[name, ", ".join(f"{count} x {status}" for status, count in sorted(answers[name].items()))]
+                        for name in kinds])])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="mixed and clean rounds of 60 s instead of 30 s")
+    args = parser.parse_args()
+    data_dir = congress_gallery() if CONGRESS.is_dir() else demo_gallery()
+    head = header("lookalike serve under a mixed load (loopback)", ["benchmarks/bench_serve_hostile.py",
+                                                                     *sys.argv[1:]])
+    process, url = start_server(data_dir, 2)
+    try:
+        table = mixed_report(process, url, 3, 60.0 if args.full else 30.0)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
+    write_report("serve-hostile-full" if args.full else "serve-hostile", "\n".join([head, table]))
+
+
+if __name__ == "__main__":
+    main()

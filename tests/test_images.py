@@ -1,6 +1,5 @@
 """Decoding real image files made with Pillow: every mode and container a crawl brings in."""
 
-import io
 
 import io
 

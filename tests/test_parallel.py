@@ -92,6 +92,7 @@ def test_without_failed_a_failure_is_raised_and_an_error_of_the_function_always(
 
 def test_a_task_not_done_by_its_deadline_fails_and_its_worker_is_replaced():
     with ProcessPool(1) as pool:
+        pool.start()  # the worker is up before the tasks come: the first one runs, and is killed at its deadline
         started = time.monotonic()
         late = pool.submit(time.sleep, 60, timeout=0.5)
         queued = pool.submit(time.sleep, 60, timeout=0.5)  # its deadline passes while it waits

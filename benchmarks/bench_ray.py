@@ -136,10 +136,12 @@ def driver_memory(paths: int, streamed: int) -> dict:
     """Resident MiB of this process: at start, holding ``paths`` photos' filter state, and after streaming
     ``streamed`` of them through a Ray engine started here."""
     from lookalike_cli.config import Config
-    from lookalike_cli.filter import DetectTask, crashed, undetected
+    from lookalike_cli.errors import Failure
+    from lookalike_cli.filter import DetectTask, detect_key, detection_failed, undetected
     from lookalike_cli.ray_engine import RayPool
 
     config = Config()
+    key = detect_key(config.detect, config.image)
     before = resident_mb()
     rows: dict[str, dict] = {}
     tasks: list[DetectTask] = []
@@ -147,13 +149,13 @@ def driver_memory(paths: int, streamed: int) -> dict:
         path = f"/mnt/gallery/images/person-{number // 5:07d}/{number % 5}.jpg"
         rows[path] = undetected(path) | {"alias": f"person-{number // 5:07d}", "sha256": f"{number:064x}",
                                          "size": 100_000, "mtime_ns": 1_700_000_000_000_000_000 + number,
-                                         "detect_key": "upsample=1;min_score=0.0;max_size=1024;max_pixels=40000000",
-                                         "status": "rejected"}
+                                         "detect_key": key, "status": "rejected"}
         tasks.append(DetectTask(path, config.detect, config.image, "", 100_000))
     held = resident_mb()
     started = time.perf_counter()
+    no_dlib = functools.partial(detection_failed, failure=Failure("crashed", ""))  # a row, as detect_image returns
     with RayPool(2, len, ("",)) as pool:
-        for result in pool.map(functools.partial(crashed, why=""), tasks[:streamed]):
+        for result in pool.map(no_dlib, tasks[:streamed]):
             rows[result["path"]].update(result)
         streaming = resident_mb()
     return {"paths": paths, "streamed": streamed, "before": before, "held": held, "streaming": streaming,

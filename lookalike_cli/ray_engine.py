@@ -1,14 +1,17 @@
 """The Ray engine (``--executor ray``): a ``WorkerPool`` whose workers are actors on a Ray cluster.
 
-Each actor holds one CPU, loads the models once and runs one item at a time. The driver (this process) keeps
-``QUEUED`` items in flight per actor and sends the next one as a result comes back: its memory does not grow
-with the number of photos, and results come in completion order, as from the local pool. Actors read the
+Each actor holds one CPU, loads the models once and runs one item at a time. The driver (this process) sends
+items in batches of up to ``MAX_BATCH`` (fewer as the work runs out, so that the last ones still spread over the
+actors), keeps ``QUEUED`` batches in flight per actor and sends the next one as a batch comes back: its memory
+does not grow with the number of photos, a round trip through Ray is paid once per batch, and results come in
+completion order, as from the local pool. Actors read the
 photos themselves, by path: the images must be at the same path on every node (checked when an actor starts);
 the data directory stays with the driver, which writes every artifact.
 
 An actor that dies (its process killed, its node lost, dlib crashing on a photo) is replaced, and the items it
-held go to the other actors. An item that has been running in ``MAX_DEATHS`` actors when they died is given up:
-``failed(item, failure)`` stands for its result.
+held go to the other actors; those of the batch it was running are suspects and go alone from then on. An item
+that has been running in ``MAX_DEATHS`` actors when they died is given up: ``failed(item, failure)`` stands for
+its result.
 
 There are no Ray tasks beside the actors (no Ray Data reads), so the actors may take every CPU of a node: the
 hang of ray-project/ray#44687 needs tasks that wait for a CPU the actors hold.
@@ -31,7 +34,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 INSTALL_HINT = "--executor ray needs Ray: pip install 'lookalike[ray]'"
-QUEUED = 2  # items sent to an actor ahead of their results: one running, one waiting behind it
+QUEUED = 2  # batches sent to an actor ahead of their results: one running, one waiting behind it
+MAX_BATCH = 8  # items per round trip at most
 MAX_DEATHS = 3  # actors that may die running one item before it is given up
 STALL_SECONDS = 600.0  # no result and no actor started for this long: the cluster is stuck
 
@@ -55,6 +59,12 @@ def check_reachable(address: str) -> None:
                              "(ray start --head) or correct --ray-address") from None
 
 
+def batch_size(waiting: int, actors: int) -> int:
+    """Items in the next batch: ``MAX_BATCH`` while there is plenty of work, down to one for the last ones, so
+    that every actor keeps about ``4 * QUEUED`` batches of what is left."""
+    return max(1, min(MAX_BATCH, waiting // (4 * QUEUED * max(1, actors))))
+
+
 def probe_path(items: Sequence[Any]) -> str:
     """A file the items name (``item.path``) that this machine can read: every node must read it too."""
     for item in items[:100]:
@@ -65,7 +75,7 @@ def probe_path(items: Sequence[Any]) -> str:
 
 
 class DlibActor:
-    """One Ray actor: ``start`` loads the models once, ``run`` runs an item."""
+    """One Ray actor: ``start`` loads the models once, ``run`` runs a batch of items."""
 
     def start(self, initializer: Callable[..., None], initargs: tuple, version: str, probe: str) -> tuple[str, str]:
         """(this node's address, why this actor cannot work, or "")."""
@@ -84,8 +94,8 @@ class DlibActor:
             return node, str(exc) if isinstance(exc, LookalikeError) else f"{type(exc).__name__}: {exc}"
         return node, ""
 
-    def run(self, func: Callable[[T], R], item: T) -> R:
-        return func(item)
+    def run(self, func: Callable[[T], R], items: list[T]) -> list[R]:
+        return [func(item) for item in items]
 
 
 class RayPool:
@@ -110,7 +120,7 @@ class RayPool:
         self._version = metadata.version("lookalike")
         self._probe = ""
         self._starting: dict[Any, Any] = {}  # start() result -> actor
-        self._ready: dict[Any, deque] = {}  # actor -> its items in flight: (result ref, (item, deaths))
+        self._ready: dict[Any, deque] = {}  # actor -> its batches in flight: (result ref, [(item, deaths), ...])
         self._node_of: dict[Any, str] = {}
         self._start_deaths = 0
 
@@ -158,15 +168,23 @@ class RayPool:
             for _ in range(self.workers or cpus):
                 self._spawn()
         source = iter(items)
-        retry: deque[tuple[Any, int]] = deque()  # (item, deaths) of items whose actor died
+        retry: deque[tuple[Any, int]] = deque()  # (item, deaths) of items queued behind a batch whose actor died
+        suspects: deque[tuple[Any, int]] = deque()  # (item, deaths) of items in a batch whose actor died: alone
         owner: dict[Any, Any] = {}  # result ref -> actor
-        left = len(items)
+        left = unsent = len(items)  # not yielded yet; not yet taken from ``items``
         while left:
             for actor, queue in self._ready.items():
-                while len(queue) < QUEUED and (retry or left > len(owner) + len(retry)):
-                    entry = retry.popleft() if retry else (next(source), 0)
-                    ref = actor.run.remote(func, entry[0])
-                    queue.append((ref, entry))
+                while len(queue) < QUEUED and (suspects or retry or unsent):
+                    if suspects:
+                        batch = [suspects.popleft()]
+                    else:
+                        size = batch_size(len(retry) + unsent, len(self._ready) + len(self._starting))
+                        batch = [retry.popleft() for _ in range(min(size, len(retry)))]
+                        fresh = min(size - len(batch), unsent)
+                        batch += [(next(source), 0) for _ in range(fresh)]
+                        unsent -= fresh
+                    ref = actor.run.remote(func, [item for item, _ in batch])
+                    queue.append((ref, batch))
                     owner[ref] = actor
             done, _ = ray.wait(list(owner) + list(self._starting), num_returns=1, timeout=STALL_SECONDS)
             if not done:
@@ -178,20 +196,21 @@ class RayPool:
                 continue
             actor = owner.pop(ref)
             try:
-                result = ray.get(ref)
+                results = ray.get(ref)
             except ray.exceptions.RayActorError as exc:
-                given_up = self._lost(actor, exc, owner, retry)
+                given_up = self._lost(actor, exc, owner, retry, suspects)
                 if given_up is None:
                     continue
                 if failed is None:
                     raise LookalikeError(f"{given_up[0]!r}: {given_up[1]}") from None
-                result = failed(given_up[0], TaskFailed("crashed", given_up[1]))
+                results = [failed(given_up[0], TaskFailed("crashed", given_up[1]))]
             else:
                 queue = self._ready[actor]
                 queue.remove(next(entry for entry in queue if entry[0] == ref))
-                self.nodes[self._node_of[actor]] += 1
-            left -= 1
-            yield result
+                self.nodes[self._node_of[actor]] += len(results)
+            for result in results:
+                left -= 1
+                yield result
 
     def _started(self, ref: Any) -> None:
         actor = self._starting.pop(ref)
@@ -209,21 +228,24 @@ class RayPool:
         self._ready[actor] = deque()
         self._node_of[actor] = node
 
-    def _lost(self, actor: Any, error: BaseException, owner: dict, retry: deque) -> tuple[Any, str] | None:
-        """Replace a dead actor and queue its items again; (item, why) when the item it was running has now
-        been running in ``MAX_DEATHS`` dead actors."""
+    def _lost(self, actor: Any, error: BaseException, owner: dict, retry: deque,
+              suspects: deque) -> tuple[Any, str] | None:
+        """Replace a dead actor and queue its items again, those of the batch it was running as suspects; (item,
+        why) when that batch was one item that has now been running in ``MAX_DEATHS`` dead actors."""
         queue = self._ready.pop(actor)
         self._node_of.pop(actor)
         self._ray.kill(actor)
         self._spawn()
         for ref, _ in queue:
             owner.pop(ref, None)
-        (_, (item, deaths)), *behind = queue  # an actor runs its items in order: the first was running
-        retry.extendleft(reversed([entry for _, entry in behind]))
-        if deaths + 1 < MAX_DEATHS:
-            retry.appendleft((item, deaths + 1))
-            return None
-        return item, f"its worker process died {MAX_DEATHS} times running it ({first_line(error)})"
+        (_, running), *behind = queue  # an actor runs its batches in order: the first was running
+        for _, batch in reversed(behind):
+            for entry in reversed(batch):
+                (suspects if entry[1] else retry).appendleft(entry)
+        if len(running) == 1 and running[0][1] + 1 >= MAX_DEATHS:
+            return running[0][0], f"its worker process died {MAX_DEATHS} times running it ({first_line(error)})"
+        suspects.extendleft((item, deaths + 1) for item, deaths in reversed(running))
+        return None
 
     def close(self) -> None:
         for actor in [*self._ready, *self._starting.values()]:

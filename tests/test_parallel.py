@@ -125,3 +125,11 @@ def test_decoding_over_the_decode_timeout_is_stopped_for_real():
         assert pool.replaced == 1
         small = encoded(Image.new("RGB", (64, 48)), "JPEG")
         assert pool.submit(decode_image, small, policy).result().pixels.shape == (48, 64, 3)
+
+
+def test_ray_batches_shrink_to_single_items_as_the_work_runs_out():
+    from lookalike_cli.ray_engine import MAX_BATCH, QUEUED, batch_size
+
+    assert batch_size(1_000_000, 64) == MAX_BATCH
+    assert batch_size(100, 2) == 100 // (4 * QUEUED * 2) < MAX_BATCH
+    assert batch_size(5, 2) == batch_size(1, 1) == batch_size(3, 0) == 1

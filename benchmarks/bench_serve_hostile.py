@@ -2,8 +2,13 @@
 HTTP layer) against the clean load, on the same server (2 workers) in the same run: selfies answered/s, p50/p99,
 what the hostile requests were answered, and the peak memory of the server and its workers.
 
-    .venv/bin/python benchmarks/bench_serve_hostile.py          # 3 rounds of 30 s mixed and clean
-    .venv/bin/python benchmarks/bench_serve_hostile.py --full   # 3 rounds of 60 s
+    .venv/bin/python benchmarks/bench_serve_hostile.py          # 3 rounds each of mixed and clean
+    .venv/bin/python benchmarks/bench_serve_hostile.py --full   # 6 rounds each
+
+A round is 20 requests per hostile kind (240) from 4 closed-loop clients, after 2 s of selfies: in a mixed round
+every 20th is the next hostile kind (each once), sent from a thread of its own (an attacker does not wait for its
+answer) and not counted among the selfies; a clean round sends selfies only. Mixed and clean rounds take turns;
+a mixed round ends when its last hostile request has its answer.
 
 The server and the clients are those of bench_serve.py (the congress gallery, or the demo one without ../shared).
 """
@@ -63,10 +68,12 @@ def hostile_kinds() -> dict[str, Callable[[str], int]]:
     head = b"POST /query HTTP/1.1\r\nHost: bench\r\n"
     selfie = (REPO / "data/demo/selfie.jpg").read_bytes()
     many_parts = b"".join(b"--b\r\nContent-Disposition: form-data; name=\"f%d\"\r\n\r\nx\r\n" % n for n in range(1000))
-    return {
-        "JPEG of 3,010 scans, 36 Mpx": post(hostile.repeated_scans_jpeg(6000, 3000)),
+    return {  # the kinds that wait for a timeout first, so that it runs out while the round goes on
+        "Content-Length over the body": raw(head + b"Content-Length: 100000\r\n\r\n" + selfie[:5000]),
+        "headers never finished": raw(head + b"Content-Le"),
         "JPEG of 100 scans, 36 Mpx (slow, allowed)": post(hostile.repeated_scans_jpeg(6000, 90)),
         "16-bit PNG, 39.6 Mpx (allowed)": post(hostile.sixteen_bit_png(6000, 6600)),
+        "JPEG of 3,010 scans, 36 Mpx": post(hostile.repeated_scans_jpeg(6000, 3000)),
         "RGBA PNG, 39.6 Mpx": post(hostile.rgba_png(6000, 6600)),
         "CMYK JPEG, 39.6 Mpx": post(hostile.encoded(hostile.Image.new("CMYK", (6000, 6600), (9, 9, 9, 9)), "JPEG")),
         "EPS": post(hostile.eps()),
@@ -74,8 +81,6 @@ def hostile_kinds() -> dict[str, Callable[[str], int]]:
         "multipart of 1,000 parts": post(many_parts + b"--b--\r\n", {"content-type": "multipart/form-data; boundary=b"}),
         "12,000 one-byte chunks": raw(head + b"Transfer-Encoding: chunked\r\n\r\n" +
                                       b"".join(b"1\r\nx\r\n" for _ in range(12_000)) + b"0\r\n\r\n"),
-        "headers never finished": raw(head + b"Content-Le"),
-        "Content-Length over the body": raw(head + b"Content-Length: 100000\r\n\r\n" + selfie[:5000]),
         "gone mid-body": raw(head + b"Content-Length: 100000\r\n\r\n" + selfie[:1000], then="leave"),
     }
 
@@ -137,56 +142,58 @@ class PeakMemory:
         return max((mb for pid, mb in self.peaks.items() if pid != self.server_pid), default=0.0)
 
 
-def mixed_load(url: str, selfie: bytes, seconds: float, kinds: dict[str, Callable[[str], int]] | None) -> dict:
-    """Closed-loop selfies by CLIENTS threads, as in ``load``; with ``kinds``, every HOSTILE_EVERY-th request a
-    client sends is the next hostile kind instead, sent from a thread of its own (an attacker does not wait for
-    its answer) and not counted among the selfies. Returns the selfies' figures and the hostile answers."""
-    start = time.perf_counter()
-    measure_from, stop_at = start + WARM_UP, start + WARM_UP + seconds
+def mixed_load(url: str, selfie: bytes, kinds: dict[str, Callable[[str], int]], hostile: bool) -> dict:
+    """CLIENTS closed-loop threads send HOSTILE_EVERY requests per hostile kind in all, after WARM_UP s of
+    selfies: with ``hostile``, every HOSTILE_EVERY-th request is the next kind (each kind once), sent from a
+    thread of its own (an attacker does not wait for its answer) and not counted among the selfies; without, a
+    selfie. Returns the selfies' figures and the hostile answers, once every hostile request has its answer."""
+    names = list(kinds)
+    counter = iter(range(HOSTILE_EVERY * len(names)))
     latencies: list[float] = []
+    sending: list[float] = []
     others: Counter[int] = Counter()
-    hostile_answers: dict[str, Counter[int]] = defaultdict(Counter)
+    answers: dict[str, Counter[int]] = defaultdict(Counter)
     attacks: list[threading.Thread] = []
-    names = list(kinds or {})
     lock = threading.Lock()
+    warm_until = time.perf_counter() + WARM_UP
 
     def attack(name: str) -> None:
         status = kinds[name](url)
         with lock:
-            hostile_answers[name][status] += 1
+            answers[name][status] += 1
 
-    def client(number: int) -> None:
+    def client() -> None:
         with httpx.Client(timeout=300) as http:
-            sent = 0
-            while (began := time.perf_counter()) < stop_at:
-                sent += 1
-                if kinds and sent % HOSTILE_EVERY == 0:
-                    with lock:
-                        name = names[len(attacks) % len(names)]
-                        attacks.append(threading.Thread(target=attack, args=(name,)))
-                        attacks[-1].start()
+            while time.perf_counter() < warm_until:
+                http.post(url, content=selfie)
+            started = time.perf_counter()
+            while (number := next(counter, None)) is not None:
+                if hostile and number % HOSTILE_EVERY == HOSTILE_EVERY - 1:
+                    attacks.append(threading.Thread(target=attack, args=(names[number // HOSTILE_EVERY],)))
+                    attacks[-1].start()
                     continue
+                began = time.perf_counter()
                 response = http.post(url, content=selfie)
                 with lock:
-                    if response.status_code == 200 and began >= measure_from:
+                    if response.status_code == 200:
                         latencies.append(time.perf_counter() - began)
-                    elif response.status_code != 200:
-                        others[response.status_code] += began >= measure_from
-                        time.sleep(0.05)
+                    else:
+                        others[response.status_code] += 1
+            sending.append(time.perf_counter() - started)
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    for thread in list(attacks):  # hostile requests still under way end before the next round starts
+    for thread in attacks:  # hostile requests still under way end before the next round starts
         thread.join()
-    return {"answered": len(latencies), "per_second": len(latencies) / seconds, "others": others,
-            "p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "hostile": hostile_answers,
+    return {"answered": len(latencies), "per_second": len(latencies) / max(sending), "others": others,
+            "p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "hostile": answers,
             "hostile_sent": len(attacks)}
 
 
-def mixed_report(server: subprocess.Popen, url: str, rounds: int, seconds: float) -> str:
+def mixed_report(server: subprocess.Popen, url: str, rounds: int) -> str:
     """Clean and mixed rounds taking turns on one server; the Markdown of their comparison."""
     selfie = (REPO / "data/demo/selfie.jpg").read_bytes()
     kinds = hostile_kinds()
@@ -195,7 +202,7 @@ def mixed_report(server: subprocess.Popen, url: str, rounds: int, seconds: float
     for _ in range(rounds):
         for name in ("clean", "mixed"):
             with PeakMemory(server.pid) as peaks:
-                runs[name].append(mixed_load(url, selfie, seconds, kinds if name == "mixed" else None))
+                runs[name].append(mixed_load(url, selfie, kinds, hostile=name == "mixed"))
             memory[name].append(peaks)
             print(name, {k: v for k, v in runs[name][-1].items() if k != "hostile"}, flush=True)
     rows = []
@@ -225,14 +232,14 @@ def mixed_report(server: subprocess.Popen, url: str, rounds: int, seconds: float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="mixed and clean rounds of 60 s instead of 30 s")
+    parser.add_argument("--full", action="store_true", help="6 rounds each of mixed and clean instead of 3")
     args = parser.parse_args()
     data_dir = congress_gallery() if CONGRESS.is_dir() else demo_gallery()
     head = header("lookalike serve under a mixed load (loopback)", ["benchmarks/bench_serve_hostile.py",
                                                                      *sys.argv[1:]])
     process, url = start_server(data_dir, 2)
     try:
-        table = mixed_report(process, url, 3, 60.0 if args.full else 30.0)
+        table = mixed_report(process, url, 6 if args.full else 3)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(30)

@@ -176,6 +176,9 @@ class ServeConfig:
                                   min=0.01)
     max_body_chunks: int = setting(10_000, "a chunked body sent in more chunks is refused (400): tiny chunks "
                                            "cost the server more to parse than they carry", min=1)
+    large_photo_pixels: int = setting(16_000_000, "photos of more pixels (from their header; also a header that "
+                                                  "cannot be read) are recognised by all workers but one at most, "
+                                                  "so that large photos never hold every worker", min=1)
     reload_seconds: float = setting(10.0, "look for a newly published gallery this often, and answer from it once "
                                           "it is loaded (0: only on SIGHUP)", min=0.0, max=86_400.0)
     page: bool = setting(True, "serve the web page at /, where people upload a selfie (false, --no-page: the "

@@ -298,6 +298,48 @@ def jpeg_scans(data: bytes) -> int:
     return scans
 
 
+_SOF_MARKERS = {*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0)}
+HEADER_MARKERS = 64  # JPEG markers read at most before the frame header; more and the size counts as unknown
+
+
+def header_pixels(data: bytes) -> int | None:
+    """Width times height as the header of a JPEG, PNG, GIF, BMP or WebP declares it, read from a few fixed
+    bytes (for a JPEG, at most HEADER_MARKERS markers) in pure Python: cheap and safe enough for a server's event
+    loop, where no decoder should run. None when the bytes are not one of these or the header cannot be read."""
+    def number(start: int, size: int, order: str = "little") -> int:
+        return int.from_bytes(data[start:start + size], order)
+
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        return number(16, 4, "big") * number(20, 4, "big")
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return number(6, 2) * number(8, 2)
+    if data[:2] == b"BM" and len(data) >= 26:
+        if number(14, 4) == 12:  # the OS/2 header of 16-bit sizes
+            return number(18, 2) * number(20, 2)
+        return abs(int.from_bytes(data[18:22], "little", signed=True) *
+                   int.from_bytes(data[22:26], "little", signed=True))
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        chunk = data[12:16]
+        if chunk == b"VP8 ":
+            return (number(26, 2) & 0x3FFF) * (number(28, 2) & 0x3FFF)
+        if chunk == b"VP8L":
+            bits = number(21, 4)
+            return ((bits & 0x3FFF) + 1) * (((bits >> 14) & 0x3FFF) + 1)
+        if chunk == b"VP8X":
+            return (number(24, 3) + 1) * (number(27, 3) + 1)
+        return None
+    if data[:2] == b"\xff\xd8":
+        at = 2
+        for _ in range(HEADER_MARKERS):
+            if at + 9 > len(data) or data[at] != 0xFF:
+                return None
+            marker = data[at + 1]
+            if marker in _SOF_MARKERS:
+                return number(at + 5, 2, "big") * number(at + 7, 2, "big")
+            at += 1 if marker == 0xFF else 2 if marker in _STANDALONE_MARKERS else 2 + number(at + 2, 2, "big")
+    return None
+
+
 def stored_bytes(mode: str, pixels: int) -> int:
     """The bytes Pillow takes for ``pixels`` of ``mode``: 1 a pixel for 1, L, P; 2 for 16-bit grey; 4 for every
     other mode, RGB included."""

@@ -101,6 +101,7 @@ class _Task:
     future: Future
     deadline: float | None  # time.monotonic() by which it must be done
     timeout: float | None
+    large: bool = False
 
 
 @dataclass
@@ -143,10 +144,12 @@ class ProcessPool:
         os.set_blocking(self._wake_read, False)
         self.replaced = 0  # workers killed over a deadline or found dead, and replaced
 
-    def submit(self, func: Callable[..., R], *args: Any, timeout: float | None = None) -> Future:
+    def submit(self, func: Callable[..., R], *args: Any, timeout: float | None = None, large: bool = False) -> Future:
         """Run ``func(*args)`` in a worker; the future fails with TaskFailed when the worker dies or the task is
         not done ``timeout`` seconds from now (waiting included), or with the failure of an overrun
-        ``time_limit``, or with what ``func`` raised; with LookalikeError when workers cannot start."""
+        ``time_limit``, or with what ``func`` raised; with LookalikeError when workers cannot start. ``large``
+        tasks (expensive ones) run on all workers but one at most, so that a burst of them never holds every
+        worker: a task that is not large may start before large ones that wait."""
         future: Future = Future()
         with self._lock:
             if self._closing:
@@ -155,7 +158,7 @@ class ProcessPool:
                 future.set_exception(LookalikeError(self._broken))
                 return future
             deadline = time.monotonic() + timeout if timeout else None
-            self._tasks.append(_Task(func, args, future, deadline, timeout))
+            self._tasks.append(_Task(func, args, future, deadline, timeout, large))
             self._ensure_thread()
         self._wake()
         return future
@@ -261,8 +264,8 @@ class ProcessPool:
 
     def _dispatch(self) -> None:
         for worker in self._workers:
-            while worker.ready and worker.task is None and self._tasks:
-                task = self._tasks.popleft()
+            while worker.ready and worker.task is None and (task := self._next_task()) is not None:
+                self._tasks.remove(task)
                 if not task.future.set_running_or_notify_cancel():
                     continue  # cancelled while it waited
                 try:
@@ -270,6 +273,13 @@ class ProcessPool:
                 except (OSError, ValueError):  # died meanwhile: the sentinel says so next
                     pass
                 worker.task = task
+
+    def _next_task(self) -> _Task | None:
+        """The first waiting task that may start now: a large one only while fewer than all workers but one
+        (at least one) run large tasks."""
+        large_running = sum(worker.task is not None and worker.task.large for worker in self._workers)
+        may_start_large = large_running < max(1, self.size - 1)
+        return next((task for task in self._tasks if may_start_large or not task.large), None)
 
     def _next_deadline(self) -> float | None:
         times = [t.deadline for t in self._tasks if t.deadline is not None]

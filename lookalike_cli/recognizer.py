@@ -21,7 +21,7 @@ from .artifacts import DataDir
 from .config import Config
 from .errors import LookalikeError
 from .generations import current_generation, hold, published_summary
-from .images import ImageRejected, decode_image
+from .images import ImageRejected, decode_image, header_pixels
 from .parallel import ProcessPool, TaskFailed, resolve_workers
 from .query import Lookalike, PhotoResult
 
@@ -214,7 +214,10 @@ class Place:
         The place is given back when the worker is done with the photo (killed, at the latest, at the
         request timeout)."""
         recognizer = self.recognizer
-        future = recognizer._pool.submit(recognize_photo, data, photo, picture, timeout=recognizer.timeout)
+        pixels = header_pixels(data)
+        large = pixels is None or pixels > recognizer.config.serve.large_photo_pixels
+        future = recognizer._pool.submit(recognize_photo, data, photo, picture, timeout=recognizer.timeout,
+                                         large=large)
         self._handed_over = True
         future.add_done_callback(recognizer._give_back)
         try:

@@ -183,7 +183,8 @@ def limits_in_force(config: Config) -> dict:
     return {"max_connections": serve.max_connections, "header_timeout_s": serve.header_timeout,
             "body_timeout_s": serve.body_timeout, "max_body_bytes": serve.max_body_bytes,
             "max_body_chunks": serve.max_body_chunks, "queue_size": serve.queue_size,
-            "request_timeout_s": serve.request_timeout, "image_formats": image.image_formats.split(),
+            "request_timeout_s": serve.request_timeout, "large_photo_pixels": serve.large_photo_pixels,
+            "image_formats": image.image_formats.split(),
             "max_image_pixels": image.max_image_pixels, "max_decoded_bytes": image.max_decoded_bytes,
             "max_jpeg_scans": MAX_JPEG_SCANS, "decode_timeout_s": image.decode_timeout,
             "max_faces": config.query.max_faces}

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from lookalike_cli.config import ImageConfig
-from lookalike_cli.images import ImageRejected, ImageVerifier, decode_image, jpeg_scans, list_gallery, verify_image
+from lookalike_cli.images import (ImageRejected, ImageVerifier, decode_image, header_pixels, jpeg_scans, list_gallery,
+                                  verify_image)
 
 import hostile
 from conftest import DEMO, corrupt_png, encoded
@@ -190,3 +191,17 @@ def test_the_crawl_s_verifier_stops_a_slow_decode_and_goes_on(portrait):
         with pytest.raises(ImageRejected, match="undecodable"):
             verifier.verify(b"<html>404</html>")
         assert verifier.verify(encoded(portrait, "PNG")) == ("PNG", portrait.width, portrait.height)
+
+
+@pytest.mark.parametrize("fmt, options", [("JPEG", {}), ("JPEG", {"progressive": True}), ("PNG", {}), ("GIF", {}),
+                                          ("BMP", {}), ("WEBP", {}), ("WEBP", {"lossless": True}),
+                                          ("WEBP", {"exif": b"Exif\x00\x00II*\x00"})])
+def test_header_pixels_read_as_pillow_does(portrait, fmt, options):
+    for image in (portrait, portrait.resize((3001, 1999))):
+        assert header_pixels(encoded(image, fmt, **options)) == image.width * image.height
+
+
+def test_header_pixels_are_unknown_rather_than_guessed():
+    assert header_pixels(hostile.eps()) is None and header_pixels(b"\x89PNG") is None
+    markers = b"\xff\xd8" + b"\xff\xe1\x00\x02" * 64  # 64 empty APP1 segments before any frame header
+    assert header_pixels(markers + encoded(Image.new("RGB", (8, 8)), "JPEG")[2:]) is None

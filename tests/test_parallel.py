@@ -133,3 +133,18 @@ def test_ray_batches_shrink_to_single_items_as_the_work_runs_out():
     assert batch_size(1_000_000, 64) == MAX_BATCH
     assert batch_size(100, 2) == 100 // (4 * QUEUED * 2) < MAX_BATCH
     assert batch_size(5, 2) == batch_size(1, 1) == batch_size(3, 0) == 1
+
+
+def started_at(seconds: float) -> float:
+    began = time.monotonic()
+    time.sleep(seconds)
+    return began
+
+
+def test_large_tasks_never_hold_every_worker():
+    with ProcessPool(2) as pool:
+        pool.start()
+        large = [pool.submit(started_at, 2.0, large=True) for _ in range(2)]
+        small = pool.submit(started_at, 0.0)
+        assert small.result() < large[0].result() + 2.0  # the second worker took the small task...
+        assert large[1].result() >= large[0].result() + 2.0  # ...and the second large one waited for the first

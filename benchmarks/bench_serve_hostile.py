@@ -71,9 +71,10 @@ def hostile_kinds() -> dict[str, Callable[[str], int]]:
     return {  # the kinds that wait for a timeout first, so that it runs out while the round goes on
         "Content-Length over the body": raw(head + b"Content-Length: 100000\r\n\r\n" + selfie[:5000]),
         "headers never finished": raw(head + b"Content-Le"),
-        "JPEG of 100 scans, 36 Mpx (slow, allowed)": post(hostile.repeated_scans_jpeg(6000, 90)),
+        "JPEG of 27 scans, 36 Mpx (the slowest allowed)": post(hostile.slow_jpeg()),
         "16-bit PNG, 39.6 Mpx (allowed)": post(hostile.sixteen_bit_png(6000, 6600)),
         "JPEG of 3,010 scans, 36 Mpx": post(hostile.repeated_scans_jpeg(6000, 3000)),
+        "JPEG of 100 scans, 36 Mpx": post(hostile.repeated_scans_jpeg(6000, 90)),
         "RGBA PNG, 39.6 Mpx": post(hostile.rgba_png(6000, 6600)),
         "CMYK JPEG, 39.6 Mpx": post(hostile.encoded(hostile.Image.new("CMYK", (6000, 6600), (9, 9, 9, 9)), "JPEG")),
         "EPS": post(hostile.eps()),

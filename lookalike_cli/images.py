@@ -33,8 +33,10 @@ EXIF_ORIENTATION = 0x0112
 TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # rotated by 90 degrees: width and height swap
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif")
 # A progressive JPEG holds about 10 scans (libjpeg's script: 10 for colour, 6 for grey); each scan is a pass over
-# every block of the image, so a file that repeats scans costs minutes to decode in a few kB.
+# every block of the image (about 40 ms at 36 Mpx here), so a file that repeats scans costs minutes to decode in a
+# few kB. Bounded are the scans, and the scans times the pixels: 25 passes over 40 Mpx (about a second).
 MAX_JPEG_SCANS = 100
+MAX_JPEG_SCAN_PIXELS = 1_000_000_000
 JPEG_FORMATS = ("JPEG", "MPO")  # MPO: a camera's JPEG with more pictures after the first, decoded as a JPEG
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 GREY_MODES = (*SIXTEEN_BIT_MODES, "I", "F")  # grey of more than 8 bits, scaled down to 8
@@ -265,8 +267,13 @@ def _open(data: bytes, policy: ImageConfig):
     width, height = image.size
     if width * height > policy.max_image_pixels:
         raise ImageRejected("too_large", f"{width}x{height} pixels is over the limit of {policy.max_image_pixels}")
-    if image.format in JPEG_FORMATS and (scans := jpeg_scans(data)) > MAX_JPEG_SCANS:
-        raise ImageRejected("too_large", f"a JPEG of {scans} scans is over the limit of {MAX_JPEG_SCANS}")
+    if image.format in JPEG_FORMATS:
+        scans = jpeg_scans(data)
+        if scans > MAX_JPEG_SCANS:
+            raise ImageRejected("too_large", f"a JPEG of {scans} scans is over the limit of {MAX_JPEG_SCANS}")
+        if scans * width * height > MAX_JPEG_SCAN_PIXELS:
+            raise ImageRejected("too_large", f"a JPEG of {scans} scans over {width}x{height} pixels is over the limit "
+                                             f"of {MAX_JPEG_SCAN_PIXELS} scanned pixels")
     return image
 
 

@@ -148,8 +148,8 @@ class ProcessPool:
         """Run ``func(*args)`` in a worker; the future fails with TaskFailed when the worker dies or the task is
         not done ``timeout`` seconds from now (waiting included), or with the failure of an overrun
         ``time_limit``, or with what ``func`` raised; with LookalikeError when workers cannot start. ``large``
-        tasks (expensive ones) run on all workers but one at most, so that a burst of them never holds every
-        worker: a task that is not large may start before large ones that wait."""
+        tasks (expensive ones) leave a ready worker to the others (see _next_task), so that a burst of them never
+        holds every worker: a task that is not large may start before large ones that wait."""
         future: Future = Future()
         with self._lock:
             if self._closing:
@@ -275,10 +275,12 @@ class ProcessPool:
                 worker.task = task
 
     def _next_task(self) -> _Task | None:
-        """The first waiting task that may start now: a large one only while fewer than all workers but one
-        (at least one) run large tasks."""
+        """The first waiting task that may start now: a large one only while another ready worker (not one that
+        is still starting, replacing a killed one) is left for the tasks that are not large; with a pool of one
+        worker, whenever it is free."""
         large_running = sum(worker.task is not None and worker.task.large for worker in self._workers)
-        may_start_large = large_running < max(1, self.size - 1)
+        ready = sum(worker.ready for worker in self._workers)
+        may_start_large = self.size == 1 or large_running < ready - 1
         return next((task for task in self._tasks if may_start_large or not task.large), None)
 
     def _next_deadline(self) -> float | None:

@@ -47,7 +47,7 @@ from starlette.routing import Route
 
 from .config import Config, ServeConfig
 from .errors import LookalikeError
-from .images import MAX_JPEG_SCANS
+from .images import MAX_JPEG_SCAN_PIXELS, MAX_JPEG_SCANS
 from .monitor import Monitor, http_status
 from .query import PhotoResult
 from .recognizer import Busy, RecognitionFailed, RecognitionTimeout, Recognizer
@@ -186,7 +186,8 @@ def limits_in_force(config: Config) -> dict:
             "request_timeout_s": serve.request_timeout, "large_photo_pixels": serve.large_photo_pixels,
             "image_formats": image.image_formats.split(),
             "max_image_pixels": image.max_image_pixels, "max_decoded_bytes": image.max_decoded_bytes,
-            "max_jpeg_scans": MAX_JPEG_SCANS, "decode_timeout_s": image.decode_timeout,
+            "max_jpeg_scans": MAX_JPEG_SCANS, "max_jpeg_scan_pixels": MAX_JPEG_SCAN_PIXELS,
+            "decode_timeout_s": image.decode_timeout,
             "max_faces": config.query.max_faces}
 
 

@@ -163,6 +163,15 @@ def test_a_jpeg_of_thousands_of_scans_is_refused_from_its_markers(check):
     assert (caught.value.reason, caught.value.detail) == ("too_large", "a JPEG of 3010 scans is over the limit of 100")
 
 
+@pytest.mark.parametrize("check", [decode_image, verify_image])
+def test_the_scans_of_a_large_jpeg_are_bounded_by_their_pixels_too(check):
+    with pytest.raises(ImageRejected) as caught:
+        check(hostile.repeated_scans_jpeg(6000, 90), ImageConfig())  # 100 scans over 36 Mpx: seconds
+    assert caught.value.detail == ("a JPEG of 100 scans over 6000x6000 pixels is over the limit of 1000000000 "
+                                   "scanned pixels")
+    assert check(hostile.slow_jpeg(), ImageConfig()) is not None  # 27 scans over 36 Mpx: within the bound
+
+
 @pytest.mark.parametrize("make, per_pixel", [(hostile.sixteen_bit_png, 2 + 3), (hostile.rgba_png, 4 + 3)])
 def test_decoded_memory_is_bounded_from_the_header(make, per_pixel):
     data = make(1000, 800)  # bytes Pillow takes a pixel, plus the RGB array
@@ -183,11 +192,11 @@ def test_a_jpeg_over_the_memory_bound_is_decoded_at_a_smaller_scale(portrait):
 
 
 def test_the_crawl_s_verifier_stops_a_slow_decode_and_goes_on(portrait):
-    slow = hostile.repeated_scans_jpeg(6000, 90)  # under the scan bound; seconds of decoding
-    with ImageVerifier(ImageConfig(decode_timeout=0.5), workers=1) as verifier:
+    slow = hostile.slow_jpeg()  # within every bound; half a second of decoding and more
+    with ImageVerifier(ImageConfig(decode_timeout=0.1), workers=1) as verifier:
         with pytest.raises(ImageRejected) as caught:
             verifier.verify(slow)
-        assert (caught.value.reason, caught.value.detail) == ("timeout", "not decoded within 0.5 s")
+        assert (caught.value.reason, caught.value.detail) == ("timeout", "not decoded within 0.1 s")
         with pytest.raises(ImageRejected, match="undecodable"):
             verifier.verify(b"<html>404</html>")
         assert verifier.verify(encoded(portrait, "PNG")) == ("PNG", portrait.width, portrait.height)

@@ -30,7 +30,8 @@ from typing import Callable
 import httpx
 
 from bench_serve import CLIENTS, WARM_UP, demo_gallery, start_server
-from common import CONGRESS, REPO, congress_gallery, header, markdown_table, median, ms, percentile, write_report
+from common import (CONGRESS, REPO, congress_gallery, header, load_average, markdown_table, median, ms, percentile,
+                    write_report)
 
 sys.path.insert(0, str(REPO / "tests"))
 import hostile  # noqa: E402  (the hostile inputs, built from their recipes)
@@ -238,13 +239,22 @@ def main() -> None:
     data_dir = congress_gallery() if CONGRESS.is_dir() else demo_gallery()
     head = header("lookalike serve under a mixed load (loopback)", ["benchmarks/bench_serve_hostile.py",
                                                                      *sys.argv[1:]])
+    rounds = 6 if args.full else 3
     process, url = start_server(data_dir, 2)
     try:
-        table = mixed_report(process, url, 6 if args.full else 3)
+        table = mixed_report(process, url, rounds)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(30)
-    write_report("serve-hostile-full" if args.full else "serve-hostile", "\n".join([head, table]))
+    gallery = "879 congress portraits" if CONGRESS.is_dir() else "the 48-person demo gallery (../shared is absent)"
+    text = (f"`lookalike serve --workers 2` with its default limits over {gallery}. A round is {HOSTILE_EVERY} "
+            f"requests per hostile kind from {CLIENTS} closed-loop clients after {WARM_UP:g} s of selfies; in a mixed "
+            f"round every {HOSTILE_EVERY}th request is the next hostile kind (each once), sent from a thread of its "
+            "own and not counted among the selfies, and the round ends when the last one has its answer. Clean and "
+            f"mixed rounds take turns, {rounds} of each; medians over the rounds. Peak RSS: the largest VmHWM of any "
+            "worker process (replaced ones included) and of the server's main process, sampled every 0.2 s. "
+            f"Load at the end: {load_average()}.")
+    write_report("serve-hostile-full" if args.full else "serve-hostile", "\n".join([head, text, "", table]))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from .sources import Search, is_http_url, read_url_list
 log = logging.getLogger(__name__)
 
 SYNC_THREADS = 16
+SYNC_PAUSE = 0.2
 
 
 @dataclass(frozen=True)
@@ -59,15 +60,16 @@ class CrawlSummary:
 class Syncer:
     """Passes each row on to ``record`` once the photo it names, and the folders whose entries changed, are on
     disk (fsync): a power cut cannot leave a manifest row whose file is missing. The fsyncs run in batches on
-    threads of their own, so that neither the downloads nor the manifest wait for the disk: the rows that came
-    while a batch was syncing make the next batch, their files synced at once (fsyncs that overlap share one
-    journal commit) and each folder once. See benchmarks/RESULTS.md#crawl for what the other ways cost."""
+    threads of their own, so that neither the downloads nor the manifest wait for the disk: the rows of
+    ``SYNC_PAUSE`` seconds make a batch, whose files are synced at once (fsyncs that overlap share one journal
+    commit) and each folder once. See benchmarks/RESULTS.md#crawl for what the other ways cost."""
 
     def __init__(self, record: Record):
         self.record = record
         self.waiting: queue.SimpleQueue[tuple[dict, tuple[Path, ...]] | None] = queue.SimpleQueue()
         self.pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="sync")
         self.failure: LookalikeError | None = None
+        self.closing = threading.Event()
         self.thread = threading.Thread(target=self.sync_batches, name="sync-batches", daemon=True)
         self.thread.start()
 
@@ -82,6 +84,7 @@ class Syncer:
         closed = False
         while not closed:
             batch = [self.waiting.get()]
+            self.closing.wait(SYNC_PAUSE)
             while not self.waiting.empty():
                 batch.append(self.waiting.get())
             closed = batch[-1] is None
@@ -97,6 +100,7 @@ class Syncer:
 
     def close(self) -> None:
         """Wait until the rows in work are recorded."""
+        self.closing.set()
         self.waiting.put(None)
         self.thread.join()
         self.pool.shutdown()

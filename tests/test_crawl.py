@@ -319,8 +319,8 @@ def test_a_url_list_with_a_byte_order_mark_is_read(tmp_path):
 def test_the_sync_helper_answers_each_list_of_paths(tmp_path):
     (tmp_path / "photo.jpg").write_bytes(b"bytes")
     lists = [[str(tmp_path / "photo.jpg"), str(tmp_path)], [str(tmp_path / "missing.jpg")]]
-    done = subprocess.run([sys.executable, syncing.__file__], input="".join(json.dumps(paths) + "\n" for paths in lists),
-                          capture_output=True, text=True, timeout=60)
+    requests = "".join(json.dumps(paths) + "\n" for paths in lists)
+    done = subprocess.run([sys.executable, syncing.__file__], input=requests, capture_output=True, text=True, timeout=60)
     assert [json.loads(line) for line in done.stdout.splitlines()] == [
         "ok", f"cannot sync {tmp_path / 'missing.jpg'}: No such file or directory"]
     assert done.returncode == 0

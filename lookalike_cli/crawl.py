@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import logging
 import os
 import queue
+import subprocess
+import sys
 import threading
 from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from . import syncing
 from .artifacts import Checkpoint, DataDir, rows_by_key, write_bytes
 from .catalog import load_catalog
 from .config import Config, CrawlConfig, ImageConfig
@@ -29,10 +33,11 @@ from .errors import LookalikeError
 from .images import ImageVerifier
 from .manifest import Record, manifest_key, manifest_row, retryable, without_credentials
 from .sources import Search, is_http_url, read_url_list
+from .syncing import fsync_path
 
 log = logging.getLogger(__name__)
 
-SYNC_THREADS = 16
+SYNC_PAUSE = 0.2
 
 
 @dataclass(frozen=True)
@@ -58,16 +63,17 @@ class CrawlSummary:
 
 class Syncer:
     """Passes each row on to ``record`` once the photo it names, and the folders whose entries changed, are on
-    disk (fsync): a power cut cannot leave a manifest row whose file is missing. The fsyncs run in batches on
-    threads of their own, so that neither the downloads nor the manifest wait for the disk: the rows that came
-    while a batch was syncing make the next batch, their files synced at once (fsyncs that overlap share one
-    journal commit) and each folder once. See benchmarks/RESULTS.md#crawl for what the other ways cost."""
+    disk (fsync): a power cut cannot leave a manifest row whose file is missing. Neither the downloads nor the
+    manifest wait for the disk: the rows of ``SYNC_PAUSE`` seconds make a batch, whose files, then folders, are
+    synced at once by a helper process (``syncing.py``), and then recorded."""
 
     def __init__(self, record: Record):
         self.record = record
         self.waiting: queue.SimpleQueue[tuple[dict, tuple[Path, ...]] | None] = queue.SimpleQueue()
-        self.pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="sync")
         self.failure: LookalikeError | None = None
+        self.closing = threading.Event()
+        self.helper = subprocess.Popen([sys.executable, syncing.__file__], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True, encoding="utf-8")
         self.thread = threading.Thread(target=self.sync_batches, name="sync-batches", daemon=True)
         self.thread.start()
 
@@ -82,24 +88,42 @@ class Syncer:
         closed = False
         while not closed:
             batch = [self.waiting.get()]
+            self.closing.wait(SYNC_PAUSE)
             while not self.waiting.empty():
                 batch.append(self.waiting.get())
             closed = batch[-1] is None
             batch = [item for item in batch if item is not None]
             try:
-                list(self.pool.map(fsync_path, {paths[0] for _, paths in batch}))
-                list(self.pool.map(fsync_path, {folder for _, paths in batch for folder in paths[1:]}))
+                self.sync({paths[0] for _, paths in batch})
+                self.sync({folder for _, paths in batch for folder in paths[1:]})
             except LookalikeError as exc:
                 self.failure = exc  # the batch's rows are dropped: their files may not be on disk
                 continue
             for row, _ in batch:
                 self.record(row)
 
+    def sync(self, paths: set[Path]) -> None:
+        """fsync ``paths`` in the helper process; LookalikeError when one cannot be synced."""
+        if paths:
+            try:
+                self.helper.stdin.write(json.dumps([os.fsdecode(path) for path in paths]) + "\n")
+                self.helper.stdin.flush()
+                answer = json.loads(self.helper.stdout.readline() or '"the process that syncs photos stopped"')
+            except OSError:
+                answer = "the process that syncs photos stopped"
+            if answer != "ok":
+                raise LookalikeError(answer)
+
     def close(self) -> None:
         """Wait until the rows in work are recorded."""
+        self.closing.set()
         self.waiting.put(None)
         self.thread.join()
-        self.pool.shutdown()
+        try:
+            self.helper.stdin.close()
+        except OSError:
+            pass  # it stopped already: the failure is recorded
+        self.helper.wait()
 
     def check(self) -> None:
         """Raise the first sync failure, if any."""
@@ -161,18 +185,6 @@ class Crawler:
         return row, *written
 
 
-def fsync_path(path: Path) -> None:
-    """fsync a file or a folder (so that the names in it survive a power cut)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise LookalikeError(f"cannot sync {path}: {exc.strerror}") from None
-
-
 def plan_person(person: dict, rows: list[dict], data: DataDir, config: CrawlConfig,
                 urls: dict[str, list[str]]) -> PersonTask:
     """A person's task from their manifest rows: photos kept whose file is still there, URLs not to retry."""
@@ -225,7 +237,10 @@ def _crawl(data: DataDir, people: list[dict], url_lists: dict[str, list[str]], s
         data.images.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LookalikeError(f"cannot create {data.images}: {exc.strerror}") from None
-    fsync_path(data.root)
+    try:
+        fsync_path(data.root)
+    except OSError as exc:
+        raise LookalikeError(f"cannot sync {data.root}: {exc.strerror}") from None
     checkpoint = Checkpoint(data, "crawl")
     previous = checkpoint.resume()
     by_alias: dict[str, list[dict]] = defaultdict(list)

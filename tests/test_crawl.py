@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageOps
 
-from lookalike_cli import download
+from lookalike_cli import download, syncing
 from lookalike_cli.config import load_config
 from lookalike_cli.crawl import crawl, download_policy
 from lookalike_cli.download import DownloadFailed, non_public_kind, verified_image
@@ -314,6 +314,16 @@ def test_a_url_list_with_a_byte_order_mark_is_read(tmp_path):
         summary = crawl(write_catalog(tmp_path, PEOPLE[:1]), tmp_path / "data", settings(engine="urls",
                                                                                           per_person=1), urls=urls)
     assert summary.statuses == {"ok": 1}
+
+
+def test_the_sync_helper_answers_each_list_of_paths(tmp_path):
+    (tmp_path / "photo.jpg").write_bytes(b"bytes")
+    lists = [[str(tmp_path / "photo.jpg"), str(tmp_path)], [str(tmp_path / "missing.jpg")]]
+    requests = "".join(json.dumps(paths) + "\n" for paths in lists)
+    done = subprocess.run([sys.executable, syncing.__file__], input=requests, capture_output=True, text=True, timeout=60)
+    assert [json.loads(line) for line in done.stdout.splitlines()] == [
+        "ok", f"cannot sync {tmp_path / 'missing.jpg'}: No such file or directory"]
+    assert done.returncode == 0
 
 
 # --- search engines: icrawler's real feeders and parsers, pointed at the local server

@@ -22,12 +22,15 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections import Counter, deque
 from importlib import metadata
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from .errors import Failure, LookalikeError
 from .parallel import TaskFailed, progress, resolve_workers
+
+log = logging.getLogger(__name__)
 
 LOCAL_NODE_ADDRESS = "127.0.0.2"
 T = TypeVar("T")
@@ -38,11 +41,16 @@ QUEUED = 2  # batches sent to an actor ahead of their results: one running, one 
 MAX_BATCH = 8  # items per round trip at most
 MAX_DEATHS = 3  # actors that may die running one item before it is given up
 STALL_SECONDS = 600.0  # no result and no actor started for this long: the cluster is stuck
+CLIENT_ATTEMPTS = 3  # a Ray Client connection the head fails to set up is tried this many times
+CLIENT_PAUSE = 2.0  # seconds before the second attempt (twice that before the third)
 
 
 def first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+    """The error's first line; when that only announces what follows (a server's traceback), with the last."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return f"{lines[0]} {lines[-1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
 def check_reachable(address: str) -> None:
@@ -140,16 +148,26 @@ class RayPool:
         if not ray.is_initialized():
             check_reachable(self.address)
             quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
-            try:
-                if self.address:
-                    ray.init(address=self.address, **quiet)
-                else:
-                    # on a loopback address of its own: a Ray started here serves this machine only (Ray would
-                    # take the host's network address for 127.0.0.1)
-                    ray.init(num_cpus=resolve_workers(self.workers), include_dashboard=False,
-                             _node_ip_address=LOCAL_NODE_ADDRESS, **quiet)
-            except ConnectionError as exc:
-                raise LookalikeError(f"cannot join the Ray cluster at {self.address}: {first_line(exc)}") from None
+            for attempt in range(1, CLIENT_ATTEMPTS + 1):
+                try:
+                    if self.address:
+                        ray.init(address=self.address, **quiet)
+                    else:
+                        # on a loopback address of its own: a Ray started here serves this machine only (Ray
+                        # would take the host's network address for 127.0.0.1)
+                        ray.init(num_cpus=resolve_workers(self.workers), include_dashboard=False,
+                                 _node_ip_address=LOCAL_NODE_ADDRESS, **quiet)
+                    break
+                except ConnectionAbortedError as exc:  # Ray Client: the head could not start this driver's server
+                    if attempt == CLIENT_ATTEMPTS:
+                        raise LookalikeError(f"cannot join the Ray cluster at {self.address} ({attempt} attempts): "
+                                             f"{first_line(exc)}") from None
+                    log.warning("Ray Client at %s refused attempt %d (%s); trying again", self.address, attempt,
+                                first_line(exc))
+                    time.sleep(CLIENT_PAUSE * attempt)
+                except ConnectionError as exc:
+                    raise LookalikeError(f"cannot join the Ray cluster at {self.address}: {first_line(exc)}") \
+                        from None
             self._connected_here = True
         self._actor_class = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(DlibActor)
 

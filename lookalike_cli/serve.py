@@ -59,6 +59,9 @@ LATENCY_WINDOW = 10_000  # latencies kept for the percentiles of /stats
 CLIENT_GONE = 499  # counted for a client that disconnected before its answer (nginx's code)
 REFUSED = "lookalike.refused"  # scope key: the status the protocol answered for a request left without a body
 LINGER = 2.0  # seconds a refused connection is read (and dropped) before it is closed
+BODY_READ = "lookalike.body"  # scope key: how much of the body the app has read, "started" or "ended"
+DROP_FACTOR = 4  # the rest of a refused body is read and dropped up to this many times the body limit
+DROP_SECONDS = 5.0  # and for this long at most
 REJECTION_STATUS = {"too_large": 413, "unsupported_format": 415}  # other ImageReasons: 400
 
 
@@ -172,8 +175,38 @@ async def read_photo(limited: Request, limit: int) -> tuple[bytes, str]:
     return await limited.body(), "upload"
 
 
+def noting_body_read(request: Request) -> Request:
+    """``request`` with a receive that notes in its scope (BODY_READ) how much of the body has been read."""
+    async def receive():
+        message = await request.receive()
+        ended = message["type"] != "http.request" or not message.get("more_body", False)
+        request.scope[BODY_READ] = "ended" if ended else "started"
+        return message
+    return Request(request.scope, receive)
+
+
+async def drop_rest_of_body(request: Request, max_bytes: int, seconds: float) -> None:
+    """Read and drop what is left of the body of ``request`` (made by ``noting_body_read``), at most ``max_bytes``
+    for at most ``seconds``, so that an answer sent before the body was read reaches the client: a connection
+    closed with bytes unread is reset, and the client can lose the answer. A body declared larger, and one not
+    yet sent by a client waiting for "100 Continue", are left unread."""
+    read = request.scope.get(BODY_READ)
+    length = request.headers.get("content-length", "")
+    if read == "ended" or (length.isdigit() and int(length) > max_bytes) or \
+            (read is None and request.headers.get("expect", "").lower() == "100-continue"):
+        return
+    dropped = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while dropped <= max_bytes:
+                message = await request.receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
+                dropped += len(message.get("body", b""))
+
+
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    """An error answer; the connection is closed after it (a body may be left unread)."""
+    """An error answer; the connection is closed after it."""
     return JSONResponse({"error": message}, status_code=status, headers={"connection": "close", **(headers or {})})
 
 
@@ -246,8 +279,12 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
         return JSONResponse({"photos": [result.to_json(photo_url)]})
 
     async def query(request: Request) -> Response:
+        request = noting_body_read(request)
         try:
-            return await answer(request)
+            response = await answer(request)
+            if response.status_code != 408:  # a body too slow to arrive is not waited for again
+                await drop_rest_of_body(request, DROP_FACTOR * limit, DROP_SECONDS)
+            return response
         except ClientDisconnect:
             status = request.scope.get(REFUSED, CLIENT_GONE)
             log.debug("client %s went away before its photo was read (%s)", request.client, status)

@@ -83,6 +83,11 @@ class LoopbackCluster:
                 raise RuntimeError(f"Ray node {node} did not start:\n{log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.2)
 
+    def client_server_logs(self, characters: int = 2000) -> str:
+        """The end of each Ray Client server log of the head (why a client could not connect)."""
+        return "".join(f"\n--- {path.name}:\n{path.read_text(errors='replace')[-characters:]}"
+                       for path in sorted(self.temp_dir.glob("ray/session_*/logs/ray_client_server*.err")))
+
     def raylet_pid(self, node: int) -> int:
         """The raylet of a node: the process that makes it a node of the cluster."""
         group = self.processes[node].pid

@@ -148,3 +148,15 @@ def test_large_tasks_never_hold_every_worker():
         small = pool.submit(started_at, 0.0)
         assert small.result() < large[0].result() + 2.0  # the second worker took the small task...
         assert large[1].result() >= large[0].result() + 2.0  # ...and the second large one waited for the first
+
+
+@pytest.mark.parametrize("message, line", [
+    ("Initialization failure from server:\nTraceback (most recent call last):\n  File x\nRuntimeError: no port\n",
+     "Initialization failure from server: RuntimeError: no port"),
+    ("Initialization failure from server:\n", "Initialization failure from server:"),
+    ("connection refused\nmore detail", "connection refused"),
+    ("", "ConnectionError"),
+])
+def test_an_engine_error_is_told_in_one_line(message, line):
+    from lookalike_cli.ray_engine import first_line
+    assert first_line(ConnectionError(message)) == line

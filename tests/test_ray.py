@@ -67,9 +67,9 @@ def build_args(images: Path, data: Path, *options: str) -> list[str]:
             "--num-jitters", "1", *options]
 
 
-def run_build(args: list[str], environment: dict | None = None) -> str:
+def run_build(args: list[str], environment: dict | None = None, cluster: LoopbackCluster | None = None) -> str:
     result = subprocess.run(args, capture_output=True, text=True, timeout=BUILD_SECONDS, env=environment)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:] + (cluster.client_server_logs() if cluster else "")
     assert "Traceback" not in result.stderr
     return result.stdout
 
@@ -175,7 +175,7 @@ def test_caches_are_shared_between_engines(cluster, portraits, tmp_path):
     for number, (args, new) in enumerate([(local, photos[:4]), (on_ray, photos[4:6]), (local, photos[6:])]):
         for photo in new:
             shutil.copy2(photo, images / photo.name)
-        stdout = run_build(args, cluster.environment)
+        stdout = run_build(args, cluster.environment, cluster)
         assert done_now(stdout, "filter") == done_now(stdout, "embed") == len(new), stdout
     assert pq.read_table(tmp_path / "data" / "embeddings.parquet").num_rows == 8
 

@@ -370,12 +370,10 @@ class Checkpoint:
     MAX_ROWS = 64
     SECONDS = 30.0
 
-    def __init__(self, data: DataDir, artifact: str, before_save: Callable[[], None] | None = None):
-        """``before_save`` runs before each part is written (crawl syncs the images its rows point to)."""
+    def __init__(self, data: DataDir, artifact: str):
         self.data = data
         self.artifact = artifact
         self.folder = data.parts(ARTIFACTS[artifact].stage)
-        self.before_save = before_save
         self.every = self.MAX_ROWS
         self.pending: list[dict] = []
         self.last = time.monotonic()
@@ -412,8 +410,6 @@ class Checkpoint:
 
     def flush(self) -> None:
         if self.pending:
-            if self.before_save:
-                self.before_save()
             write_table(self.folder / f"part-{time.time_ns():020d}.parquet", self.artifact, self.pending)
             self.pending = []
         self.last = time.monotonic()

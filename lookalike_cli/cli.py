@@ -19,6 +19,7 @@ from .errors import LookalikeError
 log = logging.getLogger("lookalike_cli")
 
 DLIB_SECTIONS = ("runtime", "detect", "image")  # the commands that read images with dlib's models
+POOL_KEYS = ("executor", "ray_address")  # runtime keys of the commands that run filter and embed
 
 
 class LookalikeGroup(click.Group):
@@ -61,11 +62,12 @@ class LookalikeGroup(click.Group):
             ctx.exit(1)
 
 
-def config_options(*sections: str):
-    """Add one option per key of the given config sections (``filter.max_tilt`` -> ``--max-tilt``)."""
+def config_options(*sections: str, skip: tuple[str, ...] = ()):
+    """Add one option per key of the given config sections (``filter.max_tilt`` -> ``--max-tilt``), but for the
+    keys in ``skip`` (those the command does not use)."""
     def decorate(command):
         for section in reversed(sections):
-            for f in reversed(section_fields(section)):
+            for f in reversed([f for f in section_fields(section) if f.name not in skip]):
                 meta, flag = f.metadata, f.name.replace("_", "-")
                 switch = field_type(f) is bool  # --flag/--no-flag
                 one_of = meta["choices"] and not meta["several"]
@@ -233,7 +235,7 @@ def calibrate_command(data_dir: Path, config) -> None:
 
 @cli.command("index")
 @data_dir_option
-@config_options("runtime", "index")
+@config_options("runtime", "index", skip=("models_dir", "descriptor_backend", *POOL_KEYS))
 @with_config
 def index_command(data_dir: Path, config) -> None:
     """Build the nearest-neighbour index and publish the gallery to queries in one step."""
@@ -336,7 +338,7 @@ def format_photo(result) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also draw the answer as a PNG: each face beside its best match, name and percent (one PHOTO).")
-@config_options(*DLIB_SECTIONS, "query", "answers")
+@config_options(*DLIB_SECTIONS, "query", "answers", skip=("workers", *POOL_KEYS))
 @with_config
 def query_command(photos: tuple[Path, ...], data_dir: Path, as_json: bool, out: Path | None, config) -> None:
     """Find the people of the gallery who look most like the faces in PHOTOS (- reads one from standard input).
@@ -380,7 +382,7 @@ SERVING_SECTIONS = (*DLIB_SECTIONS, "query", "serve", "answers")
 
 @cli.command("serve")
 @data_dir_option
-@config_options(*SERVING_SECTIONS)
+@config_options(*SERVING_SECTIONS, skip=POOL_KEYS)
 @with_config
 def serve_command(data_dir: Path, config) -> None:
     """Answer photos over HTTP: POST /query (JSON, or ?format=png), GET /healthz, GET /stats; GET / is a web
@@ -398,7 +400,7 @@ def serve_command(data_dir: Path, config) -> None:
 
 @cli.command("bot")
 @data_dir_option
-@config_options(*SERVING_SECTIONS, "bot")
+@config_options(*SERVING_SECTIONS, "bot", skip=POOL_KEYS)
 @with_config
 def bot_command(data_dir: Path, config) -> None:
     """Run the Telegram bot: it answers a photo with its lookalike, percent and picture.

@@ -146,6 +146,13 @@ def test_every_command_that_reads_images_offers_the_image_settings(command):
         assert option in output
 
 
+@pytest.mark.parametrize("command, offered", [("build", True), ("filter", True), ("embed", True), ("eval", True),
+                                               ("index", False), ("query", False), ("serve", False), ("bot", False)])
+def test_only_the_commands_that_run_filter_or_embed_offer_the_executor(command, offered):
+    output = run(command, "--help").output
+    assert ("--executor" in output, "--ray-address" in output) == (offered, offered)
+
+
 @pytest.mark.slow
 def test_the_image_settings_reach_embed_as_they_reach_filter(tmp_path):
     """The seam: a photo over the default pixel bound that filter accepts with an option is embedded with the

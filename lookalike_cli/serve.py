@@ -1,7 +1,7 @@
 """``lookalike serve``: the HTTP API (Starlette on uvicorn) over the recognition pool.
 
 ``POST /query`` takes a photo as the raw body or as a multipart file and answers the JSON of ``query --json``
-(``?format=png``: the picture of ``query --out``). ``GET /healthz`` says it is up, ``GET /stats`` gives the
+(``?format=png``: the picture of ``query --out``; ``?picture=1``: the JSON with that picture as a data URL). ``GET /healthz`` says it is up, ``GET /stats`` gives the
 gallery, the queue, the limits in force and the request counts and latencies. Every error is JSON,
 ``{"error": "..."}``, and counted in /stats by status: a full queue answers 503 with Retry-After (before any
 byte of the body is read), a body over the size limit 413, a body not sent in time 408, something that is not
@@ -23,6 +23,7 @@ person's photo (``webpage.py``). ``GET /metrics`` gives the counts for Prometheu
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -236,6 +237,10 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
         output = request.query_params.get("format", "json")
         if output not in ("json", "png"):
             return error(400, f"format must be json or png, not {output!r}")
+        with_picture = request.query_params.get("picture", "0")
+        if with_picture not in ("0", "1"):
+            return error(400, f"picture must be 0 or 1, not {with_picture!r}")
+        drawn = output == "png" or with_picture == "1"
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             return error(413, f"the photo is over the limit of {limit} bytes")
@@ -251,7 +256,7 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
                     bodies.receiving -= 1
                 if not data:
                     return error(400, "send a photo as the request body, or as a multipart file")
-                result, picture = await recognizer.recognize(data, name, picture=output == "png")
+                result, picture = await recognizer.recognize(data, name, picture=drawn)
         except Busy as exc:
             retry = stats.retry_after(recognizer.queue_depth, recognizer.workers)
             why = str(exc) or "every worker is taken and the queue is full"
@@ -276,7 +281,10 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
                 return JSONResponse({"error": "no face found in the photo",
                                      "photos": [result.to_json(photo_url)]}, status_code=422)
             return Response(picture, media_type="image/png")
-        return JSONResponse({"photos": [result.to_json(photo_url)]})
+        answered = {"photos": [result.to_json(photo_url)]}
+        if with_picture == "1":
+            answered["picture"] = picture and f"data:image/png;base64,{base64.b64encode(picture).decode()}"
+        return JSONResponse(answered)
 
     async def query(request: Request) -> Response:
         request = noting_body_read(request)

@@ -1,5 +1,6 @@
 """The HTTP API over real HTTP on 127.0.0.1: real worker processes, real dlib models, the demo gallery."""
 
+import base64
 import contextlib
 import io
 import os
@@ -85,6 +86,20 @@ def test_no_face_is_an_empty_answer_or_422_for_a_picture(client):
     assert client.post("/query", content=coffee).json()["photos"][0]["faces"] == []
     response = client.post("/query?format=png", content=coffee)
     assert response.status_code == 422 and response.json()["error"] == "no face found in the photo"
+
+
+def test_the_json_answer_can_carry_the_picture_in_one_request(client):
+    """One recognition for a page's answer and its picture: ``?picture=1`` adds the PNG as a data URL."""
+    answer = client.post("/query?picture=1", content=photo("ami-bera")).json()
+    prefix = "data:image/png;base64,"
+    assert answer["photos"][0]["faces"][0]["matches"][0]["alias"] == "ami-bera" and answer["picture"].startswith(prefix)
+    drawn = client.post("/query?format=png", content=photo("ami-bera")).content
+    assert base64.b64decode(answer["picture"].removeprefix(prefix)) == drawn
+    coffee = (FIXTURES / "no_face_coffee_cc0.png").read_bytes()
+    no_face = client.post("/query?picture=1", content=coffee).json()
+    assert no_face["photos"][0]["faces"] == [] and no_face["picture"] is None
+    response = client.post("/query?picture=yes", content=photo("ami-bera"))
+    assert response.status_code == 400 and response.json()["error"] == "picture must be 0 or 1, not 'yes'"
 
 
 def test_a_body_over_the_limit_is_413_with_or_without_content_length(client):

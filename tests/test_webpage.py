@@ -224,10 +224,12 @@ def test_a_person_uploads_a_selfie_in_a_browser_and_sees_who_they_look_like(page
         assert camera_shown == (layout == "phone")  # the front camera where there is one, a touch screen
         ActionChains(browser).send_keys(Keys.TAB).perform()  # the keyboard reaches the first choice
         assert browser.execute_script("return document.activeElement.id") == ("camera" if camera_shown else "photo")
+        answered = httpx.get(f"{page}/stats").json()["requests"]["total"]
         choose(browser, DEMO / "selfie.jpg")
         wait_for(browser, lambda b: b.execute_script(
             "return !document.getElementById('answer-save').hidden && [...document.querySelectorAll('#results img')]"
             ".every(image => image.complete)"), "the answer and its pictures")
+        assert httpx.get(f"{page}/stats").json()["requests"]["total"] == answered + 1  # the picture came with it
         shown = browser.execute_script("""return {
             names: [...document.querySelectorAll('#faces .best .name')].map(e => e.textContent),
             photoWidths: [...document.querySelectorAll('#faces img.person')].map(e => e.naturalWidth),
@@ -250,7 +252,7 @@ def test_a_person_uploads_a_selfie_in_a_browser_and_sees_who_they_look_like(page
         assert browser.execute_script("return document.getElementById('results').hidden")
         resources = browser.execute_script("return [...performance.getEntriesByType('navigation'), "
                                            "...performance.getEntriesByType('resource')].map(e => e.name)")
-    assert {f"{page}/", f"{page}/page.js", f"{page}/query"} <= set(resources)
+    assert {f"{page}/", f"{page}/page.js", f"{page}/query?picture=1"} <= set(resources)
     assert all(name.startswith(f"{page}/") for name in resources), resources  # nothing from anywhere else
 
 

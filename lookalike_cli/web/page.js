@@ -22,7 +22,6 @@
   const $ = (id) => document.getElementById(id);
   let people = 0;  // the gallery's size, from /stats
   let maxBytes = 0;  // the server's body limit, when /stats gives it
-  let pictureUrl = null;  // the answer picture's object URL
   let current = 0;  // the photo being answered: answers to an earlier one are dropped
 
   function say(text, { error = false, progress = null } = {}) {
@@ -110,8 +109,6 @@
     $("results").hidden = true;
     $("answer").hidden = true;
     $("answer-save").hidden = true;
-    if (pictureUrl) URL.revokeObjectURL(pictureUrl);
-    pictureUrl = null;
   }
 
   const clamp = (value, lowest, highest) => Math.min(Math.max(value, lowest), highest);
@@ -171,26 +168,15 @@
     $("results-title").focus();
   }
 
-  async function drawAnswer(upload, photo) {
-    const figure = $("answer");
-    const caption = $("answer-caption");
+  // The answer picture of ?format=png, sent with the answer as a data URL (null: no face was drawn).
+  function showPicture(dataUrl) {
+    if (!dataUrl) return;
     const image = $("answer-picture");
-    image.hidden = true;
-    caption.textContent = "Drawing the answer as a picture…";
-    figure.hidden = false;
-    const response = await post("/query?format=png", upload, "blob");
-    if (photo !== current) return;
-    if (response.status !== 200) {
-      caption.textContent = `The answer picture could not be drawn. ${problem(response, null)}`;
-      return;
-    }
-    pictureUrl = URL.createObjectURL(response.body);
     image.alt = "The answer as a picture: each face beside its lookalike's photo, with the name and percent.";
-    image.src = pictureUrl;
-    image.hidden = false;
-    caption.textContent = "The answer as a picture, to save or share.";
-    $("answer-save").href = pictureUrl;
+    image.src = dataUrl;
+    $("answer-save").href = dataUrl;
     $("answer-save").hidden = false;
+    $("answer").hidden = false;
   }
 
   async function answer(file) {
@@ -209,7 +195,7 @@
     }
     if (photo !== current) return;
     say("Sending your photo…", { progress: 0 });
-    const response = await post("/query", upload, "text", {
+    const response = await post("/query?picture=1", upload, "text", {
       onProgress: (fraction) => photo === current && say("Sending your photo…", { progress: Math.round(100 * fraction) }),
       onSent: () => photo === current && say(comparing(), { progress: "waiting" }),
     });
@@ -227,7 +213,7 @@
     say(faces.length === 1 ? "Here is who you look like." :
         `${faces.length} faces were found; here is who each looks like, from the left.`);
     show(faces, picture);
-    drawAnswer(upload, photo);
+    showPicture(result.picture);
   }
 
   async function loadStats() {

@@ -1,10 +1,12 @@
 """The Telegram bot, run as `lookalike bot`, against a fake Bot API server on 127.0.0.1 (real HTTP, real models)."""
 
+import contextlib
 import io
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 
@@ -60,6 +62,12 @@ def telegram(built, tmp_path_factory):
         finally:
             output = stop_bot(process, log)
     assert "bot<token>/sendPhoto" in output  # the Bot API's URLs were logged, with the token hidden
+
+
+def listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
 
 
 def reply(fake: FakeTelegram, chat_id: int):
@@ -163,6 +171,7 @@ def test_the_bot_takes_updates_from_a_webhook_with_its_secret(built, tmp_path):
                                     what="setWebhook")
             assert process.poll() is None, "the bot stopped"
             assert registered[0]["url"] == webhook and len(registered[0]["secret_token"]) >= 32
+            wait_until(lambda: listening(port), what="the webhook's server")  # it listens after setWebhook
             update = fake.photo(7, photo_bytes("barack-obama"))
             assert httpx.post(webhook, json=update).status_code == 403  # without the secret
             response = httpx.post(webhook, json=update,

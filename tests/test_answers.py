@@ -184,6 +184,7 @@ def test_query_log_writes_a_line_per_photo_without_paths(built, tmp_path):
 
 # --- serve ---------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_serve_logs_one_line_per_answer_without_photo_name_or_address(built, tmp_path):
     path = tmp_path / "answers.jsonl"
     two = encoded(side_by_side(DEMO / "images" / "ami-bera.jpg", DEMO / "images" / "bob-corker.jpg"), "JPEG")
@@ -216,6 +217,7 @@ def metric_values(text: str) -> dict[tuple[str, tuple], float]:
             for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
+@pytest.mark.slow
 def test_metrics_move_with_the_requests_sent(built):
     with api(built) as (client, recognizer), api(built) as (other, _):
         before = metric_values(client.get("/metrics").text)
@@ -246,6 +248,7 @@ def test_metrics_move_with_the_requests_sent(built):
     assert after[("lookalike_queue_depth", ())] == 0 and after[("lookalike_workers_busy", ())] == 0
 
 
+@pytest.mark.slow
 def test_the_log_and_metrics_follow_a_newly_published_generation(built, fast_config, tmp_path):
     data, path = tmp_path / "data", tmp_path / "answers.jsonl"
     shutil.copytree(built, data)
@@ -268,6 +271,7 @@ def test_metrics_can_be_turned_off(built):
         assert client.post("/query", content=photo("ami-bera")).status_code == 200
 
 
+@pytest.mark.slow
 def test_a_killed_server_leaves_a_readable_log(built, tmp_path):
     path = tmp_path / "answers.jsonl"
 
@@ -321,6 +325,7 @@ def test_a_killed_server_leaves_a_readable_log(built, tmp_path):
 
 # --- bot -----------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_bot_logs_its_answers_and_serves_metrics(built, tmp_path):
     fake = FakeTelegram(TOKEN)
     path, port = tmp_path / "answers.jsonl", free_port()

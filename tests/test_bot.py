@@ -134,6 +134,7 @@ def test_a_huge_file_is_refused_without_downloading_it(telegram):
     assert not [params for params in telegram.called("getFile") if params["file_id"] == file_id]
 
 
+@pytest.mark.slow
 def test_a_burst_of_200_updates_is_answered_within_the_rate_limit(telegram):
     people = ["aaron-schock", "ami-bera", "barack-obama", "bob-corker", "beto-orourke"]
     photos = {20_000 + i: people[i % len(people)] for i in range(10)}
@@ -160,6 +161,7 @@ def test_a_burst_of_200_updates_is_answered_within_the_rate_limit(telegram):
     assert len(times) - 1 <= RATE * (times[-1] - times[0] + JITTER), (len(times), times[-1] - times[0])
 
 
+@pytest.mark.slow
 def test_the_bot_takes_updates_from_a_webhook_with_its_secret(built, tmp_path):
     fake = FakeTelegram(TOKEN)
     port = free_port()

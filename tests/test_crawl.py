@@ -135,6 +135,7 @@ def test_the_server_ciphers_baidu_urls_as_icrawler_deciphers_them():
 
 
 @pytest.mark.parametrize("list_format", ["csv", "parquet"])
+@pytest.mark.slow
 def test_bad_responses_get_their_status_and_only_verified_images_are_kept(tmp_path, list_format):
     alias = "aaron-schock"
     files = photo_files([alias]) | {"/img/copy.jpg": (demo_photo(alias), "image/jpeg")}
@@ -197,6 +198,7 @@ def unanswered_port():
 
 
 @pytest.mark.parametrize("scheme", ["http", "https"])
+@pytest.mark.slow
 def test_one_deadline_covers_connecting_headers_and_body(tmp_path, monkeypatch, tls_files, scheme):
     """Headers or a body dripped a byte every 0.1 s for 6 s, and a connection that is never accepted, each
     end at the 1 s deadline (requests' timeouts are per read: each would take 6 s or more)."""
@@ -224,6 +226,7 @@ def test_one_deadline_covers_connecting_headers_and_body(tmp_path, monkeypatch, 
     ("endless", "too_large: over the limit of 1000000 bytes"),
     ("slow-headers", "timeout: no complete answer within 1 s"),
 ])
+@pytest.mark.slow
 def test_a_hostile_search_page_is_a_search_error_with_its_reason(tmp_path, kind, error):
     person = PEOPLE[0]
     catalog = write_catalog(tmp_path, [person])
@@ -391,6 +394,7 @@ def test_a_rerun_retries_only_what_may_pass(tmp_path):
     assert sorted(row["status"] for row in rows) == ["http_error", "ok", "ok"] and len(rows) == 3
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_files_without_duplicate_rows(tmp_path):
     catalog_entries, results, files = synthetic_world(40, 3)
     catalog = write_catalog(tmp_path, catalog_entries)

@@ -102,6 +102,7 @@ def altered_tree(root, people):
     return root
 
 
+@pytest.mark.slow
 def test_eval_on_fixtures_writes_table_json_and_histogram(tmp_path):
     portraits = sorted(p.stem for p in (DEMO / "images").glob("*.jpg"))
     labelled = altered_tree(tmp_path / "labelled", portraits[:5])
@@ -126,6 +127,7 @@ def test_eval_on_fixtures_writes_table_json_and_histogram(tmp_path):
     assert (out / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_eval_on_shared_faces_with_a_dirty_crawl(tmp_path):
     """../shared/faces, 20 congress distractors, one intruder per person: cleaning restores top-1."""
     congress = shared_path("congress", "images")

@@ -84,6 +84,7 @@ def test_broken_files_are_rejected(data, reason, check):
 
 
 @pytest.mark.parametrize("check", [decode_image, verify_image])
+@pytest.mark.slow
 def test_a_decompression_bomb_is_refused_from_its_header(check):
     bomb = encoded(Image.new("1", (30000, 30000)), "PNG")  # 900 Mpx in a few hundred kB
     with pytest.raises(ImageRejected) as caught:
@@ -164,6 +165,7 @@ def test_a_jpeg_of_thousands_of_scans_is_refused_from_its_markers(check):
 
 
 @pytest.mark.parametrize("check", [decode_image, verify_image])
+@pytest.mark.slow
 def test_the_scans_of_a_large_jpeg_are_bounded_by_their_pixels_too(check):
     with pytest.raises(ImageRejected) as caught:
         check(hostile.repeated_scans_jpeg(6000, 90), ImageConfig())  # 100 scans over 36 Mpx: seconds

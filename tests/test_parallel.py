@@ -141,6 +141,7 @@ def started_at(seconds: float) -> float:
     return began
 
 
+@pytest.mark.slow
 def test_large_tasks_never_hold_every_worker():
     with ProcessPool(2) as pool:
         pool.start()

@@ -176,6 +176,7 @@ def test_a_full_queue_answers_503_with_retry_after(built):
         assert client.post("/query", content=photo("bob-corker")).status_code == 200  # and it recovers
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_costs_its_photo_a_500_then_it_is_replaced(built):
     slow = hostile.collage(8)  # 8 faces, each the mean of 100 jittered copies: seconds of work on any machine
     with api(built, workers=1, max_faces=8, query_num_jitters=100) as (client, recognizer), \
@@ -197,6 +198,7 @@ def test_a_photo_not_answered_in_time_is_504(built):
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.slow
 def test_the_serve_command_runs_until_stopped(built, stop):
     with lookalike_serve(built, stop=stop) as (url, process):
         assert best_alias(httpx.post(f"{url}/query", content=photo("bob-corker"), timeout=60)) == "bob-corker"

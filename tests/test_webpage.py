@@ -148,6 +148,7 @@ def test_nothing_but_a_gallery_person_is_reached(client, path):
     assert client.get("/people/ami-bera/photo").status_code == 200  # the real one is there
 
 
+@pytest.mark.slow
 def test_no_page_serves_the_api_alone(built):
     with api(built, page=False) as (client, _):
         assert client.get("/").status_code == 404 and client.get("/page.js").status_code == 404
@@ -174,6 +175,7 @@ def files_opened_for_writing():
         watching.clear()
 
 
+@pytest.mark.slow
 def test_uploads_are_never_written_to_disk(built):
     """Starlette writes a multipart file over 1 MB to a temporary file: the server keeps it in memory."""
     large = encoded(Image.open(DEMO / "images" / "ami-bera.jpg").resize((1500, 1833), Image.LANCZOS), "PNG")

@@ -116,7 +116,7 @@ def side_by_side(engines: dict, measured: Path, warm: Path, root: Path, rounds: 
     from lookalike_cli.parallel import worker_pool
 
     first = sorted(warm.iterdir())[0]
-    task = DetectTask(str(first), Config().detect, Config().image, "", first.stat().st_size)
+    task = DetectTask(str(first), Config().detect, Config().image, False, "", first.stat().st_size)
     with ExitStack() as stack:
         pools, results = {}, {}
         for name, (config, roots) in engines.items():
@@ -150,7 +150,7 @@ def driver_memory(paths: int, streamed: int) -> dict:
         rows[path] = undetected(path) | {"alias": f"person-{number // 5:07d}", "sha256": f"{number:064x}",
                                          "size": 100_000, "mtime_ns": 1_700_000_000_000_000_000 + number,
                                          "detect_key": key, "status": "rejected"}
-        tasks.append(DetectTask(path, config.detect, config.image, "", 100_000))
+        tasks.append(DetectTask(path, config.detect, config.image, False, "", 100_000))
     held = resident_mb()
     started = time.perf_counter()
     no_dlib = functools.partial(detection_failed, failure=Failure("crashed", ""))  # a row, as detect_image returns

@@ -80,6 +80,20 @@ class DetectConfig:
                                          min=-10.0, max=10.0)
     detect_max_size: int = setting(1024, "detect on a copy shrunk to this many pixels on its longer side, "
                                          "landmarks on the full image (0: never shrink)", min=0, max=100_000)
+    fallback: bool = setting(True, "when HOG finds no face in a query photo, look again: HOG on a copy enlarged to "
+                                   "fallback_hog_pixels (when the photo is small), then dlib's CNN detector on a "
+                                   "copy resized to cnn_pixels (false, --no-fallback: answer no face)")
+    fallback_hog_pixels: int = setting(250_000, "the second HOG look runs on a copy enlarged to this many pixels, "
+                                                "when that searches smaller faces than the first look",
+                                       min=1, max=16_000_000)
+    cnn_pixels: int = setting(160_000, "the CNN detector runs on a copy resized to this many pixels (its time "
+                                       "grows with them)", min=1, max=4_000_000)
+    cnn_min_score: float = setting(0.0, "drop CNN detections scoring below this (dlib's CNN confidence)",
+                                   min=-10.0, max=10.0)
+    fallback_min_eye_distance: float = setting(6.0, "drop faces found by the fallback whose eye centres are "
+                                                    "closer, in pixels of the photo", min=0.0)
+    fallback_max_tilt: float = setting(25.0, "drop faces found by the fallback whose eye line is tilted more, "
+                                             "in degrees", min=0.0, max=90.0)
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,9 @@ class FilterConfig:
                               max=90.0)
     multiple_faces: str = setting("reject", "a gallery photo with several faces: reject it, or keep its "
                                             "largest face", choices=("reject", "largest"))
+    gallery_fallback: bool = setting(False, "when HOG finds no face in a gallery photo, run the query's "
+                                            "detection fallback too (crawled galleries have photos to spare; a "
+                                            "hand-made one may not)")
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ from .artifacts import Checkpoint, DataDir
 from .catalog import load_catalog, person_row
 from .config import Config, DetectConfig, FilterConfig, ImageConfig
 from .errors import Failure, LookalikeError
+from .geometry import face_problem
 from .images import GalleryImage, ImageRejected, list_gallery, read_image, sha256_of
-from .models import model_workers, process_models
+from .models import CNN_DETECTOR_FILE, model_workers, models_folder, process_models
 from .parallel import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -42,15 +43,22 @@ class DetectTask:
     path: str
     detect: DetectConfig
     image: ImageConfig
+    fallback: bool  # filter.gallery_fallback: the detection fallback when HOG finds no face
     models_dir: str
     size: int  # bytes: detection takes longer on larger files
 
 
-def detect_key(detect: DetectConfig, image: ImageConfig) -> str:
-    """The settings that change what detection finds in an image: the cache key beside its content hash."""
-    return (f"upsample={detect.upsample};min_score={detect.min_detection_score};"
-            f"max_size={detect.detect_max_size};max_pixels={image.max_image_pixels};"
-            f"max_decoded_bytes={image.max_decoded_bytes};formats={image.image_formats}")
+def detect_key(detect: DetectConfig, image: ImageConfig, fallback: bool = False) -> str:
+    """The settings that change what detection finds in an image: the cache key beside its content hash (with
+    ``fallback``, the detection fallback's settings too)."""
+    key = (f"upsample={detect.upsample};min_score={detect.min_detection_score};"
+           f"max_size={detect.detect_max_size};max_pixels={image.max_image_pixels};"
+           f"max_decoded_bytes={image.max_decoded_bytes};formats={image.image_formats}")
+    if fallback:
+        key += (f";fallback_hog_pixels={detect.fallback_hog_pixels};cnn_pixels={detect.cnn_pixels};"
+                f"cnn_min_score={detect.cnn_min_score};fallback_min_eye_distance={detect.fallback_min_eye_distance};"
+                f"fallback_max_tilt={detect.fallback_max_tilt}")
+    return key
 
 
 def decide(row: dict, config: FilterConfig) -> tuple[str, str]:
@@ -63,11 +71,8 @@ def decide(row: dict, config: FilterConfig) -> tuple[str, str]:
         return "rejected", "no_face"
     if row["n_faces"] > 1 and config.multiple_faces == "reject":
         return "rejected", "several_faces"
-    if row["eye_distance"] < config.min_eye_distance:
-        return "rejected", "small_face"
-    if abs(row["tilt"]) > config.max_tilt:
-        return "rejected", "tilted"
-    return "accepted", "ok"
+    problem = face_problem(row["eye_distance"], row["tilt"], config.min_eye_distance, config.max_tilt)
+    return ("rejected", problem) if problem else ("accepted", "ok")
 
 
 def undetected(path: str, reason: str = "", detail: str = "") -> dict:
@@ -87,9 +92,11 @@ def detect_image(task: DetectTask) -> dict:
     try:
         image = read_image(task.path, task.image).pixels
         row["height"], row["width"] = image.shape[:2]
-        faces = process_models(task.models_dir).detect(image, task.detect.upsample,
-                                                       task.detect.min_detection_score,
-                                                       task.detect.detect_max_size)
+        models = process_models(task.models_dir)
+        faces = models.detect(image, task.detect.upsample, task.detect.min_detection_score,
+                              task.detect.detect_max_size)
+        if not faces and task.fallback:
+            faces = models.fallback_faces(image, task.detect)
         row["n_faces"] = len(faces)
         if faces:
             face = faces[0]
@@ -121,6 +128,8 @@ def filter_images(images_dir: str | Path, data_dir: str | Path, catalog: str | P
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise LookalikeError(f"images folder {images_dir} does not exist or is not a folder")
+    if config.filter.gallery_fallback:
+        models_folder(config.runtime.models_dir, CNN_DETECTOR_FILE)  # said once, not as an error per photo
     data = DataDir(data_dir)
     with data.locked("filter"):
         return _filter(images_dir, data, catalog, config, workers)
@@ -130,7 +139,7 @@ def _filter(images_dir: Path, data: DataDir, catalog: str | Path | None, config:
             workers: WorkerPool | None) -> FilterSummary:
     images = list_gallery(images_dir)
     people = people_rows(images, catalog)
-    key = detect_key(config.detect, config.image)
+    key = detect_key(config.detect, config.image, config.filter.gallery_fallback)
     checkpoint = Checkpoint(data, "filter")
     previous = checkpoint.resume()
     by_stat = {(r["path"], r["size"], r["mtime_ns"]): r["sha256"] for r in previous}
@@ -158,7 +167,7 @@ def _filter(images_dir: Path, data: DataDir, catalog: str | Path | None, config:
             row.update({k: cached[k] for k in ("width", "height", "n_faces", "box", "landmarks", "score",
                                                "eye_distance", "tilt", "reason", "detail")})
         else:
-            todo.append(DetectTask(image.path, config.detect, config.image,
+            todo.append(DetectTask(image.path, config.detect, config.image, config.filter.gallery_fallback,
                                    config.runtime.models_dir, stat.st_size))
 
     log.info("filter: %d images, %d cached, %d to detect", len(images), len(images) - len(todo), len(todo))

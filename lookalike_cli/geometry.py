@@ -42,3 +42,31 @@ def box_area(box: Sequence[float]) -> float:
 def scale_box(box: Sequence[float], factor: float) -> tuple[int, int, int, int]:
     """A (left, top, right, bottom) box measured on an image resized by ``factor``, back in original pixels."""
     return tuple(int(round(v / factor)) for v in box)  # type: ignore[return-value]
+
+
+def face_problem(eyes: float, tilt: float, min_eye_distance: float, max_tilt: float) -> str | None:
+    """Why a face is not usable: ``small_face`` (eye centres ``eyes`` pixels apart, closer than
+    ``min_eye_distance``), ``tilted`` (eye line ``tilt`` degrees off level, more than ``max_tilt``), or None."""
+    if eyes < min_eye_distance:
+        return "small_face"
+    if abs(tilt) > max_tilt:
+        return "tilted"
+    return None
+
+
+def shrink_factor(width: int, height: int, max_side: int) -> float:
+    """The factor that brings the longer side down to ``max_side`` (1.0 when it is not longer, or no limit)."""
+    longer = max(width, height)
+    return max_side / longer if max_side and longer > max_side else 1.0
+
+
+def pixels_factor(width: int, height: int, pixels: int) -> float:
+    """The factor that resizes a ``width`` x ``height`` image to about ``pixels`` pixels (up or down)."""
+    return math.sqrt(pixels / (width * height))
+
+
+def enlarging_factor(width: int, height: int, pixels: int, searched: float) -> float:
+    """The factor that enlarges a ``width`` x ``height`` image to ``pixels`` pixels, or 0.0 when that would search
+    no smaller faces than a look at scale ``searched`` (the scale of the copy a detector already looked at)."""
+    factor = pixels_factor(width, height, pixels)
+    return factor if factor > searched else 0.0

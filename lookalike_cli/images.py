@@ -465,3 +465,12 @@ def read_image(path: str | Path, policy: ImageConfig) -> Decoded:
             raise ImageRejected("unreadable", "not a regular file")
         data = read_capped(fh, policy.max_file_bytes)
     return decode_image(data, policy)
+
+
+def scaled_image(image: np.ndarray, factor: float) -> np.ndarray:
+    """An RGB array resized by ``factor`` (bilinear; at least 1x1 pixel)."""
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))

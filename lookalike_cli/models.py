@@ -1,4 +1,5 @@
-"""dlib's face models: HOG detector, 5-point landmarks and the ResNet 128-d descriptor.
+"""dlib's face models: HOG detector, 5-point landmarks and the ResNet 128-d descriptor, and the CNN detector
+of the detection fallback (loaded when a photo first needs it).
 
 The model files come from the ``face_recognition_models`` package, or from a folder the user names;
 nothing is ever downloaded. Loading takes about half a second, so every process loads them once.
@@ -26,12 +27,16 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from .config import RuntimeConfig
+from .config import DetectConfig, RuntimeConfig
 from .errors import LookalikeError
-from .geometry import box_area, eye_distance, head_tilt, scale_box
+from .geometry import (box_area, enlarging_factor, eye_distance, face_problem, head_tilt, pixels_factor, scale_box,
+                       shrink_factor)
+from .images import scaled_image
 
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+CNN_DETECTOR_FILE = "mmod_human_face_detector.dat"
+Box = tuple[int, int, int, int]  # left, top, right, bottom
 CHIP_PADDING = 0.25  # around the face in its chip: dlib's compute_face_descriptor default
 MAX_DESCRIPTOR_MODEL_BYTES = 64 << 20  # dlib's descriptor model has 22 MB: a larger file is not read
 EQUIVALENCE_TOLERANCE = 1e-4  # largest L2 difference from dlib's descriptors the numpy backend may show
@@ -44,8 +49,9 @@ if TYPE_CHECKING:
     from .resnet import ResNet
 
 
-def models_folder(models_dir: str = "") -> Path:
-    """The folder holding dlib's model files: ``models_dir``, or the face_recognition_models package's."""
+def models_folder(models_dir: str = "", *needed: str) -> Path:
+    """The folder holding dlib's model files: ``models_dir``, or the face_recognition_models package's; it must
+    hold the landmarks and descriptor models, and the ``needed`` files."""
     if models_dir:
         folder = Path(models_dir)
     else:
@@ -54,7 +60,7 @@ def models_folder(models_dir: str = "") -> Path:
             raise LookalikeError("the face_recognition_models package is not installed "
                                  "(pip install face_recognition_models), and no --models-dir was given")
         folder = Path(list(spec.submodule_search_locations)[0]) / "models"
-    missing = [name for name in (LANDMARKS_FILE, DESCRIPTOR_FILE) if not (folder / name).is_file()]
+    missing = [name for name in (LANDMARKS_FILE, DESCRIPTOR_FILE, *needed) if not (folder / name).is_file()]
     if missing:
         raise LookalikeError(f"models folder {folder} lacks {', '.join(missing)}")
     return folder
@@ -224,11 +230,13 @@ def descriptor_backend(models_dir: str = "", requested: str = "auto") -> str:
 
 @dataclass(frozen=True)
 class Face:
-    """A detected face: box (left, top, right, bottom), HOG score, 5 landmarks as (x, y)."""
+    """A detected face: box (left, top, right, bottom), the detector's score, 5 landmarks as (x, y), and which look
+    of the detection chain found it: ``hog``, ``hog-upsampled`` or ``cnn``."""
 
     box: tuple[int, int, int, int]
     score: float
     landmarks: tuple[tuple[float, float], ...]
+    detector: str = "hog"
 
     @property
     def eye_distance(self) -> float:
@@ -256,6 +264,7 @@ class FaceModels:
         self.model_id = model_id(models_dir)
         self._encoder = None
         self._network: ResNet | None = None
+        self._cnn = None
 
     @property
     def encoder(self):
@@ -265,6 +274,17 @@ class FaceModels:
         return self._encoder
 
     @property
+    def cnn_detector(self):
+        """dlib's CNN (MMOD) face detector, loaded on first use."""
+        if self._cnn is None:
+            folder = models_folder(self.models_dir, CNN_DETECTOR_FILE)
+            try:
+                self._cnn = self._dlib.cnn_face_detection_model_v1(str(folder / CNN_DETECTOR_FILE))
+            except RuntimeError as exc:
+                raise models_error(folder, exc) from None
+        return self._cnn
+
+    @property
     def network(self) -> ResNet:
         """The same network run by numpy (see numpy_network)."""
         if self._network is None:
@@ -272,31 +292,63 @@ class FaceModels:
         return self._network
 
     def find_faces(self, image: np.ndarray, upsample: int = 1, min_score: float = 0.0,
-                   max_size: int = 0) -> list[tuple[tuple[int, int, int, int], float]]:
+                   max_size: int = 0) -> list[tuple[Box, float]]:
         """Boxes and HOG scores of the faces in an RGB image, largest first. With ``max_size``, detection runs
         on a shrunk copy of a larger image (the boxes are of the full one)."""
         height, width = image.shape[:2]
-        factor = 1.0
-        searched = image
-        if max_size and max(height, width) > max_size:
-            from PIL import Image
+        return self._hog_boxes(image, shrink_factor(width, height, max_size), upsample, min_score)
 
-            factor = max_size / max(height, width)
-            size = (max(1, round(width * factor)), max(1, round(height * factor)))
-            searched = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    def _hog_boxes(self, image: np.ndarray, factor: float, upsample: int,
+                   min_score: float) -> list[tuple[Box, float]]:
+        """HOG's boxes and scores on a copy of ``image`` resized by ``factor``, in ``image``'s pixels, largest first."""
+        searched = scaled_image(image, factor) if factor != 1 else image
         rects, scores, _ = self.detector.run(searched, upsample, min(min_score, 0.0))
-        found = [(scale_box((rect.left(), rect.top(), rect.right(), rect.bottom()), factor), float(score))
-                 for rect, score in zip(rects, scores) if score >= min_score]
-        return sorted(found, key=lambda face: box_area(face[0]), reverse=True)
+        return _largest_first([(scale_box((rect.left(), rect.top(), rect.right(), rect.bottom()), factor),
+                                float(score)) for rect, score in zip(rects, scores) if score >= min_score])
+
+    def _cnn_boxes(self, image: np.ndarray, factor: float,
+                   min_score: float) -> list[tuple[Box, float]]:
+        """The CNN detector's boxes and scores on a copy of ``image`` resized by ``factor``, largest first."""
+        found = self.cnn_detector(scaled_image(image, factor), 0)
+        return _largest_first([(scale_box((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), factor),
+                                float(d.confidence)) for d in found if d.confidence >= min_score])
+
+    def upsampled_faces(self, image: np.ndarray, settings: DetectConfig) -> list[Face]:
+        """The fallback's HOG look: on a copy enlarged to ``fallback_hog_pixels``, when that searches smaller
+        faces than the first look did (none otherwise); faces that pass the fallback's checks."""
+        height, width = image.shape[:2]
+        first = shrink_factor(width, height, settings.detect_max_size) * 2 ** settings.upsample
+        factor = enlarging_factor(width, height, settings.fallback_hog_pixels, first)
+        found = self._hog_boxes(image, factor, 0, settings.min_detection_score) if factor else []
+        return self._checked(image, found, "hog-upsampled", settings)
+
+    def cnn_faces(self, image: np.ndarray, settings: DetectConfig) -> list[Face]:
+        """The fallback's CNN look: on a copy resized to ``cnn_pixels``; faces scoring ``cnn_min_score`` or more
+        that pass the fallback's checks."""
+        height, width = image.shape[:2]
+        found = self._cnn_boxes(image, pixels_factor(width, height, settings.cnn_pixels), settings.cnn_min_score)
+        return self._checked(image, found, "cnn", settings)
+
+    def fallback_faces(self, image: np.ndarray, settings: DetectConfig) -> list[Face]:
+        """Faces of an image in which HOG's first look found none: the upsampled HOG look's, else the CNN's."""
+        return self.upsampled_faces(image, settings) or self.cnn_faces(image, settings)
+
+    def _checked(self, image: np.ndarray, found: list[tuple[Box, float]], detector: str,
+                 settings: DetectConfig) -> list[Face]:
+        """The fallback's faces with their landmarks, those that pass its eye-distance and tilt checks."""
+        faces = [self.face(image, box, score, detector) for box, score in found]
+        return [face for face in faces if face_problem(face.eye_distance, face.tilt,
+                                                       settings.fallback_min_eye_distance,
+                                                       settings.fallback_max_tilt) is None]
 
     def detect(self, image: np.ndarray, upsample: int = 1, min_score: float = 0.0,
                max_size: int = 0) -> list[Face]:
         """Faces in an RGB image, largest first, with their landmarks (see find_faces)."""
         return [self.face(image, box, score) for box, score in self.find_faces(image, upsample, min_score, max_size)]
 
-    def face(self, image: np.ndarray, box: tuple[int, int, int, int], score: float) -> Face:
+    def face(self, image: np.ndarray, box: tuple[int, int, int, int], score: float, detector: str = "hog") -> Face:
         """The face in ``box`` of an RGB image, with its landmarks."""
-        return Face(box=box, score=score, landmarks=self.landmarks(image, box))
+        return Face(box=box, score=score, landmarks=self.landmarks(image, box), detector=detector)
 
     def landmarks(self, image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[tuple[float, float], ...]:
         shape = self.shape_predictor(image, self._dlib.rectangle(*box))
@@ -323,6 +375,11 @@ class FaceModels:
         if descriptor_backend(self.models_dir, backend) == "numpy":
             return self.network.descriptors(chips)
         return dlib_descriptors(self.encoder, chips)
+
+
+def _largest_first(found: list[tuple[Box, float]]) -> list[tuple[Box, float]]:
+    """(box, score) pairs, the largest box first."""
+    return sorted(found, key=lambda face: box_area(face[0]), reverse=True)
 
 
 _process_models: dict[str, FaceModels] = {}

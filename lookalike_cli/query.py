@@ -15,7 +15,7 @@ from .errors import LookalikeError
 from .generations import load_published
 from .geometry import scale_box
 from .images import ImageReason, ImageRejected, decode_image, read_image
-from .models import Face, FaceModels, model_id, parse_embed_key
+from .models import CNN_DETECTOR_FILE, Face, FaceModels, model_id, models_folder, parse_embed_key
 from .similarity import Calibration
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class Match:
 class FaceResult:
     box: list[int]
     matches: list[Match]
+    detector: str = "hog"  # which look of the detection chain found the face (models.Face.detector)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class Lookalike:
             raise LookalikeError(f"the gallery in {data_dir} was built with model {expected}, but the models "
                                  f"in use are {model_id(config.runtime.models_dir)}: use the same --models-dir "
                                  "or rebuild")
+        if config.detect.fallback:
+            models_folder(config.runtime.models_dir, CNN_DETECTOR_FILE)  # a missing model is said now, once
         self._models = models
 
     @property
@@ -129,10 +132,15 @@ class Lookalike:
 
     def _described(self, image: np.ndarray) -> tuple[list[tuple[Face, np.ndarray]], int]:
         """The ``query.max_faces`` largest faces of an RGB image, left to right, each with its query
-        descriptor; and how many smaller faces were left out."""
+        descriptor; and how many smaller faces were left out. When HOG finds none, the detection fallback looks
+        again (``detect.fallback``)."""
         detect, query = self.config.detect, self.config.query
         found = self.models.find_faces(image, detect.upsample, detect.min_detection_score, detect.detect_max_size)
-        kept = [self.models.face(image, box, score) for box, score in found[:query.max_faces]]
+        if found:
+            kept = [self.models.face(image, box, score) for box, score in found[:query.max_faces]]
+        else:
+            found = self.models.fallback_faces(image, detect) if detect.fallback else []
+            kept = found[:query.max_faces]
         return ([(face, self.models.descriptor(image, face, query.query_num_jitters,
                                                self.config.runtime.descriptor_backend))
                   for face in sorted(kept, key=lambda f: (f.box[0], f.box[1]))], len(found) - len(kept))
@@ -147,8 +155,8 @@ class Lookalike:
         the image's (see images.Decoded); the boxes are given in the photo's pixels."""
         top_k = top_k or self.config.query.top_k
         described, left_out = self._described(image)
-        faces = [FaceResult(box=list(scale_box(face.box, 1 / scale)), matches=self.nearest_people(descriptor, top_k))
-                 for face, descriptor in described]
+        faces = [FaceResult(box=list(scale_box(face.box, 1 / scale)), matches=self.nearest_people(descriptor, top_k),
+                            detector=face.detector) for face, descriptor in described]
         return PhotoResult(photo=photo, faces=faces, faces_left_out=left_out)
 
     def query_image(self, image: np.ndarray, top_k: int | None = None) -> list[FaceResult]:

@@ -51,6 +51,8 @@ TOO_MANY_PIXELS = "This image has too many pixels for me; please send a smaller 
 BUSY = "I am answering a lot of photos right now. Please send yours again in a minute."
 TIMEOUT = "This photo took me too long. Please try again, or send a smaller one."
 FAILED = "Something went wrong with this photo, sorry. Please try another one."
+HARD_TO_SEE = ("(Your face was small or unclear in this photo, so I looked twice; a closer, sharper photo gives a "
+               "surer answer.)")
 NOT_A_PHOTO = "Send me a photo of a face and I will tell you who you look like. /help says more."
 
 
@@ -91,16 +93,20 @@ def megabytes(size: int) -> str:
 
 
 def caption(faces: list[FaceResult]) -> str:
-    """The text sent with the picture: the best match of each face, with its percent. Names are shortened, so
-    that the caption stays within Telegram's limit (MAX_PANELS lines of at most ~70 characters)."""
+    """The text sent with the picture: the best match of each face, with its percent, and a hint when the
+    detection fallback had to find the faces. Names are shortened, so that the caption stays within Telegram's
+    limit (MAX_PANELS lines of at most ~70 characters, and the hint)."""
     if len(faces) == 1:
         best = faces[0].matches[0]
-        return f"You look like {display_name(best.name)}: {best.similarity:.0%} alike."
-    lines = [f"I found {len(faces)} faces; left to right they look like:"]
-    lines += [f"{number}. {display_name(face.matches[0].name)}: {face.matches[0].similarity:.0%}"
-              for number, face in enumerate(faces[:MAX_PANELS], 1)]
-    if len(faces) > MAX_PANELS:
-        lines.append(f"(and {len(faces) - MAX_PANELS} more faces)")
+        lines = [f"You look like {display_name(best.name)}: {best.similarity:.0%} alike."]
+    else:
+        lines = [f"I found {len(faces)} faces; left to right they look like:"]
+        lines += [f"{number}. {display_name(face.matches[0].name)}: {face.matches[0].similarity:.0%}"
+                  for number, face in enumerate(faces[:MAX_PANELS], 1)]
+        if len(faces) > MAX_PANELS:
+            lines.append(f"(and {len(faces) - MAX_PANELS} more faces)")
+    if any(face.detector != "hog" for face in faces):
+        lines.append(HARD_TO_SEE)
     return "\n".join(lines)
 
 

@@ -271,12 +271,16 @@ def build_command(images_dir: Path, catalog: Path | None, data_dir: Path, config
 @click.option("--intruders", type=click.IntRange(0, 100), default=0,
               help="Photos of other people put into each probed person's gallery folder: a dirty crawl.")
 @click.option("--seed", type=int, default=0, help="Seed of the gallery/probe split and of the intruders.")
+@click.option("--degrade", "degradations", multiple=True,
+              help="Also answer the probes degraded, e.g. shrink:160,jpeg:35 (steps: shrink:PX, jpeg:QUALITY, "
+                   "blur:RADIUS, rotate:DEGREES, dark:FACTOR, gray), with the detection fallback off and on "
+                   "(repeatable).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("eval-results"),
               help="Folder for eval.json and eval.png.")
 @config_options(*DLIB_SECTIONS, "filter", "embed", "clean", "calibrate", "index", "query")
 @with_config
 def eval_command(images_dir: Path, distractors_dir: Path | None, skip_distractors: tuple[str, ...],
-                 intruders: int, seed: int, out_dir: Path, config) -> None:
+                 intruders: int, seed: int, degradations: tuple[str, ...], out_dir: Path, config) -> None:
     """Measure identification and verification on labelled photos (DIR/<person>/*.jpg).
 
     Each person's photos are split into gallery and probes, the gallery is built in a temporary folder with
@@ -284,7 +288,8 @@ def eval_command(images_dir: Path, distractors_dir: Path | None, skip_distractor
     """
     from .evaluate import evaluate, format_report
 
-    report = evaluate(images_dir, out_dir, distractors_dir, seed, intruders, skip_distractors, config)
+    report = evaluate(images_dir, out_dir, distractors_dir, seed, intruders, skip_distractors, config,
+                      degradations)
     for line in format_report(report):
         click.echo(line)
     click.echo(f"wrote {out_dir / 'eval.json'} and {out_dir / 'eval.png'}")

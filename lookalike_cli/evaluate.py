@@ -9,6 +9,8 @@ and the same identification for every way of cleaning identities and choosing ga
 (with intruders, also for a "perfect" cleaning that drops exactly them).
 With ``intruders``, each probed person's gallery folder also gets that many photos of other people (a dirty
 crawl: photos moved from co-stars with photos to spare, else distractors).
+With ``degradations`` (``shrink:160,jpeg:35``...), the probes are also answered degraded each way, with the
+detection fallback off and on, side by side: how often no face is found, top-1, and which look found the faces.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +28,7 @@ import numpy as np
 from .artifacts import DataDir, write_bytes, write_json
 from .identity import dominant_identity, gallery_selection
 from .config import CleanConfig, Config, ImageConfig, choices_of
+from .degrade import Step, degrade, parse_degradation
 from .errors import LookalikeError
 from .geometry import box_area
 from .images import ImageRejected, list_gallery, read_image
@@ -189,9 +194,10 @@ def add_intruders(gallery: dict[str, list[str]], probed: list[str], distractors:
 
 def evaluate(images_dir: str | Path, out_dir: str | Path, distractors_dir: str | Path | None = None,
              seed: int = 0, intruders: int = 0, skip_distractors: tuple[str, ...] = (),
-             config: Config = Config()) -> dict:
+             config: Config = Config(), degradations: tuple[str, ...] = ()) -> dict:
     """Split, build in a temporary data directory, answer the probes and measure; writes ``eval.json`` and
     ``eval.png`` (distance histograms of same and different people) to ``out_dir``; returns the report."""
+    degraded = {spec: parse_degradation(spec) for spec in degradations}
     plt = require_matplotlib("eval")
     labelled = photos_by_person(Path(images_dir), "images")
     distractors = photos_by_person(Path(distractors_dir), "distractors") if distractors_dir else {}
@@ -210,6 +216,8 @@ def evaluate(images_dir: str | Path, out_dir: str | Path, distractors_dir: str |
         truth = lay_out(root / "images", entries)
         build(root / "images", root / "data", None, config)
         report, same, different = measure(root / "data", probes, truth, config)
+        if degraded:
+            report["degradations"] = degradation_rows(root / "data", probes, config, degraded)
     report["setup"] = {
         "images": str(images_dir), "distractors": str(distractors_dir) if distractors_dir else None,
         "seed": seed, "intruders_per_person": intruders, "people": len(labelled), "probed_people": len(probed),
@@ -218,6 +226,7 @@ def evaluate(images_dir: str | Path, out_dir: str | Path, distractors_dir: str |
         "num_jitters": config.embed.num_jitters, "query_num_jitters": config.query.query_num_jitters,
         "same_person_distance": config.clean.same_person_distance,
         "other_identities": config.clean.other_identities, "gallery_vectors": config.clean.gallery_vectors,
+        "fallback": config.detect.fallback, "degradations": list(degraded),
     }
     out = Path(out_dir)
     write_json(out / "eval.json", report)
@@ -225,25 +234,69 @@ def evaluate(images_dir: str | Path, out_dir: str | Path, distractors_dir: str |
     return report
 
 
-def probe_answers(engine: Lookalike, probes: list[tuple[str, str]], policy: ImageConfig):
-    """For each probe, (descriptor of its largest face, the engine's top answers), or (None, []) without a face."""
+def probe_answers(engine: Lookalike, probes: list[tuple[str, str]], policy: ImageConfig,
+                  steps: tuple[Step, ...] = ()):
+    """For each probe (degraded by ``steps``), its largest face, that face's descriptor and the engine's top
+    answers; (None, None, []) without a face."""
     for _, path in probes:
         try:
-            faces = engine.describe_faces(read_image(path, policy).pixels)
+            faces = engine.describe_faces(degrade(read_image(path, policy).pixels, steps))
         except ImageRejected:
             faces = []
         if not faces:
-            yield None, []
+            yield None, None, []
             continue
-        _, descriptor = max(faces, key=lambda item: box_area(item[0].box))
-        yield descriptor, engine.nearest_people(descriptor, TOP_K)
+        face, descriptor = max(faces, key=lambda item: box_area(item[0].box))
+        yield face, descriptor, engine.nearest_people(descriptor, TOP_K)
+
+
+def identification_by_detector(detectors: list[str | None], answers: list[str | None], truth: list[str]) -> dict:
+    """Identification of probes answered with the top-1 ``answers`` (None: no face found), by the look of the
+    detection chain that found each face (``detectors``): probes without a face, top-1 over all probes and over
+    the found faces, and per look its faces and their top-1."""
+    found = [i for i, detector in enumerate(detectors) if detector is not None]
+    by_detector = {}
+    for detector in sorted({detectors[i] for i in found}):
+        mine = [i for i in found if detectors[i] == detector]
+        by_detector[detector] = {"faces": len(mine), "top1": float(np.mean([answers[i] == truth[i] for i in mine]))}
+    right = sum(answers[i] == truth[i] for i in found)
+    return {"probes": len(truth), "no_face": len(truth) - len(found),
+            "top1": right / len(truth) if truth else 0.0, "top1_found": right / len(found) if found else None,
+            "by_detector": by_detector}
+
+
+def degradation_rows(data: Path, probes: list[tuple[str, str]], config: Config,
+                     degraded: dict[str, tuple[Step, ...]]) -> list[dict]:
+    """Identification of the probes as they are and degraded each way, with the detection fallback off and on,
+    and the median seconds a probe took to answer."""
+    people = [person for person, _ in probes]
+    engines: dict[bool, Lookalike] = {}
+    for fallback in (False, True):
+        chained = replace(config, detect=replace(config.detect, fallback=fallback))
+        engines[fallback] = Lookalike(data, chained, engines[False].models if engines else None)
+    rows = []
+    for spec, steps in {"none": (), **degraded}.items():
+        for fallback, engine in engines.items():
+            detectors, answers, seconds = [], [], []
+            started = time.perf_counter()
+            for face, _, matches in probe_answers(engine, probes, config.image, steps):
+                seconds.append(time.perf_counter() - started)
+                detectors.append(face.detector if face else None)
+                answers.append(matches[0].alias if matches else None)
+                started = time.perf_counter()
+            rows.append({"degradation": spec, "fallback": fallback,
+                         "seconds_per_probe": round(float(np.median(seconds)), 3)}
+                        | identification_by_detector(detectors, answers, people))
+            log.info("eval: %s, fallback %s: %d of %d without a face", spec, "on" if fallback else "off",
+                     rows[-1]["no_face"], len(probes))
+    return rows
 
 
 def measure(data: Path, probes: list[tuple[str, str]], truth: dict[str, str], config: Config):
     """The report of a built evaluation gallery, and the same/different pair distances."""
     data = DataDir(data)
     engine = Lookalike(data.root, config)
-    answered = list(probe_answers(engine, probes, config.image))
+    answered = [(descriptor, matches) for _, descriptor, matches in probe_answers(engine, probes, config.image)]
     people = [person for person, _ in probes]
     with_face = [i for i, (descriptor, _) in enumerate(answered) if descriptor is not None]
     queries = np.array([answered[i][0] for i in with_face], dtype=np.float32).reshape(-1, 128)
@@ -365,4 +418,13 @@ def format_report(report: dict) -> list[str]:
     lines.append("  same_person_distance  genuine rejected  intruders kept  top-1")
     lines += [f"  {row['same_person_distance']:20.2f}  {row['genuine_rejected']:16d}  {row['intruders_kept']:14d}"
               f"  {row['top1']:6.1%}" for row in cleaning["sweep"]]
+    if "degradations" in report:
+        lines.append("  degradation           fallback  no face   top-1  top-1 of found  s/probe  found by (top-1)")
+        for row in report["degradations"]:
+            found = ", ".join(f"{name} {entry['faces']} ({entry['top1']:.0%})"
+                              for name, entry in row["by_detector"].items())
+            top1_found = "-" if row["top1_found"] is None else f"{row['top1_found']:.1%}"
+            lines.append(f"  {row['degradation']:20s}  {'on' if row['fallback'] else 'off':8s}  "
+                         f"{row['no_face']:3d}/{row['probes']:<3d}  {row['top1']:6.1%}  {top1_found:>14s}  "
+                         f"{row['seconds_per_probe']:7.2f}  {found}")
     return lines

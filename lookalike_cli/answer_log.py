@@ -79,9 +79,8 @@ def answer_entry(channel: str, generation: str, status: str, seconds: float, res
 
 def top_match(face) -> dict:
     best = face.matches[0]
-    match = {"alias": best.alias, "distance": round(best.distance, 4), "similarity": round(best.similarity, 4)}
-    detector = getattr(face, "detector", None)
-    return match | {"detector": detector} if detector else match
+    return {"alias": best.alias, "distance": round(best.distance, 4), "similarity": round(best.similarity, 4),
+            "detector": face.detector}
 
 
 class JsonLine(logging.Formatter):

@@ -17,6 +17,8 @@ SHARED = Path(os.environ.get("LOOKALIKE_SHARED", REPO.parent / "shared"))
 
 # Fast settings for tests: no jitter (10 jitters cost 10x and change nothing that is tested here).
 FAST = {"num_jitters": 1, "workers": 2}
+# The demo selfie made small, compressed and blurred: HOG finds no face in it (even enlarged), dlib's CNN does.
+HARD_SELFIE = "shrink:160,jpeg:35,blur:3"
 
 
 def run(*args, code: int = 0):
@@ -59,6 +61,18 @@ def side_by_side(*paths: Path):
         both.paste(image, (left, 0))
         left += image.width
     return both
+
+
+def hard_selfie() -> bytes:
+    """The demo selfie degraded by HARD_SELFIE, as PNG bytes."""
+    from PIL import Image
+
+    from lookalike_cli.config import ImageConfig
+    from lookalike_cli.degrade import degrade, parse_degradation
+    from lookalike_cli.images import read_image
+
+    pixels = read_image(DEMO / "selfie.jpg", ImageConfig()).pixels
+    return encoded(Image.fromarray(degrade(pixels, parse_degradation(HARD_SELFIE))), "PNG")
 
 
 def shared_path(*parts: str) -> Path:

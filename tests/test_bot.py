@@ -1,6 +1,7 @@
 """The Telegram bot, run as `lookalike bot`, against a fake Bot API server on 127.0.0.1 (real HTTP, real models)."""
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -19,7 +20,7 @@ from lookalike_cli import bot
 from lookalike_cli.cli import cli
 from lookalike_cli.query import FaceResult, Match
 
-from conftest import DEMO, FIXTURES
+from conftest import DEMO, FIXTURES, hard_selfie
 from fake_telegram import FakeTelegram
 from servers import free_port, running, wait_until
 from test_render import two_people
@@ -95,6 +96,15 @@ def test_a_photo_gets_its_lookalike_with_percent_and_picture(telegram):
     assert re.fullmatch(r"You look like Ami Bera: \d{1,3}% alike\.", answer.text), answer.text
     picture = Image.open(io.BytesIO(answer.photo))
     assert picture.format == "PNG" and picture.width > picture.height > 300
+
+
+def test_a_degraded_selfie_gets_a_lookalike_and_a_hint(telegram):
+    telegram.photo(8, hard_selfie(), 131, 160)
+    answer = reply(telegram, 8)
+    assert answer.method == "sendPhoto"
+    first, hint = answer.text.splitlines()
+    assert re.fullmatch(r"You look like [\w .'-]+: \d{1,3}% alike\.", first), answer.text
+    assert hint == bot.HARD_TO_SEE
 
 
 def test_an_image_sent_as_a_file_is_answered_like_a_photo(telegram):
@@ -200,3 +210,7 @@ def test_captions_name_each_face_with_its_percent():
     assert bot.caption([face("Ann", 0.874)]) == "You look like Ann: 87% alike."
     many = bot.caption([face(f"P{i}", 0.5) for i in range(bot.MAX_PANELS + 2)])
     assert many.splitlines()[-1] == "(and 2 more faces)" and len(many.splitlines()) == bot.MAX_PANELS + 2
+    found_late = dataclasses.replace(face("Bob", 0.5), detector="hog-upsampled")
+    assert bot.caption([face("Ann", 0.874), found_late]).splitlines()[-1] == bot.HARD_TO_SEE
+    assert bot.caption([dataclasses.replace(face("Ann", 0.874), detector="cnn")]).splitlines() == [
+        "You look like Ann: 87% alike.", bot.HARD_TO_SEE]

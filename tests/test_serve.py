@@ -22,7 +22,7 @@ from lookalike_cli.serve import create_app, http_server, latency_percentiles
 from lookalike_cli.webpage import photo_url
 
 import hostile
-from conftest import DEMO, FAST, FIXTURES
+from conftest import DEMO, FAST, FIXTURES, hard_selfie
 from servers import lookalike_serve, running, wait_until
 
 BODY_LIMIT = 600_000  # bytes: the demo portraits are about 60 kB, the no-face fixture 450 kB
@@ -100,6 +100,15 @@ def test_the_json_answer_can_carry_the_picture_in_one_request(client):
     assert no_face["photos"][0]["faces"] == [] and no_face["picture"] is None
     response = client.post("/query?picture=yes", content=photo("ami-bera"))
     assert response.status_code == 400 and response.json()["error"] == "picture must be 0 or 1, not 'yes'"
+
+
+def test_a_degraded_selfie_is_found_by_the_fallback_and_says_so(client):
+    answer = client.post("/query", content=hard_selfie()).json()["photos"][0]
+    assert len(answer["faces"]) == 1
+    face = answer["faces"][0]
+    assert face["detector"] == "cnn" and face["matches"][0]["name"]
+    ordinary = client.post("/query", content=(DEMO / "selfie.jpg").read_bytes()).json()["photos"][0]["faces"][0]
+    assert ordinary["detector"] == "hog"
 
 
 def test_a_body_over_the_limit_is_413_with_or_without_content_length(client):

@@ -74,6 +74,14 @@ def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:100])
 
 
+def models_without_cnn(data: Path, tmp: Path) -> None:
+    from lookalike_cli.models import DESCRIPTOR_FILE, LANDMARKS_FILE, models_folder
+
+    (tmp / "models").mkdir()
+    for name in (LANDMARKS_FILE, DESCRIPTOR_FILE):
+        (tmp / "models" / name).symlink_to(models_folder() / name)
+
+
 def make_read_only(data: Path, tmp: Path) -> None:
     """Root ignores permission bits, so root makes the folder immutable instead."""
     if os.geteuid() == 0:
@@ -156,6 +164,10 @@ CASES = [
          models_with_descriptor(lambda model: model + b"more")),
     Case("the descriptor model is damaged", "cannot load dlib models from", EMBED,
          models_with_descriptor(lambda model: model[:1000])),
+    Case("--models-dir lacks the CNN detector of the detection fallback", "lacks mmod_human_face_detector.dat",
+         ["query", "{photo}", "--data-dir", "{data}", "--models-dir", "{tmp}/models"], models_without_cnn),
+    Case("an eval degradation is unknown", "unknown step 'sharpen'",
+         ["eval", "--images", str(DEMO / "images"), "--degrade", "sharpen:2", "--out", "{tmp}/eval"]),
     Case("the config has an unknown key", "unknown key filter.max_tilte", ["query", "{photo}", "--data-dir",
                                                                           "{data}", "--config", "{tmp}/c.toml"],
          lambda data, tmp: write(tmp / "c.toml", "[filter]\nmax_tilte = 3\n")),
@@ -392,10 +404,10 @@ def test_query_answers_every_kind_of_file(built, bad_images, when, name, reason)
     result = CliRunner().invoke(cli, ["query", str(bad_images / "ami-bera" / name), "--data-dir", str(built)])
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert "Traceback" not in result.output
-    if reason in ("ok", "several_faces"):
+    if reason in ("ok", "several_faces", "too_small"):  # a face too small for the gallery: the fallback finds it
         assert result.exit_code == 0 and "Ami Bera" in lines[0], (when, lines)
-    else:  # a face too small for the gallery is too small to find in a query
-        expected = "no face found" if reason in ("no_face", "too_small") else f"cannot read the image ({reason}"
+    else:
+        expected = "no face found" if reason == "no_face" else f"cannot read the image ({reason}"
         assert result.exit_code == 1 and len(lines) == 1 and expected in lines[0], (when, lines)
 
 

@@ -35,7 +35,7 @@ def with_detect(config, **settings):
 
 
 def landscape(width: int = 640, height: int = 427) -> np.ndarray:
-    """Sky, sun, mountains, a meadow and fir trees (as tests/test_detection.py draws it)."""
+    """Sky, sun, mountains, a meadow and fir trees: an image without a face (also for tests/test_detection.py)."""
     from PIL import Image, ImageDraw, ImageFilter
 
     image = Image.new("RGB", (width, height))

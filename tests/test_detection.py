@@ -3,10 +3,12 @@ it finds faces a single HOG pass misses, answers them right, and still finds no 
 
 import dataclasses
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 
 from lookalike_cli import build
 from lookalike_cli.config import ImageConfig, load_config
@@ -18,6 +20,10 @@ from lookalike_cli.models import CNN_DETECTOR_FILE, DESCRIPTOR_FILE, LANDMARKS_F
 from lookalike_cli.query import Lookalike
 
 from conftest import FAST, shared_path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+from bench_fallback import landscape  # noqa: E402  (the drawn landscape the benchmark counts false faces on)
 
 pytestmark = pytest.mark.slow  # builds a gallery of its own
 
@@ -105,23 +111,6 @@ def test_the_chain_finds_faces_hog_misses_and_answers_them_right(missed, engines
     assert len(right) >= RIGHT, right
     assert {spec for _, spec, _ in found} == set(DEGRADATIONS)
     assert {detector for _, _, detector in found} == {"hog-upsampled", "cnn"}
-
-
-def landscape(width: int = 640, height: int = 427) -> np.ndarray:
-    """Sky, sun, mountains, a meadow and a row of fir trees."""
-    image = Image.new("RGB", (width, height))
-    draw = ImageDraw.Draw(image)
-    for y in range(height // 2):
-        draw.line([(0, y), (width, y)], fill=(90 + y // 3, 150 + y // 4, 230))
-    draw.ellipse([width * 0.7, height * 0.08, width * 0.8, height * 0.23], fill=(255, 230, 120))
-    draw.polygon([(0, height * 0.55), (width * 0.25, height * 0.25), (width * 0.5, height * 0.5),
-                  (width * 0.7, height * 0.3), (width, height * 0.55), (width, height), (0, height)],
-                 fill=(110, 120, 130))
-    draw.rectangle([0, height * 0.6, width, height], fill=(70, 130, 60))
-    for x in range(20, width, 45):
-        draw.polygon([(x, height * 0.55), (x - 15, height * 0.8), (x + 15, height * 0.8)], fill=(30, 80, 35))
-        draw.rectangle([x - 3, height * 0.8, x + 3, height * 0.86], fill=(90, 60, 30))
-    return np.asarray(image.filter(ImageFilter.GaussianBlur(1)))
 
 
 def test_a_photo_without_a_face_still_has_no_face(engines):

@@ -37,6 +37,7 @@ LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 CNN_DETECTOR_FILE = "mmod_human_face_detector.dat"
 Box = tuple[int, int, int, int]  # left, top, right, bottom
+CNN_MIN_SIDE = 40  # pixels: the CNN detector finds no smaller face, and fails on a copy a few pixels thin
 CHIP_PADDING = 0.25  # around the face in its chip: dlib's compute_face_descriptor default
 MAX_DESCRIPTOR_MODEL_BYTES = 64 << 20  # dlib's descriptor model has 22 MB: a larger file is not read
 EQUIVALENCE_TOLERANCE = 1e-4  # largest L2 difference from dlib's descriptors the numpy backend may show
@@ -326,8 +327,10 @@ class FaceModels:
         """The fallback's CNN look: on a copy resized to ``cnn_pixels``; faces scoring ``cnn_min_score`` or more
         that pass the fallback's checks."""
         height, width = image.shape[:2]
-        found = self._cnn_boxes(image, pixels_factor(width, height, settings.cnn_pixels), settings.cnn_min_score)
-        return self._checked(image, found, "cnn", settings)
+        factor = pixels_factor(width, height, settings.cnn_pixels)
+        if min(width, height) * factor < CNN_MIN_SIDE:
+            return []
+        return self._checked(image, self._cnn_boxes(image, factor, settings.cnn_min_score), "cnn", settings)
 
     def fallback_faces(self, image: np.ndarray, settings: DetectConfig) -> list[Face]:
         """Faces of an image in which HOG's first look found none: the upsampled HOG look's, else the CNN's."""

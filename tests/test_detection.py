@@ -121,6 +121,9 @@ def test_a_photo_without_a_face_still_has_no_face(engines):
         for spec in ("", *DEGRADATIONS):
             shown = degrade(image, parse_degradation(spec)) if spec else image
             assert chain.query_image(shown) == [], (name, spec)
+    for height, width in [(2, 20_000), (20_000, 3), (1, 1)]:  # dlib's CNN fails on a copy a few pixels thin
+        thin = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+        assert chain.query_image(thin) == [], (height, width)
     assert chain.models._cnn is not None  # every look looked
 
 

@@ -26,7 +26,7 @@ from lookalike_cli.render import thumbnail_jpeg
 from lookalike_cli.webpage import PAGE_FILES, THUMBNAIL_SIDE
 
 from browser import chromium, full_page_screenshot, wait_for
-from conftest import DEMO, FIXTURES, REPO, encoded, run
+from conftest import DEMO, FIXTURES, REPO, encoded, hard_selfie, run
 from servers import lookalike_serve
 from test_serve import api
 
@@ -34,6 +34,7 @@ NO_FACE = "No face was found in this photo."
 NOT_AN_IMAGE = "This file is not a photo that can be opened."
 TOO_LARGE = "This photo is too large for the server."
 TOO_SLOW = "Your photo took too long to answer."
+HARD_TO_SEE = "Your face was small or unclear in this photo, so it was looked for twice;"
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +246,10 @@ def test_a_person_uploads_a_selfie_in_a_browser_and_sees_who_they_look_like(page
         assert shown["crop"] == "Your face" and shown["focused"] == "results-title" and shown["answerWidth"] > 0
         assert screenshot(browser, tmp_path, f"page-{layout}.png").stat().st_size > 10_000
 
+        hard = tmp_path / "hard-selfie.png"
+        hard.write_bytes(hard_selfie())
+        choose(browser, hard)
+        message_is(browser, f"Here is who you look like. {HARD_TO_SEE}")  # the face found by the fallback
         choose(browser, FIXTURES / "no_face_coffee_cc0.png")
         message_is(browser, NO_FACE)
         text = tmp_path / "notes.txt"

@@ -8,6 +8,8 @@
   const CROP_MARGIN = 0.6;  // around a face, in face sizes (as in the answer picture)
 
   const SAY = {
+    hardToSee: "Your face was small or unclear in this photo, so it was looked for twice; a closer, sharper " +
+               "photo gives a surer answer.",
     noFace: "No face was found in this photo. Try one where your face is well lit, looks at the camera " +
             "and is not too small.",
     notImage: "This file is not a photo that can be opened. Please choose a JPEG, PNG or WebP image.",
@@ -210,8 +212,10 @@
       say(SAY.noFace, { error: true });
       return;
     }
-    say(faces.length === 1 ? "Here is who you look like." :
-        `${faces.length} faces were found; here is who each looks like, from the left.`);
+    const lookedTwice = faces.some((face) => face.detector && face.detector !== "hog");  // the detection fallback
+    say((faces.length === 1 ? "Here is who you look like." :
+         `${faces.length} faces were found; here is who each looks like, from the left.`) +
+        (lookedTwice ? ` ${SAY.hardToSee}` : ""));
     show(faces, picture);
     showPicture(result.picture);
   }

@@ -2,9 +2,9 @@
 
 A line says what was answered, never what was asked: the time, the channel, the gallery generation, the status,
 the latency, the number of faces found and, per face answered (at most ``query.max_faces``), its best match
-(alias, distance, similarity, and the detector when the result names one). Never the photo, its file name or a
-path, a chat id or an address: with ``serve.client_salt`` set, a keyed hash of the client tells one client's
-answers apart without saying who it is.
+(alias, distance, similarity, and the detector that found the face; lines written before the detection fallback
+have none). Never the photo, its file name or a path, a chat id or an address: with ``serve.client_salt`` set, a
+keyed hash of the client tells one client's answers apart without saying who it is.
 
 The lines are written by a thread of the serving process (a logging ``QueueListener``), so that an answer never
 waits for the disk, into a file rotated by size (``RotatingFileHandler``: FILE, then FILE.1 ... FILE.N) and only

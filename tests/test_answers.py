@@ -24,7 +24,7 @@ from lookalike_cli.answer_stats import HUB_ALPHA, HUB_RATIO, binomial_tail, hist
 from lookalike_cli.config import AnswersConfig
 from lookalike_cli.query import FaceResult, Match, PhotoResult
 
-from conftest import DEMO, FIXTURES, encoded, run, side_by_side
+from conftest import DEMO, FIXTURES, encoded, hard_selfie, run, side_by_side
 from fake_telegram import FakeTelegram
 from servers import free_port, lookalike_serve, running, wait_until
 from test_bot import TOKEN, reply, start_bot, stop_bot
@@ -171,13 +171,15 @@ def test_stats_of_a_known_sequence_of_answers(built, tmp_path):
 
 def test_query_log_writes_a_line_per_photo_without_paths(built, tmp_path):
     path = tmp_path / "query.jsonl"
-    run("query", DEMO / "images" / "ami-bera.jpg", FIXTURES / "no_face_coffee_cc0.png", "--data-dir", built,
-        "--log", path, code=1)  # 1: a photo without a face
+    (tmp_path / "hard.png").write_bytes(hard_selfie())
+    run("query", DEMO / "images" / "ami-bera.jpg", FIXTURES / "no_face_coffee_cc0.png", tmp_path / "hard.png",
+        "--data-dir", built, "--log", path, code=1)  # 1: a photo without a face
     entries = [json.loads(line) for line in path.read_text().splitlines()]
     for entry in entries:
         check_entry(entry, "query", generation_of(built))
-    assert [entry["status"] for entry in entries] == ["ok", "no_face"]
+    assert [entry["status"] for entry in entries] == ["ok", "no_face", "ok"]
     assert entries[0]["matches"][0]["alias"] == "ami-bera"
+    assert [entry["matches"][0]["detector"] for entry in (entries[0], entries[2])] == ["hog", "cnn"]
     text = path.read_text()
     assert str(DEMO) not in text and "coffee" not in text and ".jpg" not in text and ".png" not in text
 

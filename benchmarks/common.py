@@ -138,7 +138,7 @@ def congress_gallery(num_jitters: int = 1) -> Path:
     """A data directory built by `lookalike build` over the 879 congress portraits (cached; resumes)."""
     require_shared()
     data_dir = CACHE / f"congress-j{num_jitters}"
-    if not (data_dir / "index" / "index.json").exists():
+    if not (data_dir / "generations" / "CURRENT").exists():
         run_cli(["build", "--images", str(CONGRESS / "images"), "--catalog", str(CONGRESS / "catalog.json"),
                  "--data-dir", str(data_dir), "--num-jitters", str(num_jitters)])
     return data_dir

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 STATUSES = {
     "ok": "faces found and answered",
     "no_face": "the photo was read, but no face was found in it",
+    "fallback_busy": "HOG found no face, and the detection fallback was busy in the other workers (try again)",
     "rejected": "the photo could not be used as an image (reason: undecodable, too_large...)",
     "too_big": "the photo was over max_body_bytes and was not read",
     "bad_request": "the request held no photo, or asked for something else",
@@ -54,7 +55,9 @@ MAX_LINE_BYTES = 1_000_000  # a longer line is not an entry of this log
 
 def photo_status(result: PhotoResult) -> str:
     """The status of a photo that reached a recognition worker."""
-    return "rejected" if result.reason else "ok" if result.faces else "no_face"
+    if result.reason:
+        return "rejected"
+    return "ok" if result.faces else "fallback_busy" if result.fallback_busy else "no_face"
 
 
 def client_hash(client: str, salt: str) -> str:

@@ -152,7 +152,7 @@ class LookalikeBot:
             return "failed", None
         if result.reason or not result.faces:
             await message.reply_text(TOO_MANY_PIXELS if result.reason == "too_large" else
-                                     BROKEN if result.reason else NO_FACE)
+                                     BROKEN if result.reason else BUSY if result.fallback_busy else NO_FACE)
         else:
             await message.reply_photo(picture, caption=caption(result.faces), filename="lookalike.png")
         return photo_status(result), result

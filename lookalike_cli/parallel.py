@@ -43,6 +43,12 @@ class TaskFailed(Failure):
     (``timeout``). A task that overruns a ``time_limit`` fails with the failure given to it instead."""
 
 
+def process_context() -> multiprocessing.context.BaseContext:
+    """How worker processes start (forkserver: from a clean process, not a copy of a threaded one); objects
+    shared with them (semaphores) are made from it."""
+    return multiprocessing.get_context("forkserver")
+
+
 def resolve_workers(workers: int) -> int:
     """``workers``, or one per available core when 0."""
     if workers > 0:
@@ -133,7 +139,7 @@ class ProcessPool:
         self.size = workers
         self.initializer = initializer
         self.initargs = initargs
-        self._context = multiprocessing.get_context("forkserver")
+        self._context = process_context()
         self._lock = threading.Lock()
         self._tasks: deque[_Task] = deque()
         self._workers: list[_Worker] = []

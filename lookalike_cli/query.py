@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -19,6 +19,14 @@ from .models import CNN_DETECTOR_FILE, Face, FaceModels, model_id, models_folder
 from .similarity import Calibration
 
 log = logging.getLogger(__name__)
+
+
+class Gate(Protocol):
+    """A semaphore (``multiprocessing.BoundedSemaphore``)."""
+
+    def acquire(self, block: bool = True) -> bool: ...
+
+    def release(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ class PhotoResult:
     faces_left_out: int = 0
     reason: ImageReason | None = None
     detail: str = ""
+    fallback_busy: bool = False  # HOG found no face and the detection fallback was not free to look again
 
     @classmethod
     def rejected(cls, photo: str, rejection: ImageRejected) -> PhotoResult:
@@ -59,12 +68,15 @@ class PhotoResult:
 
     def to_json(self, photo_url: Callable[[str], str] | None = None) -> dict:
         """As ``query --json`` prints it: ``photo`` and ``faces``; ``faces_left_out`` when some were;
+        ``fallback_busy`` when no face was found but the fallback could not look (try again);
         ``error`` ("reason: detail") and ``reason`` for a photo that could not be used. With ``photo_url``
         (alias -> URL), each match has ``photo_url`` instead of ``image``, a path on this machine (for answers
         sent to others)."""
         result: dict = {"photo": self.photo, "faces": [asdict(face) for face in self.faces]}
         if self.faces_left_out:
             result["faces_left_out"] = self.faces_left_out
+        if self.fallback_busy:
+            result["fallback_busy"] = True
         if self.reason:
             result |= {"error": self.error, "reason": self.reason}
         if photo_url is not None:
@@ -83,9 +95,12 @@ class Lookalike:
     """
 
     def __init__(self, data_dir: str | Path, config: Config = Config(), models: FaceModels | None = None,
-                 generation: str | None = None):
-        """Load the gallery published in ``data_dir`` (the generation named, or the current one)."""
+                 generation: str | None = None, fallback_gate: Gate | None = None):
+        """Load the gallery published in ``data_dir`` (the generation named, or the current one). With
+        ``fallback_gate`` (a semaphore shared by processes), the detection fallback runs only while it can
+        take the gate at once: the recognition pool keeps its costly look off some workers."""
         self.config = config
+        self.fallback_gate = fallback_gate
         published = load_published(DataDir(data_dir), generation)
         self.generation = published.generation
         self.gallery = published.rows
@@ -130,20 +145,32 @@ class Lookalike:
                 return list(best.values())[:wanted]
             k = min(len(self.index), k * 4)
 
-    def _described(self, image: np.ndarray) -> tuple[list[tuple[Face, np.ndarray]], int]:
+    def _described(self, image: np.ndarray) -> tuple[list[tuple[Face, np.ndarray]], int, bool]:
         """The ``query.max_faces`` largest faces of an RGB image, left to right, each with its query
-        descriptor; and how many smaller faces were left out. When HOG finds none, the detection fallback looks
-        again (``detect.fallback``)."""
+        descriptor; how many smaller faces were left out; and whether the fallback was busy. When HOG finds
+        none, the detection fallback looks again (``detect.fallback``) if the gate lets it."""
         detect, query = self.config.detect, self.config.query
         found = self.models.find_faces(image, detect.upsample, detect.min_detection_score, detect.detect_max_size)
+        busy = False
         if found:
             kept = [self.models.face(image, box, score) for box, score in found[:query.max_faces]]
         else:
-            found = self.models.fallback_faces(image, detect) if detect.fallback else []
+            found, busy = self._fallback(image) if detect.fallback else ([], False)
             kept = found[:query.max_faces]
         return ([(face, self.models.descriptor(image, face, query.query_num_jitters,
                                                self.config.runtime.descriptor_backend))
-                  for face in sorted(kept, key=lambda f: (f.box[0], f.box[1]))], len(found) - len(kept))
+                 for face in sorted(kept, key=lambda f: (f.box[0], f.box[1]))], len(found) - len(kept), busy)
+
+    def _fallback(self, image: np.ndarray) -> tuple[list[Face], bool]:
+        """The fallback's faces, and whether it was busy (the gate taken by other processes: no look)."""
+        if self.fallback_gate is None:
+            return self.models.fallback_faces(image, self.config.detect), False
+        if not self.fallback_gate.acquire(False):
+            return [], True
+        try:
+            return self.models.fallback_faces(image, self.config.detect), False
+        finally:
+            self.fallback_gate.release()
 
     def describe_faces(self, image: np.ndarray) -> list[tuple[Face, np.ndarray]]:
         """The faces of an RGB image (the ``query.max_faces`` largest), left to right, with their descriptors."""
@@ -154,10 +181,10 @@ class Lookalike:
         """The answer for an RGB image: its faces with their nearest people. ``scale``: the photo's size over
         the image's (see images.Decoded); the boxes are given in the photo's pixels."""
         top_k = top_k or self.config.query.top_k
-        described, left_out = self._described(image)
+        described, left_out, fallback_busy = self._described(image)
         faces = [FaceResult(box=list(scale_box(face.box, 1 / scale)), matches=self.nearest_people(descriptor, top_k),
                             detector=face.detector) for face, descriptor in described]
-        return PhotoResult(photo=photo, faces=faces, faces_left_out=left_out)
+        return PhotoResult(photo=photo, faces=faces, faces_left_out=left_out, fallback_busy=fallback_busy)
 
     def query_image(self, image: np.ndarray, top_k: int | None = None) -> list[FaceResult]:
         """The faces of an RGB image (the ``query.max_faces`` largest) with their nearest people."""

@@ -22,8 +22,8 @@ from .config import Config
 from .errors import LookalikeError
 from .generations import current_generation, hold, published_summary
 from .images import ImageRejected, decode_image, header_pixels
-from .parallel import ProcessPool, TaskFailed, resolve_workers
-from .query import Lookalike, PhotoResult
+from .parallel import ProcessPool, TaskFailed, process_context, resolve_workers
+from .query import Gate, Lookalike, PhotoResult
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,16 @@ class RecognitionFailed(Exception):
 _engine: Lookalike | None = None
 
 
-def load_engine(data_dir: str, config: Config, generation: str) -> None:
+def load_engine(data_dir: str, config: Config, generation: str, fallback_gate: Gate | None = None) -> None:
     """Worker initializer: load a generation of the gallery and dlib's models into this worker process."""
     global _engine
-    _engine = Lookalike(data_dir, config, generation=generation)
+    _engine = Lookalike(data_dir, config, generation=generation, fallback_gate=fallback_gate)
     _engine.models  # load now, not on the first photo
+
+
+def fallback_workers(workers: int) -> int:
+    """Workers that may run the detection fallback at once: all but one, or the only one."""
+    return max(1, workers - 1)
 
 
 def recognize_photo(data: bytes, photo: str, picture: bool) -> tuple[PhotoResult, bytes | None]:
@@ -89,7 +94,11 @@ class Recognizer:
         self._watcher: threading.Thread | None = None
 
     def _new_pool(self, generation: str) -> ProcessPool:
-        return ProcessPool(self.workers, load_engine, (self.data_dir, self.config, generation))
+        """The workers of a generation. The detection fallback (a second of dlib's CNN for a photo where HOG
+        finds no face) runs in all workers but one at most, as large photos do: photos with no face, however
+        many, never take every worker from the others."""
+        gate = process_context().BoundedSemaphore(fallback_workers(self.workers))
+        return ProcessPool(self.workers, load_engine, (self.data_dir, self.config, generation, gate))
 
     def start(self) -> None:
         """Start the workers and wait until each has loaded the gallery and the models."""

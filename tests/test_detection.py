@@ -4,6 +4,7 @@ it finds faces a single HOG pass misses, answers them right, and still finds no 
 import dataclasses
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,9 @@ from lookalike_cli.errors import LookalikeError
 from lookalike_cli.filter import filter_images
 from lookalike_cli.images import read_image
 from lookalike_cli.models import CNN_DETECTOR_FILE, DESCRIPTOR_FILE, LANDMARKS_FILE, FaceModels, models_folder
+from lookalike_cli.answer_log import photo_status
 from lookalike_cli.query import Lookalike
+from lookalike_cli.recognizer import fallback_workers
 
 from conftest import FAST, shared_path
 
@@ -182,3 +185,29 @@ def test_filter_uses_the_chain_only_when_asked(missed, tmp_path):
         summaries[fallback] = filter_images(images, tmp_path / "data", config=config)
     assert summaries[False].reasons == {"no_face": 1} and summaries[False].accepted == 0, (path, spec)
     assert summaries[True].accepted == 1 and summaries[True].detected == 1, (path, spec)  # another cache key
+
+
+def test_the_fallback_looks_only_when_its_gate_is_free(missed, engines, chain_gallery):
+    """In the recognition pool a semaphore keeps the fallback off one worker: taken, the photo is no face and
+    says the fallback was busy; free, the fallback finds the face. HOG's faces never wait for the gate."""
+    chain, _ = engines
+    gate = threading.BoundedSemaphore(1)
+    gated = Lookalike(chain_gallery, chain.config, chain.models, fallback_gate=gate)
+    _, _, needs_fallback = missed[0]
+    ordinary = read_image(next(path for path in people_photos() if path not in {p for p, _, _ in missed}),
+                          POLICY).pixels
+    assert gate.acquire(False)
+    busy = gated.answer_image(needs_fallback, "small.jpg")
+    assert busy.faces == [] and busy.fallback_busy and busy.to_json()["fallback_busy"] is True
+    assert photo_status(busy) == "fallback_busy"
+    assert [face.detector for face in gated.answer_image(ordinary).faces] == ["hog"]
+    gate.release()
+    free = gated.answer_image(needs_fallback, "small.jpg")
+    assert free.faces and not free.fallback_busy and "fallback_busy" not in free.to_json()
+    assert gate.acquire(False)  # given back after the look
+    gate.release()
+
+
+@pytest.mark.parametrize("workers, looking", [(1, 1), (2, 1), (3, 2), (8, 7)])
+def test_all_workers_but_one_may_run_the_fallback(workers, looking):
+    assert fallback_workers(workers) == looking

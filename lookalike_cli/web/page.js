@@ -209,7 +209,7 @@
     }
     const faces = result.photos[0].faces;
     if (!faces.length) {
-      say(SAY.noFace, { error: true });
+      say(result.photos[0].fallback_busy ? SAY.busy(5) : SAY.noFace, { error: true });
       return;
     }
     const lookedTwice = faces.some((face) => face.detector && face.detector !== "hog");  // the detection fallback

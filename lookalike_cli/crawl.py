@@ -155,9 +155,10 @@ class Crawler:
         for url in candidates:
             if self.stop.is_set():
                 break
-            if without_credentials(url) in tried:
+            shown = without_credentials(url)
+            if shown in tried:
                 continue
-            tried.add(without_credentials(url))
+            tried.add(shown)
             attempt = download(self.session, url, self.limits, check_addresses, self.verify)
             self.syncer.add(*self.kept_row(task, url, attempt, kept))
             if len(kept) >= self.limits.per_person:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
-import logging
 import os
 import socket
 import ssl
@@ -37,8 +36,6 @@ from urllib3.util.ssl_ import create_urllib3_context
 
 from .config import CrawlConfig
 from .images import ImageRejected
-
-log = logging.getLogger(__name__)
 
 # Decoded image format -> file extension (never the server's name or content type).
 EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp",

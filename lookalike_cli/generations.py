@@ -30,6 +30,7 @@ import numpy as np
 from .artifacts import JSON_FIELDS, SCHEMA_VERSION, ArtifactProblem, DataDir, load_json, load_table, new_id, \
     problem_message, table_id, table_vectors, write_bytes, write_json, write_table
 from .errors import LookalikeError
+from .syncing import fsync_path
 
 log = logging.getLogger(__name__)
 
@@ -91,25 +92,17 @@ def _place(data: DataDir, name: str, folder: Path) -> str:
     return identity
 
 
-def _sync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def publish(data: DataDir, folder: Path, meta: dict) -> str:
     """Complete the staged generation ``folder`` (the artifacts of ``PUBLISHED``, and ``index.json`` from
     ``meta``), make it current in one step, and remove the generations no reader is loading. Returns its id."""
     files = {name: _place(data, name, folder) for name in PUBLISHED}
     write_json(folder / INDEX_FILE, meta | {"schema_version": SCHEMA_VERSION, "files": files})
     (folder / READERS).touch()
-    _sync_folder(folder)
+    fsync_path(folder)
     generation = folder.name.removeprefix(".building-")
     os.rename(folder, data.generations / generation)
     write_bytes(data.generations / CURRENT, f"{generation}\n".encode())
-    _sync_folder(data.generations)
+    fsync_path(data.generations)
     removed = remove_unused(data, keep=generation)
     log.info("published generation %s; removed %d unused", generation, removed)
     return generation

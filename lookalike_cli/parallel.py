@@ -9,11 +9,14 @@ really stops the work, and a new one takes its place. ``WorkerPool`` maps a func
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import multiprocessing
 import os
 import queue
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections import deque
@@ -43,10 +46,40 @@ class TaskFailed(Failure):
     (``timeout``). A task that overruns a ``time_limit`` fails with the failure given to it instead."""
 
 
-def process_context() -> multiprocessing.context.BaseContext:
-    """How worker processes start (forkserver: from a clean process, not a copy of a threaded one); objects
-    shared with them (semaphores) are made from it."""
-    return multiprocessing.get_context("forkserver")
+class ProcessSlots:
+    """At most ``count`` holders at a time among the processes given this object (it pickles to its folder), and
+    a holder that dies gives its slot back: slot i is an exclusive ``flock`` on file i of a private folder, which
+    the kernel releases with the process (a semaphore taken by a worker killed at its deadline is never given
+    back). ``acquire`` never waits. ``close`` (in the process that made it) removes the folder."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.folder = tempfile.mkdtemp(prefix="lookalike-slots-")
+        self._held: int | None = None  # the descriptor of this process's slot
+
+    def __getstate__(self) -> dict:
+        return {"count": self.count, "folder": self.folder, "_held": None}
+
+    def acquire(self, block: bool = False) -> bool:
+        """Take a free slot now (``block`` is not supported: never waits); False when all are held."""
+        for number in range(self.count):
+            fd = os.open(os.path.join(self.folder, str(number)), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self._held = fd
+            return True
+        return False
+
+    def release(self) -> None:
+        if self._held is not None:
+            os.close(self._held)  # closing the only descriptor of the file releases its lock
+            self._held = None
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def resolve_workers(workers: int) -> int:
@@ -139,7 +172,7 @@ class ProcessPool:
         self.size = workers
         self.initializer = initializer
         self.initargs = initargs
-        self._context = process_context()
+        self._context = multiprocessing.get_context("forkserver")
         self._lock = threading.Lock()
         self._tasks: deque[_Task] = deque()
         self._workers: list[_Worker] = []

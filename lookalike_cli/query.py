@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 
 
 class Gate(Protocol):
-    """A semaphore (``multiprocessing.BoundedSemaphore``)."""
+    """Slots shared by processes (``parallel.ProcessSlots``; a semaphore would do in one process)."""
 
-    def acquire(self, block: bool = True) -> bool: ...
+    def acquire(self, block: bool = ...) -> bool: ...
 
     def release(self) -> None: ...
 
@@ -97,8 +97,8 @@ class Lookalike:
     def __init__(self, data_dir: str | Path, config: Config = Config(), models: FaceModels | None = None,
                  generation: str | None = None, fallback_gate: Gate | None = None):
         """Load the gallery published in ``data_dir`` (the generation named, or the current one). With
-        ``fallback_gate`` (a semaphore shared by processes), the detection fallback runs only while it can
-        take the gate at once: the recognition pool keeps its costly look off some workers."""
+        ``fallback_gate`` (slots shared by processes), the detection fallback runs only while it can take a
+        slot at once: the recognition pool keeps its costly look off some workers."""
         self.config = config
         self.fallback_gate = fallback_gate
         published = load_published(DataDir(data_dir), generation)
@@ -163,14 +163,14 @@ class Lookalike:
 
     def _fallback(self, image: np.ndarray) -> tuple[list[Face], bool]:
         """The fallback's faces, and whether it was busy (the gate taken by other processes: no look)."""
-        if self.fallback_gate is None:
-            return self.models.fallback_faces(image, self.config.detect), False
-        if not self.fallback_gate.acquire(False):
+        gate = self.fallback_gate
+        if gate is not None and not gate.acquire(False):
             return [], True
         try:
             return self.models.fallback_faces(image, self.config.detect), False
         finally:
-            self.fallback_gate.release()
+            if gate is not None:
+                gate.release()
 
     def describe_faces(self, image: np.ndarray) -> list[tuple[Face, np.ndarray]]:
         """The faces of an RGB image (the ``query.max_faces`` largest), left to right, with their descriptors."""

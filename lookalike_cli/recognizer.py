@@ -22,7 +22,7 @@ from .config import Config
 from .errors import LookalikeError
 from .generations import current_generation, hold, published_summary
 from .images import ImageRejected, decode_image, header_pixels
-from .parallel import ProcessPool, TaskFailed, process_context, resolve_workers
+from .parallel import ProcessPool, ProcessSlots, TaskFailed, resolve_workers
 from .query import Gate, Lookalike, PhotoResult
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,9 @@ class Recognizer:
         self.gallery = published_summary(self.data, self.generation)
         self._taken = 0
         self._lock = threading.Lock()
+        # The detection fallback (a second of dlib's CNN for a photo where HOG finds no face) runs in all workers
+        # but one at most, as large photos do: photos with no face, however many, never take every worker.
+        self._fallback_slots = ProcessSlots(fallback_workers(self.workers))
         self._pool = self._new_pool(self.generation)
         self._switching = threading.Lock()
         self._check = threading.Event()
@@ -94,11 +97,8 @@ class Recognizer:
         self._watcher: threading.Thread | None = None
 
     def _new_pool(self, generation: str) -> ProcessPool:
-        """The workers of a generation. The detection fallback (a second of dlib's CNN for a photo where HOG
-        finds no face) runs in all workers but one at most, as large photos do: photos with no face, however
-        many, never take every worker from the others."""
-        gate = process_context().BoundedSemaphore(fallback_workers(self.workers))
-        return ProcessPool(self.workers, load_engine, (self.data_dir, self.config, generation, gate))
+        """The workers of a generation, sharing the fallback's slots with those of any other generation."""
+        return ProcessPool(self.workers, load_engine, (self.data_dir, self.config, generation, self._fallback_slots))
 
     def start(self) -> None:
         """Start the workers and wait until each has loaded the gallery and the models."""
@@ -115,6 +115,7 @@ class Recognizer:
             self._watcher.join()
         self._pool.close()
         self._held.close()
+        self._fallback_slots.close()
 
     def switch_to_published(self) -> bool:
         """Serve the current generation if it is not the one served: a new pool loads it while the old one goes

@@ -1,11 +1,12 @@
 """``lookalike serve``: the HTTP API (Starlette on uvicorn) over the recognition pool.
 
 ``POST /query`` takes a photo as the raw body or as a multipart file and answers the JSON of ``query --json``
-(``?format=png``: the picture of ``query --out``; ``?picture=1``: the JSON with that picture as a data URL). ``GET /healthz`` says it is up, ``GET /stats`` gives the
-gallery, the queue, the limits in force and the request counts and latencies. Every error is JSON,
-``{"error": "..."}``, and counted in /stats by status: a full queue answers 503 with Retry-After (before any
-byte of the body is read), a body over the size limit 413, a body not sent in time 408, something that is not
-an image 400 (415: an image format not accepted), a photo not answered in time 504.
+(``?format=png``: the picture of ``query --out``; ``?picture=1``: the JSON with that picture as a data URL).
+``GET /healthz`` says it is up, ``GET /stats`` gives the gallery, the queue, the limits in force and the request
+counts and latencies. Every error is JSON, ``{"error": "..."}``, and counted in /stats by status: a full queue
+answers 503 with Retry-After (before any byte of the body is read), a body over the size limit 413, a body not
+sent in time 408, something that is not an image 400 (415: an image format not accepted), a photo not answered
+in time 504. The rest of a refused body is read and dropped before the connection closes (``drop_rest_of_body``).
 
 Every request is bounded: connections (``max_connections``), the time to send headers (``header_timeout``) and
 a body (``body_timeout``), the body's bytes and, when chunked, its chunks. A body is read only while the
@@ -237,10 +238,10 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
         output = request.query_params.get("format", "json")
         if output not in ("json", "png"):
             return error(400, f"format must be json or png, not {output!r}")
-        with_picture = request.query_params.get("picture", "0")
-        if with_picture not in ("0", "1"):
-            return error(400, f"picture must be 0 or 1, not {with_picture!r}")
-        drawn = output == "png" or with_picture == "1"
+        picture_param = request.query_params.get("picture", "0")
+        if picture_param not in ("0", "1"):
+            return error(400, f"picture must be 0 or 1, not {picture_param!r}")
+        with_picture = picture_param == "1"
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             return error(413, f"the photo is over the limit of {limit} bytes")
@@ -256,7 +257,7 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
                     bodies.receiving -= 1
                 if not data:
                     return error(400, "send a photo as the request body, or as a multipart file")
-                result, picture = await recognizer.recognize(data, name, picture=drawn)
+                result, picture = await recognizer.recognize(data, name, picture=with_picture or output == "png")
         except Busy as exc:
             retry = stats.retry_after(recognizer.queue_depth, recognizer.workers)
             why = str(exc) or "every worker is taken and the queue is full"
@@ -282,7 +283,7 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
                                      "photos": [result.to_json(photo_url)]}, status_code=422)
             return Response(picture, media_type="image/png")
         answered = {"photos": [result.to_json(photo_url)]}
-        if with_picture == "1":
+        if with_picture:
             answered["picture"] = picture and f"data:image/png;base64,{base64.b64encode(picture).decode()}"
         return JSONResponse(answered)
 

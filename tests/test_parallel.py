@@ -12,10 +12,11 @@ from PIL import Image
 from lookalike_cli.config import ImageConfig
 from lookalike_cli.errors import Failure, LookalikeError
 from lookalike_cli.images import ImageRejected, decode_image
-from lookalike_cli.parallel import ProcessPool, TaskFailed, WorkerPool, time_limit
+from lookalike_cli.parallel import ProcessPool, ProcessSlots, TaskFailed, WorkerPool, time_limit
 
 import hostile
 from conftest import encoded
+from servers import wait_until
 
 MARGIN = 5.0  # seconds allowed beyond a deadline for the pool to notice it and kill the worker (a busy machine)
 
@@ -161,3 +162,24 @@ def test_large_tasks_never_hold_every_worker():
 def test_an_engine_error_is_told_in_one_line(message, line):
     from lookalike_cli.ray_engine import first_line
     assert first_line(ConnectionError(message)) == line
+
+
+def hold_a_slot(slots: ProcessSlots) -> bool:
+    """In a worker: take a slot and keep it (the worker is then killed)."""
+    return slots.acquire(False)
+
+
+def test_process_slots_are_shared_by_processes_and_a_killed_holder_gives_its_slot_back():
+    slots = ProcessSlots(1)
+    try:
+        with ProcessPool(1) as pool:
+            assert pool.submit(hold_a_slot, slots).result(timeout=60)
+            assert not slots.acquire(False)  # held by the worker
+            os.kill(pool._workers[0].process.pid, signal.SIGKILL)
+            wait_until(lambda: slots.acquire(False), timeout=30, what="the dead holder's slot")
+        slots.release()
+        assert slots.acquire(False) and not slots.acquire(False)
+        slots.release()
+    finally:
+        slots.close()
+    assert not Path(slots.folder).exists()

@@ -10,7 +10,8 @@ and the same identification for every way of cleaning identities and choosing ga
 With ``intruders``, each probed person's gallery folder also gets that many photos of other people (a dirty
 crawl: photos moved from co-stars with photos to spare, else distractors).
 With ``degradations`` (``shrink:160,jpeg:35``...), the probes are also answered degraded each way, with the
-detection fallback off and on, side by side: how often no face is found, top-1, and which look found the faces.
+detection fallback off and on, side by side: how often no face is found, top-1, and which look found the faces,
+also per band of face size (eye distance).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .degrade import Step, degrade, parse_degradation
 from .errors import LookalikeError
 from .geometry import box_area
 from .images import ImageRejected, list_gallery, read_image
+from .models import Face
 from .pipeline import build
 from .plots import png_bytes, require_matplotlib
 from .query import Lookalike
@@ -43,6 +45,7 @@ FAR = 0.001
 TOP_K = 5
 SWEEP = (0.5, 0.55, 0.6, 0.65, 0.7)
 GALLERY_MODES = choices_of(CleanConfig, "gallery_vectors")
+EYE_BANDS = (12, 24)  # pixels between the eye centres: below 12 the descriptor often errs (benchmarks/EVAL.md)
 
 
 def split_photos(photos: dict[str, list[str]], seed: int) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
@@ -250,19 +253,42 @@ def probe_answers(engine: Lookalike, probes: list[tuple[str, str]], policy: Imag
         yield face, descriptor, engine.nearest_people(descriptor, TOP_K)
 
 
-def identification_by_detector(detectors: list[str | None], answers: list[str | None], truth: list[str]) -> dict:
-    """Identification of probes answered with the top-1 ``answers`` (None: no face found), by the look of the
-    detection chain that found each face (``detectors``): probes without a face, top-1 over all probes and over
-    the found faces, and per look its faces and their top-1."""
-    found = [i for i, detector in enumerate(detectors) if detector is not None]
-    by_detector = {}
-    for detector in sorted({detectors[i] for i in found}):
-        mine = [i for i in found if detectors[i] == detector]
-        by_detector[detector] = {"faces": len(mine), "top1": float(np.mean([answers[i] == truth[i] for i in mine]))}
-    right = sum(answers[i] == truth[i] for i in found)
+def eye_band(eyes: float) -> str:
+    """The band of EYE_BANDS that an eye distance (pixels of the photo) falls in: ``<12 px``, ``12-24 px``..."""
+    low = 0
+    for high in EYE_BANDS:
+        if eyes < high:
+            return f"<{high} px" if low == 0 else f"{low}-{high} px"
+        low = high
+    return f"{low}+ px"
+
+
+EYE_BAND_ORDER = [eye_band(eyes) for eyes in (0, *EYE_BANDS)]
+
+
+def top1_by_group(groups: list[str], right: list[bool]) -> dict:
+    """Faces and top-1 per group, for faces labelled with ``groups`` and answered right or not."""
+    counted: dict[str, list[bool]] = defaultdict(list)
+    for group, is_right in zip(groups, right):
+        counted[group].append(is_right)
+    return {group: {"faces": len(hits), "top1": float(np.mean(hits))} for group, hits in sorted(counted.items())}
+
+
+def identification_by_detector(faces: list[Face | None], answers: list[str | None], truth: list[str]) -> dict:
+    """Identification of probes answered with the top-1 ``answers``, their largest ``faces`` (None: no face
+    found): probes without a face, top-1 over all probes and over the found faces, per look of the detection
+    chain its faces and their top-1, and per band of eye distance the same per look (faces of the same size
+    side by side: small faces are hard for the descriptor whichever look found them)."""
+    found = [i for i, face in enumerate(faces) if face is not None]
+    right = [answers[i] == truth[i] for i in found]
+    looks = [faces[i].detector for i in found]
+    bands = [eye_band(faces[i].eye_distance) for i in found]
+    by_eye_distance = {band: top1_by_group([look for look, b in zip(looks, bands) if b == band],
+                                           [hit for hit, b in zip(right, bands) if b == band])
+                       for band in sorted(set(bands), key=EYE_BAND_ORDER.index)}
     return {"probes": len(truth), "no_face": len(truth) - len(found),
-            "top1": right / len(truth) if truth else 0.0, "top1_found": right / len(found) if found else None,
-            "by_detector": by_detector}
+            "top1": sum(right) / len(truth) if truth else 0.0, "top1_found": sum(right) / len(found) if found else None,
+            "by_detector": top1_by_group(looks, right), "by_eye_distance": by_eye_distance}
 
 
 def degradation_rows(data: Path, probes: list[tuple[str, str]], config: Config,
@@ -277,16 +303,16 @@ def degradation_rows(data: Path, probes: list[tuple[str, str]], config: Config,
     rows = []
     for spec, steps in {"none": (), **degraded}.items():
         for fallback, engine in engines.items():
-            detectors, answers, seconds = [], [], []
+            faces, answers, seconds = [], [], []
             started = time.perf_counter()
             for face, _, matches in probe_answers(engine, probes, config.image, steps):
                 seconds.append(time.perf_counter() - started)
-                detectors.append(face.detector if face else None)
+                faces.append(face)
                 answers.append(matches[0].alias if matches else None)
                 started = time.perf_counter()
             rows.append({"degradation": spec, "fallback": fallback,
                          "seconds_per_probe": round(float(np.median(seconds)), 3)}
-                        | identification_by_detector(detectors, answers, people))
+                        | identification_by_detector(faces, answers, people))
             log.info("eval: %s, fallback %s: %d of %d without a face", spec, "on" if fallback else "off",
                      rows[-1]["no_face"], len(probes))
     return rows
@@ -427,4 +453,12 @@ def format_report(report: dict) -> list[str]:
             lines.append(f"  {row['degradation']:20s}  {'on' if row['fallback'] else 'off':8s}  "
                          f"{row['no_face']:3d}/{row['probes']:<3d}  {row['top1']:6.1%}  {top1_found:>14s}  "
                          f"{row['seconds_per_probe']:7.2f}  {found}")
+        lines.append("  top-1 of found faces by eye distance, fallback on: faces (top-1) per look")
+        lines.append(f"  {'degradation':20s}  " + "  ".join(f"{band:28s}" for band in EYE_BAND_ORDER).rstrip())
+        for row in report["degradations"]:
+            if row["fallback"]:
+                bands = [", ".join(f"{look} {entry['faces']} ({entry['top1']:.0%})"
+                                   for look, entry in row["by_eye_distance"].get(band, {}).items()) or "-"
+                         for band in EYE_BAND_ORDER]
+                lines.append(f"  {row['degradation']:20s}  " + "  ".join(f"{cell:28s}" for cell in bands).rstrip())
     return lines

@@ -11,8 +11,9 @@ from PIL import Image, ImageOps
 
 from lookalike_cli.cli import cli
 from lookalike_cli.errors import LookalikeError
-from lookalike_cli.evaluate import (add_intruders, best_threshold, identification_by_detector, margins,
-                                    nearest_per_person, pair_distances, rank_people, same_alias, split_photos, spread,
+from lookalike_cli.models import Face
+from lookalike_cli.evaluate import (EYE_BAND_ORDER, add_intruders, best_threshold, eye_band,
+                                    identification_by_detector, margins, nearest_per_person, pair_distances, rank_people, same_alias, split_photos, spread,
                                     tar_at_far, top_k_accuracy, verification_accuracy)
 
 from conftest import DEMO, shared_path
@@ -90,14 +91,29 @@ def test_intruders_come_from_co_stars_with_photos_to_spare_then_distractors():
         add_intruders({"a": ["a1"], "b": ["b1"]}, ["a"], {}, 1, seed=0)
 
 
-def test_identification_by_detector_counts_faces_not_found_and_each_look():
-    detectors = ["hog", "hog", None, "cnn", "hog-upsampled", "cnn"]
+def face(detector, eyes):
+    """A face found by ``detector`` with its eye centres ``eyes`` pixels apart."""
+    return Face(box=(0, 0, 100, 100), score=1.0, detector=detector,
+                landmarks=((10, 20), (10, 20), (10 + eyes, 20), (10 + eyes, 20), (30, 50)))
+
+
+def test_eye_bands_are_bounded_below_and_above():
+    assert [eye_band(eyes) for eyes in (0, 11.9, 12, 23.9, 24, 300)] == [
+        "<12 px", "<12 px", "12-24 px", "12-24 px", "24+ px", "24+ px"]
+    assert EYE_BAND_ORDER == ["<12 px", "12-24 px", "24+ px"]
+
+
+def test_identification_by_detector_counts_faces_not_found_and_each_look_and_size():
+    faces = [face("hog", 40), face("hog", 8), None, face("cnn", 30), face("hog-upsampled", 10), face("cnn", 7)]
     answers = ["a", "x", None, "d", "e", "z"]
     truth = ["a", "b", "c", "d", "e", "f"]
-    assert identification_by_detector(detectors, answers, truth) == {
+    assert identification_by_detector(faces, answers, truth) == {
         "probes": 6, "no_face": 1, "top1": 0.5, "top1_found": 0.6,
         "by_detector": {"cnn": {"faces": 2, "top1": 0.5}, "hog": {"faces": 2, "top1": 0.5},
-                        "hog-upsampled": {"faces": 1, "top1": 1.0}}}
+                        "hog-upsampled": {"faces": 1, "top1": 1.0}},
+        "by_eye_distance": {"<12 px": {"cnn": {"faces": 1, "top1": 0.0}, "hog": {"faces": 1, "top1": 0.0},
+                                       "hog-upsampled": {"faces": 1, "top1": 1.0}},
+                            "24+ px": {"cnn": {"faces": 1, "top1": 1.0}, "hog": {"faces": 1, "top1": 1.0}}}}
     nothing = identification_by_detector([None, None], [None, None], ["a", "b"])
     assert nothing["no_face"] == 2 and nothing["top1"] == 0.0 and nothing["top1_found"] is None
 
@@ -129,6 +145,7 @@ def test_eval_on_fixtures_writes_table_json_and_histogram(tmp_path):
     assert result.exit_code == 0, result.output
     assert "identification       top-1 100.0%" in result.output
     assert "  shrink:56,jpeg:35     on        " in result.output
+    assert "top-1 of found faces by eye distance" in result.output
     report = json.loads((out / "eval.json").read_text())
     assert report["setup"]["probes"] == 5 and report["setup"]["distractor_people"] == 5
     assert report["identification"] == {"probes": 5, "no_face": 0, "top1": 1.0, "top5": 1.0}
@@ -143,6 +160,8 @@ def test_eval_on_fixtures_writes_table_json_and_histogram(tmp_path):
     assert list(rows) == [("none", False), ("none", True), ("shrink:56,jpeg:35", False), ("shrink:56,jpeg:35", True)]
     assert rows["none", False]["no_face"] == rows["none", True]["no_face"] == 0
     assert rows["none", True]["by_detector"] == {"hog": {"faces": 5, "top1": 1.0}}
+    assert sum(entry["faces"] for looks in rows["none", True]["by_eye_distance"].values()
+               for entry in looks.values()) == 5
     small, chained = rows["shrink:56,jpeg:35", False], rows["shrink:56,jpeg:35", True]
     # measured: HOG alone misses 3 of the 5 faces (10-12 px between the eyes); the enlarged HOG look finds them,
     # each answered right

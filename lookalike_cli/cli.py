@@ -334,7 +334,13 @@ def format_photo(result) -> list[str]:
     from .catalog import display_name
 
     return [f"{result.photo} face {number}: {display_name(match.name)} {match.similarity:.0%} "
-            f"(distance {match.distance:.2f})" for number, face in enumerate(result.faces, 1) for match in face.matches]
+            f"(distance {match.distance:.2f}{found_by(face.detector)})"
+            for number, face in enumerate(result.faces, 1) for match in face.matches]
+
+
+def found_by(detector: str) -> str:
+    """How a face line names the detection fallback's look that found the face (nothing for HOG's first look)."""
+    return "" if detector == "hog" else f", found by the fallback: {detector}"
 
 
 @cli.command("query")

@@ -283,26 +283,31 @@ _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 _STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}  # markers without a length: TEM, RST0-7
 
 
-def jpeg_scans(data: bytes) -> int:
-    """The scans (SOS segments) of a JPEG's first image, counted by walking its markers, decoding nothing."""
-    scans, at = 0, 2
+def jpeg_markers(data: bytes) -> Iterator[tuple[int, int]]:
+    """(marker, offset) of each marker of a JPEG's first image in order, found by walking the segments' lengths
+    and skipping each scan's entropy-coded data, decoding nothing; a fill byte shows as marker 0xFF."""
+    at = 2
     while at + 4 <= len(data) and data[at] == 0xFF:
         marker = data[at + 1]
-        if marker == 0xFF:  # fill byte before a marker
+        yield marker, at
+        if marker == 0xFF:
             at += 1
         elif marker in _STANDALONE_MARKERS:
             at += 2
         elif marker == 0xD9:  # end of image
-            break
+            return
         else:
             at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
             if marker == 0xDA:  # start of scan: its entropy-coded data runs to the next marker
-                scans += 1
                 following = _NEXT_MARKER.search(data, at)
                 if following is None:
-                    break
+                    return
                 at = following.start()
-    return scans
+
+
+def jpeg_scans(data: bytes) -> int:
+    """The scans (SOS segments) of a JPEG's first image."""
+    return sum(marker == 0xDA for marker, _ in jpeg_markers(data))
 
 
 _SOF_MARKERS = {*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0)}
@@ -336,14 +341,9 @@ def header_pixels(data: bytes) -> int | None:
             return (number(24, 3) + 1) * (number(27, 3) + 1)
         return None
     if data[:2] == b"\xff\xd8":
-        at = 2
-        for _ in range(HEADER_MARKERS):
-            if at + 9 > len(data) or data[at] != 0xFF:
-                return None
-            marker = data[at + 1]
+        for (marker, at), _ in zip(jpeg_markers(data), range(HEADER_MARKERS)):
             if marker in _SOF_MARKERS:
-                return number(at + 5, 2, "big") * number(at + 7, 2, "big")
-            at += 1 if marker == 0xFF else 2 if marker in _STANDALONE_MARKERS else 2 + number(at + 2, 2, "big")
+                return number(at + 5, 2, "big") * number(at + 7, 2, "big") if at + 9 <= len(data) else None
     return None
 
 

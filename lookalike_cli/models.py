@@ -38,6 +38,7 @@ DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 CNN_DETECTOR_FILE = "mmod_human_face_detector.dat"
 Box = tuple[int, int, int, int]  # left, top, right, bottom
 CNN_MIN_SIDE = 40  # pixels: the CNN detector finds no smaller face, and fails on a copy a few pixels thin
+DETECTORS = ("hog", "hog-upsampled", "cnn")  # the looks of the detection chain, in order (Face.detector)
 CHIP_PADDING = 0.25  # around the face in its chip: dlib's compute_face_descriptor default
 MAX_DESCRIPTOR_MODEL_BYTES = 64 << 20  # dlib's descriptor model has 22 MB: a larger file is not read
 EQUIVALENCE_TOLERANCE = 1e-4  # largest L2 difference from dlib's descriptors the numpy backend may show

@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from .answer_log import STATUSES, AnswerLog, answer_entry, client_hash, photo_status
 from .config import Config
 from .errors import LookalikeError
+from .models import DETECTORS
 
 if TYPE_CHECKING:
     from .query import PhotoResult
@@ -73,6 +74,11 @@ class Monitor:
                                registry=registry)
         self.no_face = Counter("lookalike_photos_without_face", "Photos read in which no face was found",
                                registry=registry)
+        self.found_by = Counter("lookalike_faces_found", "Faces answered, by the look of the detection chain that "
+                                "found them (hog; hog-upsampled and cnn: the fallback)", ["detector"],
+                                registry=registry)
+        for detector in DETECTORS:
+            self.found_by.labels(detector)
         Gauge("lookalike_queue_depth", "Photos waiting for a free worker", registry=registry).set_function(
             lambda: recognizer.queue_depth)
         Gauge("lookalike_workers_busy", "Workers answering a photo", registry=registry).set_function(
@@ -97,6 +103,8 @@ class Monitor:
                 self.faces.observe(len(result.faces) + result.faces_left_out)
                 if not result.faces:
                     self.no_face.inc()
+                for face in result.faces:
+                    self.found_by.labels(face.detector).inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The metrics in Prometheus' text format, and its content type."""

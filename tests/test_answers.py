@@ -172,8 +172,10 @@ def test_stats_of_a_known_sequence_of_answers(built, tmp_path):
 def test_query_log_writes_a_line_per_photo_without_paths(built, tmp_path):
     path = tmp_path / "query.jsonl"
     (tmp_path / "hard.png").write_bytes(hard_selfie())
-    run("query", DEMO / "images" / "ami-bera.jpg", FIXTURES / "no_face_coffee_cc0.png", tmp_path / "hard.png",
-        "--data-dir", built, "--log", path, code=1)  # 1: a photo without a face
+    printed = run("query", DEMO / "images" / "ami-bera.jpg", FIXTURES / "no_face_coffee_cc0.png",
+                  tmp_path / "hard.png", "--data-dir", built, "--log", path, code=1).output  # 1: a photo without a face
+    lines = printed.splitlines()
+    assert "found by" not in lines[0] and lines[-1].endswith(", found by the fallback: cnn)")
     entries = [json.loads(line) for line in path.read_text().splitlines()]
     for entry in entries:
         check_entry(entry, "query", generation_of(built))
@@ -243,6 +245,9 @@ def test_metrics_move_with_the_requests_sent(built):
     assert moved("lookalike_answer_seconds_sum") > 0
     assert moved("lookalike_faces_per_photo_count") == 4 and moved("lookalike_faces_per_photo_sum") == 3
     assert moved("lookalike_photos_without_face_total") == 1
+    assert moved("lookalike_faces_found_total", detector="hog") == 3
+    assert moved("lookalike_faces_found_total", detector="cnn") == 0
+    assert moved("lookalike_faces_found_total", detector="hog-upsampled") == 0
     assert untouched[("lookalike_answers_total", (("status", "ok"),))] == 0
     assert after[("lookalike_gallery_vectors", ())] == 48 and after[("lookalike_gallery_people", ())] == 48
     assert after[("lookalike_gallery_info", (("backend", "exact"), ("generation", generation_of(built))))] == 1

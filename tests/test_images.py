@@ -216,3 +216,8 @@ def test_header_pixels_are_unknown_rather_than_guessed():
     assert header_pixels(hostile.eps()) is None and header_pixels(b"\x89PNG") is None
     markers = b"\xff\xd8" + b"\xff\xe1\x00\x02" * 64  # 64 empty APP1 segments before any frame header
     assert header_pixels(markers + encoded(Image.new("RGB", (8, 8)), "JPEG")[2:]) is None
+    fill = b"\xff\xd8" + b"\xff" * 10_000_000  # fill bytes count as markers: a few are read, not ten million
+    assert header_pixels(fill + encoded(Image.new("RGB", (8, 8)), "JPEG")[2:]) is None
+    truncated = encoded(Image.new("RGB", (8, 8)), "JPEG")
+    frame = truncated.index(b"\xff\xc0")
+    assert header_pixels(truncated[:frame + 8]) is None and header_pixels(truncated[:frame + 9]) == 64

@@ -25,7 +25,7 @@ import numpy as np
 from common import FACES, congress_gallery, header, markdown_table, median, ms, percentile, shared_photos, \
     write_report
 
-DEGRADATIONS = ("shrink:160,jpeg:35", "shrink:320,blur:3", "rotate:20")
+DEGRADATIONS = ("shrink:160,jpeg:35", "shrink:320,blur:3", "rotate:20", "dark:0.15")
 CNN_BUDGETS = (60_000, 100_000, 160_000, 250_000, 400_000)
 HOG_BUDGETS = (100_000, 250_000, 500_000, 1_000_000)
 
@@ -103,6 +103,15 @@ def budget_rows(models, detect, needing, empty, look: str, budgets) -> list[list
     return rows
 
 
+def stretched_look(models, image: np.ndarray, detect) -> list:
+    """The fallback's look at a dim photo as the chain takes it: the tone check, then (when dim) the stretch and
+    HOG's look at the stretched copy."""
+    from lookalike_cli.images import stretched_if_dim
+
+    stretched = stretched_if_dim(image, detect.fallback_stretch_span)
+    return [] if stretched is None else models.stretched_faces(stretched, detect)
+
+
 def per_query(engine_on, engine_off, ordinary, needing, empty, rounds: int) -> tuple[list[list], list[float]]:
     """Median ms per photo of the whole answer (detect, describe, search), the chain on and off interleaved; and
     for the photos that need the fallback or have no face, each look of the chain timed on its own."""
@@ -122,15 +131,16 @@ def per_query(engine_on, engine_off, ordinary, needing, empty, rounds: int) -> t
         for key in spent:
             totals[key].append(spent[key])
     rows = [["ordinary (HOG's first look finds the face)", len(ordinary), ms(median(per_photo["off"])),
-             ms(median(per_photo["on"])), "-", "-", "-"]]
+             ms(median(per_photo["on"])), "-", "-", "-", "-"]]
     for kind, images in (("need the fallback", [(name, image) for name, image, _ in needing]),
                          ("no face", empty)):
-        looks = {"first": [], "enlarged": [], "cnn": [], "off": [], "on": []}
+        looks = {"first": [], "stretched": [], "enlarged": [], "cnn": [], "off": [], "on": []}
         for _ in range(rounds):
             for _, image in images:
                 for key, work in (
                         ("first", lambda: models.find_faces(image, detect.upsample, detect.min_detection_score,
                                                             detect.detect_max_size)),
+                        ("stretched", lambda: stretched_look(models, image, detect)),
                         ("enlarged", lambda: models.upsampled_faces(image, detect)),
                         ("cnn", lambda: models.cnn_faces(image, detect)),
                         ("off", lambda: engine_off.answer_image(image)),
@@ -139,7 +149,8 @@ def per_query(engine_on, engine_off, ordinary, needing, empty, rounds: int) -> t
                     work()
                     looks[key].append(time.perf_counter() - started)
         rows.append([kind, len(images), ms(median(looks["off"])), ms(median(looks["on"])),
-                     ms(median(looks["first"])), ms(median(looks["enlarged"])), ms(median(looks["cnn"]))])
+                     ms(median(looks["first"])), ms(median(looks["stretched"])), ms(median(looks["enlarged"])),
+                     ms(median(looks["cnn"]))])
     return rows, ratios
 
 
@@ -226,7 +237,7 @@ def main() -> None:
         "each look alone too. Ordinary photos, total time chain on / off per round: "
         f"{' '.join(f'{ratio:.3f}' for ratio in ratios)} (median {median(ratios):.3f}).\n",
         markdown_table(["photos", "count", "median ms, chain off", "median ms, chain on", "HOG's first look",
-                        "enlarged HOG look", "CNN look"], queries), "",
+                        "tone check and stretched HOG look", "enlarged HOG look", "CNN look"], queries), "",
         f"### Through the recognition pool of serve and bot ({rounds} rounds, all submitted at once)", "",
         "`recognizer.load_engine` and `recognize_photo` (decode a PNG, detect, describe, search) in 1 and 2 "
         "worker processes:\n",

@@ -83,6 +83,10 @@ class DetectConfig:
     fallback: bool = setting(True, "when HOG finds no face in a query photo, look again: HOG on a copy enlarged to "
                                    "fallback_hog_pixels (when the photo is small), then dlib's CNN detector on a "
                                    "copy resized to cnn_pixels (false, --no-fallback: answer no face)")
+    fallback_stretch_span: int = setting(128, "a photo whose brightness spans fewer levels (of 255, its darkest "
+                                              "and brightest 1% aside) is dim or flat: the fallback looks at it "
+                                              "with those levels stretched to the full range, first with HOG as "
+                                              "the first look did (0: never)", min=0, max=256)
     fallback_hog_pixels: int = setting(250_000, "the second HOG look runs on a copy enlarged to this many pixels, "
                                                 "when that searches smaller faces than the first look",
                                        min=1, max=16_000_000)

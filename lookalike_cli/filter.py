@@ -55,7 +55,8 @@ def detect_key(detect: DetectConfig, image: ImageConfig, fallback: bool = False)
            f"max_size={detect.detect_max_size};max_pixels={image.max_image_pixels};"
            f"max_decoded_bytes={image.max_decoded_bytes};formats={image.image_formats}")
     if fallback:
-        key += (f";fallback_hog_pixels={detect.fallback_hog_pixels};cnn_pixels={detect.cnn_pixels};"
+        key += (f";fallback_stretch_span={detect.fallback_stretch_span};"
+                f"fallback_hog_pixels={detect.fallback_hog_pixels};cnn_pixels={detect.cnn_pixels};"
                 f"cnn_min_score={detect.cnn_min_score};fallback_min_eye_distance={detect.fallback_min_eye_distance};"
                 f"fallback_max_tilt={detect.fallback_max_tilt}")
     return key

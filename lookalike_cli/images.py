@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import re
 import stat
@@ -465,6 +466,33 @@ def read_image(path: str | Path, policy: ImageConfig) -> Decoded:
             raise ImageRejected("unreadable", "not a regular file")
         data = read_capped(fh, policy.max_file_bytes)
     return decode_image(data, policy)
+
+
+TONE_CUTOFF = 0.01  # share of the darkest, and of the brightest, pixels that tone_range leaves out
+TONE_SAMPLE = 250_000  # pixels of an image tone_range looks at, at most (every n-th row and column)
+
+
+def tone_range(image: np.ndarray) -> tuple[int, int]:
+    """The brightness levels (0-255) between which an RGB image's pixels lie, its darkest and brightest
+    TONE_CUTOFF aside (measured on at most about TONE_SAMPLE of them)."""
+    step = max(1, math.isqrt(image.shape[0] * image.shape[1] // TONE_SAMPLE))
+    luma = image[::step, ::step].reshape(-1, 3) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    low, high = np.quantile(luma, [TONE_CUTOFF, 1 - TONE_CUTOFF])
+    return round(low), round(high)
+
+
+def stretched_tones(image: np.ndarray, low: int, high: int) -> np.ndarray:
+    """An RGB image with brightness levels ``low``..``high`` stretched to 0..255, every channel alike (colours
+    keep their hue; levels outside are clipped)."""
+    levels = (np.arange(256, dtype=np.float32) - low) * (255 / max(high - low, 1))
+    return np.clip(np.rint(levels), 0, 255).astype(np.uint8)[image]
+
+
+def stretched_if_dim(image: np.ndarray, max_span: int) -> np.ndarray | None:
+    """The image with its tones stretched (see stretched_tones) when its tone_range spans fewer than
+    ``max_span`` levels: a dim or flat photo; else None."""
+    low, high = tone_range(image)
+    return stretched_tones(image, low, high) if high - low < max_span else None
 
 
 def scaled_image(image: np.ndarray, factor: float) -> np.ndarray:

@@ -31,14 +31,14 @@ from .config import DetectConfig, RuntimeConfig
 from .errors import LookalikeError
 from .geometry import (box_area, enlarging_factor, eye_distance, face_problem, head_tilt, pixels_factor, scale_box,
                        shrink_factor)
-from .images import scaled_image
+from .images import scaled_image, stretched_if_dim
 
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 CNN_DETECTOR_FILE = "mmod_human_face_detector.dat"
 Box = tuple[int, int, int, int]  # left, top, right, bottom
 CNN_MIN_SIDE = 40  # pixels: the CNN detector finds no smaller face, and fails on a copy a few pixels thin
-DETECTORS = ("hog", "hog-upsampled", "cnn")  # the looks of the detection chain, in order (Face.detector)
+DETECTORS = ("hog", "hog-stretched", "hog-upsampled", "cnn")  # the looks of the detection chain, in order (Face.detector)
 CHIP_PADDING = 0.25  # around the face in its chip: dlib's compute_face_descriptor default
 MAX_DESCRIPTOR_MODEL_BYTES = 64 << 20  # dlib's descriptor model has 22 MB: a larger file is not read
 EQUIVALENCE_TOLERANCE = 1e-4  # largest L2 difference from dlib's descriptors the numpy backend may show
@@ -233,7 +233,8 @@ def descriptor_backend(models_dir: str = "", requested: str = "auto") -> str:
 @dataclass(frozen=True)
 class Face:
     """A detected face: box (left, top, right, bottom), the detector's score, 5 landmarks as (x, y), and which look
-    of the detection chain found it: ``hog``, ``hog-upsampled`` or ``cnn``."""
+    of the detection chain found it (DETECTORS): ``hog``, or the fallback's ``hog-stretched``, ``hog-upsampled``
+    or ``cnn``."""
 
     box: tuple[int, int, int, int]
     score: float
@@ -315,6 +316,14 @@ class FaceModels:
         return _largest_first([(scale_box((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), factor),
                                 float(d.confidence)) for d in found if d.confidence >= min_score])
 
+    def stretched_faces(self, image: np.ndarray, settings: DetectConfig) -> list[Face]:
+        """The fallback's look at a dim or flat photo: HOG as the first look, on ``image`` with its tones stretched
+        (see fallback_faces); faces that pass the fallback's checks."""
+        height, width = image.shape[:2]
+        found = self._hog_boxes(image, shrink_factor(width, height, settings.detect_max_size), settings.upsample,
+                                settings.min_detection_score)
+        return self._checked(image, found, "hog-stretched", settings)
+
     def upsampled_faces(self, image: np.ndarray, settings: DetectConfig) -> list[Face]:
         """The fallback's HOG look: on a copy enlarged to ``fallback_hog_pixels``, when that searches smaller
         faces than the first look did (none otherwise); faces that pass the fallback's checks."""
@@ -334,7 +343,16 @@ class FaceModels:
         return self._checked(image, self._cnn_boxes(image, factor, settings.cnn_min_score), "cnn", settings)
 
     def fallback_faces(self, image: np.ndarray, settings: DetectConfig) -> list[Face]:
-        """Faces of an image in which HOG's first look found none: the upsampled HOG look's, else the CNN's."""
+        """Faces of an image in which HOG's first look found none: the first of the looks that finds some, HOG
+        again on a dim or flat photo with its tones stretched (brightness spanning fewer than
+        ``fallback_stretch_span`` levels), the upsampled HOG look, the CNN's; the last two on the stretched copy
+        of such a photo. Their landmarks are of the image looked at (the same geometry)."""
+        stretched = stretched_if_dim(image, settings.fallback_stretch_span)
+        if stretched is not None:
+            image = stretched
+            faces = self.stretched_faces(image, settings)
+            if faces:
+                return faces
         return self.upsampled_faces(image, settings) or self.cnn_faces(image, settings)
 
     def _checked(self, image: np.ndarray, found: list[tuple[Box, float]], detector: str,

@@ -9,7 +9,7 @@ from PIL import Image, ImageOps
 
 from lookalike_cli.config import ImageConfig
 from lookalike_cli.images import (ImageRejected, ImageVerifier, decode_image, header_pixels, jpeg_scans, list_gallery,
-                                  verify_image)
+                                  stretched_if_dim, stretched_tones, tone_range, verify_image)
 
 import hostile
 from conftest import DEMO, corrupt_png, encoded
@@ -221,3 +221,28 @@ def test_header_pixels_are_unknown_rather_than_guessed():
     truncated = encoded(Image.new("RGB", (8, 8)), "JPEG")
     frame = truncated.index(b"\xff\xc0")
     assert header_pixels(truncated[:frame + 8]) is None and header_pixels(truncated[:frame + 9]) == 64
+
+
+def test_tone_range_leaves_the_darkest_and_brightest_percent_out():
+    levels = np.repeat(np.arange(40, 81, dtype=np.uint8), 100)  # 4,100 pixels from 40 to 80, evenly
+    extremes = np.array([0] * 20 + [255] * 20, dtype=np.uint8)  # under 1% at each end
+    grey = np.concatenate([levels, extremes]).reshape(-1, 1).repeat(3, axis=1).reshape(1, -1, 3)
+    assert tone_range(grey) == (40, 80)
+    large = np.random.default_rng(0).integers(60, 121, (3000, 4000, 1), dtype=np.uint8).repeat(3, axis=2)
+    every_pixel = np.quantile(large[..., 0], [0.01, 0.99])  # tone_range reads a sample of 250,000
+    assert np.abs(np.array(tone_range(large)) - every_pixel).max() <= 1
+
+
+def test_stretched_tones_map_the_range_to_0_255_alike_in_every_channel():
+    image = np.array([[[40, 40, 40], [80, 80, 80], [60, 50, 40], [10, 200, 70]]], dtype=np.uint8)
+    assert stretched_tones(image, 40, 80).tolist() == [[[0, 0, 0], [255, 255, 255], [128, 64, 0], [0, 255, 191]]]
+    flat = np.full((2, 2, 3), 90, dtype=np.uint8)
+    assert stretched_tones(flat, 90, 90).tolist() == np.full((2, 2, 3), 0).tolist()  # no range: no division by 0
+
+
+def test_only_a_dim_or_flat_image_is_stretched():
+    dim = np.linspace(10, 70, 300, dtype=np.uint8).reshape(1, -1, 1).repeat(3, axis=2)  # 60 levels
+    bright = np.linspace(10, 250, 300, dtype=np.uint8).reshape(1, -1, 1).repeat(3, axis=2)  # 240 levels
+    stretched = stretched_if_dim(dim, 128)
+    assert stretched is not None and stretched.min() == 0 and stretched.max() == 255
+    assert stretched_if_dim(bright, 128) is None and stretched_if_dim(dim, 0) is None

@@ -104,17 +104,20 @@ def budget_rows(models, detect, needing, empty, look: str, budgets) -> list[list
 
 
 def stretched_look(models, image: np.ndarray, detect) -> list:
-    """The fallback's look at a dim photo as the chain takes it: the tone check, then (when dim) the stretch and
-    HOG's look at the stretched copy."""
-    from lookalike_cli.images import stretched_if_dim
+    """The fallback's look at a dim photo as the chain takes it: the tone check, then (when dim) HOG's look
+    through the stretch."""
+    from lookalike_cli.images import dim_tones
 
-    stretched = stretched_if_dim(image, detect.fallback_stretch_span)
-    return [] if stretched is None else models.stretched_faces(stretched, detect)
+    tones = dim_tones(image, detect.fallback_stretch_span)
+    return [] if tones is None else models.stretched_faces(image, detect, tones)
 
 
 def per_query(engine_on, engine_off, ordinary, needing, empty, rounds: int) -> tuple[list[list], list[float]]:
     """Median ms per photo of the whole answer (detect, describe, search), the chain on and off interleaved; and
-    for the photos that need the fallback or have no face, each look of the chain timed on its own."""
+    for the photos that need the fallback (all, and the dim ones) or have no face, each look of the chain timed on
+    its own."""
+    from lookalike_cli.images import dim_tones
+
     models, detect = engine_on.models, engine_on.config.detect
     ratios = []
     totals = {"on": [], "off": []}
@@ -132,8 +135,9 @@ def per_query(engine_on, engine_off, ordinary, needing, empty, rounds: int) -> t
             totals[key].append(spent[key])
     rows = [["ordinary (HOG's first look finds the face)", len(ordinary), ms(median(per_photo["off"])),
              ms(median(per_photo["on"])), "-", "-", "-", "-"]]
+    dim = [(name, image) for name, image, _ in needing if dim_tones(image, detect.fallback_stretch_span) is not None]
     for kind, images in (("need the fallback", [(name, image) for name, image, _ in needing]),
-                         ("no face", empty)):
+                         ("of which dim (stretched)", dim), ("no face", empty)):
         looks = {"first": [], "stretched": [], "enlarged": [], "cnn": [], "off": [], "on": []}
         for _ in range(rounds):
             for _, image in images:

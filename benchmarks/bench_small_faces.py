@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/bench_small_faces.py
 
-The photos of faces/people degraded by DEGRADATIONS (shrunk, JPEG quality 35), kept when HOG's first look finds
-no face and the fallback finds one; each is answered leave-one-out (its person's mean over their other photos)
-among the 879 congress portraits, its descriptor computed each way of WAYS:
+The photos of faces/people degraded by DEGRADATIONS (shrunk, JPEG quality 35; a photo the shrink leaves as it is
+counts once), kept when HOG's first look finds no face and the fallback finds one of under 12 px between the eyes
+(evaluate.EYE_BANDS); each is answered leave-one-out (its person's mean over their other photos) among the
+congress portraits, its descriptor computed each way:
 
 - ``as is``: what lookalike does (landmarks and chip from the photo, one descriptor);
 - ``10 jitters``: the mean over 10 jittered copies of the chip;
@@ -19,6 +20,7 @@ portraits, 14 people of faces/people) and their distance.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 
 import numpy as np
@@ -60,17 +62,20 @@ class Ways:
         self.landmarks68 = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
 
     def describe(self, image: np.ndarray, face) -> dict[str, np.ndarray]:
+        from lookalike_cli.models import CHIP_PADDING
+        from lookalike_cli.resnet import CHIP_SIZE
+
         models, dlib = self.models, self.dlib
         factor = max(1.0, ENLARGED_EYES / face.eye_distance)
         height, width = image.shape[:2]
         large = resized(image, (round(width * factor), round(height * factor)))
         large_face = models.face(large, tuple(round(v * factor) for v in face.box), face.score, face.detector)
         shape = self.landmarks68(image, dlib.rectangle(*face.box))
-        chip68 = dlib.get_face_chip(image, shape, size=150, padding=0.25)
+        chip68 = dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
         as_is = models.descriptor(image, face)
         return {"as is": as_is, "10 jitters": models.descriptor(image, face, 10),
-                "enlarged": models.descriptor(large, large_face), "68 landmarks": models.chip_descriptors(chip68[None])[0],
-                "matched gallery": as_is}
+                "enlarged": models.descriptor(large, large_face),
+                "68 landmarks": models.chip_descriptors(chip68[None])[0], "matched gallery": as_is}
 
 
 def gallery_chips(models, rows) -> np.ndarray:
@@ -92,7 +97,7 @@ def main() -> None:
     from lookalike_cli.artifacts import DataDir
     from lookalike_cli.config import Config, ImageConfig
     from lookalike_cli.degrade import degrade, parse_degradation
-    from lookalike_cli.evaluate import same_alias
+    from lookalike_cli.evaluate import EYE_BANDS, same_alias
     from lookalike_cli.images import read_image
     from lookalike_cli.models import FaceModels
 
@@ -110,33 +115,35 @@ def main() -> None:
     galleries = {"sharp": (congress, faces), "matched": (matched[:len(congress)], matched[len(congress):])}
     names = [row["alias"] for row in congress_rows] + sorted(set(aliases))
     ways = Ways(models)
-    rows, right = [], {}
+    rows, right, seen = [], {}, set()
     for spec in DEGRADATIONS:
         for index, row in enumerate(faces_rows):
             image = degrade(read_image(row["path"], ImageConfig()).pixels, parse_degradation(spec))
-            if models.detect(image, config.detect.upsample, config.detect.min_detection_score,
-                             config.detect.detect_max_size):
+            if hashlib.sha256(image.tobytes()).digest() in seen or models.detect(
+                    image, config.detect.upsample, config.detect.min_detection_score, config.detect.detect_max_size):
                 continue
+            seen.add(hashlib.sha256(image.tobytes()).digest())
             found = models.fallback_faces(image, config.detect)
-            if not found:
+            if not found or found[0].eye_distance >= EYE_BANDS[0]:
                 continue
             face = found[0]
             cells = [f"{row['alias']}/{row['path'].rsplit('/', 1)[1]} {spec}", face.detector,
                      f"{face.eye_distance:.1f}"]
+            others = [i for i in range(len(aliases)) if i != index]
+            people = {gallery: np.concatenate([in_congress, [in_faces[[i for i in others if aliases[i] == alias]]
+                                                             .mean(axis=0) for alias in sorted(set(aliases))]])
+                      for gallery, (in_congress, in_faces) in galleries.items()}
             for way, vector in ways.describe(image, face).items():
-                people_congress, people_faces = galleries["matched" if way == "matched gallery" else "sharp"]
-                others = [i for i in range(len(aliases)) if i != index]
-                means = [people_faces[[i for i in others if aliases[i] == alias]].mean(axis=0)
-                         for alias in sorted(set(aliases))]
-                rank, distance = rank_and_distance(vector, np.concatenate([people_congress, means]), names,
-                                                   row["alias"])
+                rank, distance = rank_and_distance(vector, people["matched" if way == "matched gallery" else "sharp"],
+                                                   names, row["alias"])
                 right.setdefault(way, []).append(rank == 1)
                 cells.append(f"{rank} ({distance:.2f})")
             rows.append(cells)
     text = "\n".join([
         header("Tiny faces found by the fallback, described five ways", ["benchmarks/bench_small_faces.py",
                                                                          *sys.argv[1:]]),
-        f"{len(rows)} faces found by the fallback in faces/people photos degraded by {', '.join(DEGRADATIONS)}, "
+        f"{len(rows)} faces of under {EYE_BANDS[0]} px between the eyes found by the fallback in faces/people photos "
+        f"degraded by {', '.join(DEGRADATIONS)}, "
         f"answered leave-one-out among {len(congress)} congress portraits (not Obama's and Biden's) and the "
         f"{len(set(aliases))} people of faces/people (the mean of their other photos). Per face and way: the "
         f"rank of the right person, and (their distance); the same-person threshold is 0.6.\n",

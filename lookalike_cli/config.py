@@ -86,7 +86,7 @@ class DetectConfig:
     fallback_stretch_span: int = setting(128, "a photo whose brightness spans fewer levels (of 255, its darkest "
                                               "and brightest 1% aside) is dim or flat: the fallback looks at it "
                                               "with those levels stretched to the full range, first with HOG as "
-                                              "the first look did (0: never)", min=0, max=256)
+                                              "the first look did (0: never; 256: every photo)", min=0, max=256)
     fallback_hog_pixels: int = setting(250_000, "the second HOG look runs on a copy enlarged to this many pixels, "
                                                 "when that searches smaller faces than the first look",
                                        min=1, max=16_000_000)

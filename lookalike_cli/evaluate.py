@@ -33,7 +33,7 @@ from .degrade import Step, degrade, parse_degradation
 from .errors import LookalikeError
 from .geometry import box_area
 from .images import ImageRejected, list_gallery, read_image
-from .models import Face
+from .models import DETECTORS, Face
 from .pipeline import build
 from .plots import png_bytes, require_matplotlib
 from .query import Lookalike
@@ -266,12 +266,19 @@ def eye_band(eyes: float) -> str:
 EYE_BAND_ORDER = [eye_band(eyes) for eyes in (0, *EYE_BANDS)]
 
 
-def top1_by_group(groups: list[str], right: list[bool]) -> dict:
-    """Faces and top-1 per group, for faces labelled with ``groups`` and answered right or not."""
+def top1_by_look(looks: list[str], right: list[bool]) -> dict:
+    """Faces and top-1 per look of the detection chain (in the chain's order), for faces found by ``looks`` and
+    answered right or not."""
     counted: dict[str, list[bool]] = defaultdict(list)
-    for group, is_right in zip(groups, right):
-        counted[group].append(is_right)
-    return {group: {"faces": len(hits), "top1": float(np.mean(hits))} for group, hits in sorted(counted.items())}
+    for look, is_right in zip(looks, right):
+        counted[look].append(is_right)
+    return {look: {"faces": len(counted[look]), "top1": float(np.mean(counted[look]))}
+            for look in DETECTORS if look in counted}
+
+
+def looks_cell(by_look: dict) -> str:
+    """``hog 19 (100%), cnn 1 (0%)``: faces and top-1 per look, as the report prints them."""
+    return ", ".join(f"{look} {entry['faces']} ({entry['top1']:.0%})" for look, entry in by_look.items())
 
 
 def identification_by_detector(faces: list[Face | None], answers: list[str | None], truth: list[str]) -> dict:
@@ -283,12 +290,12 @@ def identification_by_detector(faces: list[Face | None], answers: list[str | Non
     right = [answers[i] == truth[i] for i in found]
     looks = [faces[i].detector for i in found]
     bands = [eye_band(faces[i].eye_distance) for i in found]
-    by_eye_distance = {band: top1_by_group([look for look, b in zip(looks, bands) if b == band],
-                                           [hit for hit, b in zip(right, bands) if b == band])
+    by_eye_distance = {band: top1_by_look([look for look, b in zip(looks, bands) if b == band],
+                                          [hit for hit, b in zip(right, bands) if b == band])
                        for band in sorted(set(bands), key=EYE_BAND_ORDER.index)}
     return {"probes": len(truth), "no_face": len(truth) - len(found),
             "top1": sum(right) / len(truth) if truth else 0.0, "top1_found": sum(right) / len(found) if found else None,
-            "by_detector": top1_by_group(looks, right), "by_eye_distance": by_eye_distance}
+            "by_detector": top1_by_look(looks, right), "by_eye_distance": by_eye_distance}
 
 
 def degradation_rows(data: Path, probes: list[tuple[str, str]], config: Config,
@@ -447,8 +454,7 @@ def format_report(report: dict) -> list[str]:
     if "degradations" in report:
         lines.append("  degradation           fallback  no face   top-1  top-1 of found  s/probe  found by (top-1)")
         for row in report["degradations"]:
-            found = ", ".join(f"{name} {entry['faces']} ({entry['top1']:.0%})"
-                              for name, entry in row["by_detector"].items())
+            found = looks_cell(row["by_detector"])
             top1_found = "-" if row["top1_found"] is None else f"{row['top1_found']:.1%}"
             lines.append(f"  {row['degradation']:20s}  {'on' if row['fallback'] else 'off':8s}  "
                          f"{row['no_face']:3d}/{row['probes']:<3d}  {row['top1']:6.1%}  {top1_found:>14s}  "
@@ -457,8 +463,6 @@ def format_report(report: dict) -> list[str]:
         lines.append(f"  {'degradation':20s}  " + "  ".join(f"{band:28s}" for band in EYE_BAND_ORDER).rstrip())
         for row in report["degradations"]:
             if row["fallback"]:
-                bands = [", ".join(f"{look} {entry['faces']} ({entry['top1']:.0%})"
-                                   for look, entry in row["by_eye_distance"].get(band, {}).items()) or "-"
-                         for band in EYE_BAND_ORDER]
+                bands = [looks_cell(row["by_eye_distance"].get(band, {})) or "-" for band in EYE_BAND_ORDER]
                 lines.append(f"  {row['degradation']:20s}  " + "  ".join(f"{cell:28s}" for cell in bands).rstrip())
     return lines

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import math
 import os
 import re
@@ -317,8 +318,9 @@ HEADER_MARKERS = 64  # JPEG markers read at most before the frame header; more a
 
 def header_pixels(data: bytes) -> int | None:
     """Width times height as the header of a JPEG, PNG, GIF, BMP or WebP declares it, read from a few fixed
-    bytes (for a JPEG, at most HEADER_MARKERS markers) in pure Python: cheap and safe enough for a server's event
-    loop, where no decoder should run. None when the bytes are not one of these or the header cannot be read."""
+    bytes (for a JPEG, at most HEADER_MARKERS markers, none after its first scan) in pure Python: cheap and safe
+    enough for a server's event loop, where no decoder should run. None when the bytes are not one of these or
+    the header cannot be read."""
     def number(start: int, size: int, order: str = "little") -> int:
         return int.from_bytes(data[start:start + size], order)
 
@@ -342,7 +344,9 @@ def header_pixels(data: bytes) -> int | None:
             return (number(24, 3) + 1) * (number(27, 3) + 1)
         return None
     if data[:2] == b"\xff\xd8":
-        for (marker, at), _ in zip(jpeg_markers(data), range(HEADER_MARKERS)):
+        for marker, at in itertools.islice(jpeg_markers(data), HEADER_MARKERS):
+            if marker == 0xDA:  # a scan before any frame header: not a JPEG to guess about
+                return None
             if marker in _SOF_MARKERS:
                 return number(at + 5, 2, "big") * number(at + 7, 2, "big") if at + 9 <= len(data) else None
     return None
@@ -469,30 +473,33 @@ def read_image(path: str | Path, policy: ImageConfig) -> Decoded:
 
 
 TONE_CUTOFF = 0.01  # share of the darkest, and of the brightest, pixels that tone_range leaves out
-TONE_SAMPLE = 250_000  # pixels of an image tone_range looks at, at most (every n-th row and column)
+TONE_SAMPLE = 250_000  # pixels of an image tone_range reads, at most
+MIN_TONE_SPAN = 8  # levels: an image spanning fewer is one flat colour, with nothing to stretch
+Tones = np.ndarray  # 256 uint8 levels, indexed by a pixel's level: ``tones[image]`` is the image seen through it
 
 
 def tone_range(image: np.ndarray) -> tuple[int, int]:
     """The brightness levels (0-255) between which an RGB image's pixels lie, its darkest and brightest
-    TONE_CUTOFF aside (measured on at most about TONE_SAMPLE of them)."""
-    step = max(1, math.isqrt(image.shape[0] * image.shape[1] // TONE_SAMPLE))
-    luma = image[::step, ::step].reshape(-1, 3) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    TONE_CUTOFF aside (read on every n-th pixel, at most TONE_SAMPLE of them)."""
+    pixels = image.reshape(-1, 3)
+    sample = pixels[::max(1, -(-len(pixels) // TONE_SAMPLE))]
+    luma = sample @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     low, high = np.quantile(luma, [TONE_CUTOFF, 1 - TONE_CUTOFF])
     return round(low), round(high)
 
 
-def stretched_tones(image: np.ndarray, low: int, high: int) -> np.ndarray:
-    """An RGB image with brightness levels ``low``..``high`` stretched to 0..255, every channel alike (colours
-    keep their hue; levels outside are clipped)."""
+def stretching_tones(low: int, high: int) -> Tones:
+    """The table that stretches levels ``low``..``high`` to 0..255 (levels outside clipped); applied to every
+    channel alike, it keeps colours' hue."""
     levels = (np.arange(256, dtype=np.float32) - low) * (255 / max(high - low, 1))
-    return np.clip(np.rint(levels), 0, 255).astype(np.uint8)[image]
+    return np.clip(np.rint(levels), 0, 255).astype(np.uint8)
 
 
-def stretched_if_dim(image: np.ndarray, max_span: int) -> np.ndarray | None:
-    """The image with its tones stretched (see stretched_tones) when its tone_range spans fewer than
-    ``max_span`` levels: a dim or flat photo; else None."""
+def dim_tones(image: np.ndarray, max_span: int) -> Tones | None:
+    """For a dim or flat image, one whose tone_range spans fewer than ``max_span`` levels (and at least
+    MIN_TONE_SPAN), the table that stretches that range to 0..255; else None."""
     low, high = tone_range(image)
-    return stretched_tones(image, low, high) if high - low < max_span else None
+    return stretching_tones(low, high) if MIN_TONE_SPAN <= high - low < max_span else None
 
 
 def scaled_image(image: np.ndarray, factor: float) -> np.ndarray:

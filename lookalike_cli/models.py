@@ -31,14 +31,15 @@ from .config import DetectConfig, RuntimeConfig
 from .errors import LookalikeError
 from .geometry import (box_area, enlarging_factor, eye_distance, face_problem, head_tilt, pixels_factor, scale_box,
                        shrink_factor)
-from .images import scaled_image, stretched_if_dim
+from .images import Tones, dim_tones, scaled_image
 
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 CNN_DETECTOR_FILE = "mmod_human_face_detector.dat"
 Box = tuple[int, int, int, int]  # left, top, right, bottom
 CNN_MIN_SIDE = 40  # pixels: the CNN detector finds no smaller face, and fails on a copy a few pixels thin
-DETECTORS = ("hog", "hog-stretched", "hog-upsampled", "cnn")  # the looks of the detection chain, in order (Face.detector)
+DETECTORS = ("hog", "hog-stretched", "hog-upsampled", "cnn")  # the looks of the detection chain (Face.detector)
+LANDMARK_MARGIN = 0.5  # around a face box, in box sizes: what the landmark model may read of the photo
 CHIP_PADDING = 0.25  # around the face in its chip: dlib's compute_face_descriptor default
 MAX_DESCRIPTOR_MODEL_BYTES = 64 << 20  # dlib's descriptor model has 22 MB: a larger file is not read
 EQUIVALENCE_TOLERANCE = 1e-4  # largest L2 difference from dlib's descriptors the numpy backend may show
@@ -294,71 +295,73 @@ class FaceModels:
             self._network = numpy_network(self.models_dir)
         return self._network
 
-    def find_faces(self, image: np.ndarray, upsample: int = 1, min_score: float = 0.0,
-                   max_size: int = 0) -> list[tuple[Box, float]]:
+    def find_faces(self, image: np.ndarray, upsample: int = 1, min_score: float = 0.0, max_size: int = 0,
+                   tones: Tones | None = None) -> list[tuple[Box, float]]:
         """Boxes and HOG scores of the faces in an RGB image, largest first. With ``max_size``, detection runs
-        on a shrunk copy of a larger image (the boxes are of the full one)."""
+        on a shrunk copy of a larger image (the boxes are of the full one); with ``tones``, on a copy seen through
+        that table of levels (see images.dim_tones)."""
         height, width = image.shape[:2]
-        return self._hog_boxes(image, shrink_factor(width, height, max_size), upsample, min_score)
+        return self._hog_boxes(image, shrink_factor(width, height, max_size), upsample, min_score, tones)
 
-    def _hog_boxes(self, image: np.ndarray, factor: float, upsample: int,
-                   min_score: float) -> list[tuple[Box, float]]:
-        """HOG's boxes and scores on a copy of ``image`` resized by ``factor``, in ``image``'s pixels, largest first."""
-        searched = scaled_image(image, factor) if factor != 1 else image
+    def _hog_boxes(self, image: np.ndarray, factor: float, upsample: int, min_score: float,
+                   tones: Tones | None = None) -> list[tuple[Box, float]]:
+        """HOG's boxes and scores on a copy of ``image`` resized by ``factor`` (and seen through ``tones``), in
+        ``image``'s pixels, largest first."""
+        searched = _looked_at(scaled_image(image, factor) if factor != 1 else image, tones)
         rects, scores, _ = self.detector.run(searched, upsample, min(min_score, 0.0))
         return _largest_first([(scale_box((rect.left(), rect.top(), rect.right(), rect.bottom()), factor),
                                 float(score)) for rect, score in zip(rects, scores) if score >= min_score])
 
-    def _cnn_boxes(self, image: np.ndarray, factor: float,
-                   min_score: float) -> list[tuple[Box, float]]:
-        """The CNN detector's boxes and scores on a copy of ``image`` resized by ``factor``, largest first."""
-        found = self.cnn_detector(scaled_image(image, factor), 0)
+    def _cnn_boxes(self, image: np.ndarray, factor: float, min_score: float,
+                   tones: Tones | None = None) -> list[tuple[Box, float]]:
+        """The CNN detector's boxes and scores on a copy of ``image`` resized by ``factor`` (and seen through
+        ``tones``), largest first."""
+        found = self.cnn_detector(_looked_at(scaled_image(image, factor), tones), 0)
         return _largest_first([(scale_box((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), factor),
                                 float(d.confidence)) for d in found if d.confidence >= min_score])
 
-    def stretched_faces(self, image: np.ndarray, settings: DetectConfig) -> list[Face]:
-        """The fallback's look at a dim or flat photo: HOG as the first look, on ``image`` with its tones stretched
-        (see fallback_faces); faces that pass the fallback's checks."""
-        height, width = image.shape[:2]
-        found = self._hog_boxes(image, shrink_factor(width, height, settings.detect_max_size), settings.upsample,
-                                settings.min_detection_score)
-        return self._checked(image, found, "hog-stretched", settings)
+    def stretched_faces(self, image: np.ndarray, settings: DetectConfig, tones: Tones) -> list[Face]:
+        """The fallback's look at a dim or flat photo: HOG as the first look did, on the photo seen through
+        ``tones`` (its levels stretched); faces that pass the fallback's checks."""
+        found = self.find_faces(image, settings.upsample, settings.min_detection_score, settings.detect_max_size,
+                                tones)
+        return self._checked(image, found, "hog-stretched", settings, tones)
 
-    def upsampled_faces(self, image: np.ndarray, settings: DetectConfig) -> list[Face]:
+    def upsampled_faces(self, image: np.ndarray, settings: DetectConfig, tones: Tones | None = None) -> list[Face]:
         """The fallback's HOG look: on a copy enlarged to ``fallback_hog_pixels``, when that searches smaller
         faces than the first look did (none otherwise); faces that pass the fallback's checks."""
         height, width = image.shape[:2]
         first = shrink_factor(width, height, settings.detect_max_size) * 2 ** settings.upsample
         factor = enlarging_factor(width, height, settings.fallback_hog_pixels, first)
-        found = self._hog_boxes(image, factor, 0, settings.min_detection_score) if factor else []
-        return self._checked(image, found, "hog-upsampled", settings)
+        found = self._hog_boxes(image, factor, 0, settings.min_detection_score, tones) if factor else []
+        return self._checked(image, found, "hog-upsampled", settings, tones)
 
-    def cnn_faces(self, image: np.ndarray, settings: DetectConfig) -> list[Face]:
+    def cnn_faces(self, image: np.ndarray, settings: DetectConfig, tones: Tones | None = None) -> list[Face]:
         """The fallback's CNN look: on a copy resized to ``cnn_pixels``; faces scoring ``cnn_min_score`` or more
         that pass the fallback's checks."""
         height, width = image.shape[:2]
         factor = pixels_factor(width, height, settings.cnn_pixels)
         if min(width, height) * factor < CNN_MIN_SIDE:
             return []
-        return self._checked(image, self._cnn_boxes(image, factor, settings.cnn_min_score), "cnn", settings)
+        return self._checked(image, self._cnn_boxes(image, factor, settings.cnn_min_score, tones), "cnn", settings,
+                             tones)
 
     def fallback_faces(self, image: np.ndarray, settings: DetectConfig) -> list[Face]:
-        """Faces of an image in which HOG's first look found none: the first of the looks that finds some, HOG
-        again on a dim or flat photo with its tones stretched (brightness spanning fewer than
-        ``fallback_stretch_span`` levels), the upsampled HOG look, the CNN's; the last two on the stretched copy
-        of such a photo. Their landmarks are of the image looked at (the same geometry)."""
-        stretched = stretched_if_dim(image, settings.fallback_stretch_span)
-        if stretched is not None:
-            image = stretched
-            faces = self.stretched_faces(image, settings)
+        """Faces of an image in which HOG's first look found none, from the first of these looks that finds
+        some: on a dim or flat photo (images.dim_tones), HOG again with its levels stretched; the enlarged HOG
+        look; the CNN's. For a dim photo the last two look through the stretch too, as do the landmarks (only
+        the copies each look makes and the faces' surroundings are stretched, never the whole photo)."""
+        tones = dim_tones(image, settings.fallback_stretch_span)
+        if tones is not None:
+            faces = self.stretched_faces(image, settings, tones)
             if faces:
                 return faces
-        return self.upsampled_faces(image, settings) or self.cnn_faces(image, settings)
+        return self.upsampled_faces(image, settings, tones) or self.cnn_faces(image, settings, tones)
 
     def _checked(self, image: np.ndarray, found: list[tuple[Box, float]], detector: str,
-                 settings: DetectConfig) -> list[Face]:
+                 settings: DetectConfig, tones: Tones | None = None) -> list[Face]:
         """The fallback's faces with their landmarks, those that pass its eye-distance and tilt checks."""
-        faces = [self.face(image, box, score, detector) for box, score in found]
+        faces = [self.face(image, box, score, detector, tones) for box, score in found]
         return [face for face in faces if face_problem(face.eye_distance, face.tilt,
                                                        settings.fallback_min_eye_distance,
                                                        settings.fallback_max_tilt) is None]
@@ -368,13 +371,25 @@ class FaceModels:
         """Faces in an RGB image, largest first, with their landmarks (see find_faces)."""
         return [self.face(image, box, score) for box, score in self.find_faces(image, upsample, min_score, max_size)]
 
-    def face(self, image: np.ndarray, box: tuple[int, int, int, int], score: float, detector: str = "hog") -> Face:
-        """The face in ``box`` of an RGB image, with its landmarks."""
-        return Face(box=box, score=score, landmarks=self.landmarks(image, box), detector=detector)
+    def face(self, image: np.ndarray, box: Box, score: float, detector: str = "hog",
+             tones: Tones | None = None) -> Face:
+        """The face in ``box`` of an RGB image, with its landmarks (found through ``tones``, when given)."""
+        return Face(box=box, score=score, landmarks=self.landmarks(image, box, tones), detector=detector)
 
-    def landmarks(self, image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[tuple[float, float], ...]:
-        shape = self.shape_predictor(image, self._dlib.rectangle(*box))
-        return tuple((float(p.x), float(p.y)) for p in shape.parts())
+    def landmarks(self, image: np.ndarray, box: Box, tones: Tones | None = None) -> tuple[tuple[float, float], ...]:
+        """The 5 landmarks of the face in ``box``; with ``tones``, found on the face's surroundings (the box and
+        LANDMARK_MARGIN of its size around it) seen through that table."""
+        if tones is None:
+            left, top, region = 0, 0, image
+        else:
+            height, width = image.shape[:2]
+            margin = round(LANDMARK_MARGIN * max(box[2] - box[0], box[3] - box[1]))
+            left, top = max(0, box[0] - margin), max(0, box[1] - margin)
+            right, bottom = min(width, box[2] + margin + 1), min(height, box[3] + margin + 1)
+            region = _looked_at(image[top:bottom, left:right], tones)
+        shape = self.shape_predictor(region, self._dlib.rectangle(box[0] - left, box[1] - top, box[2] - left,
+                                                                  box[3] - top))
+        return tuple((float(p.x + left), float(p.y + top)) for p in shape.parts())
 
     def chip(self, image: np.ndarray, face: Face) -> np.ndarray:
         """The face's 150x150 aligned chip, as dlib's descriptor extracts it."""
@@ -397,6 +412,11 @@ class FaceModels:
         if descriptor_backend(self.models_dir, backend) == "numpy":
             return self.network.descriptors(chips)
         return dlib_descriptors(self.encoder, chips)
+
+
+def _looked_at(image: np.ndarray, tones: Tones | None) -> np.ndarray:
+    """An RGB image seen through a table of levels (a new array), or as it is."""
+    return image if tones is None else tones[image]
 
 
 def _largest_first(found: list[tuple[Box, float]]) -> list[tuple[Box, float]]:

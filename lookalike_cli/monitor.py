@@ -75,8 +75,7 @@ class Monitor:
         self.no_face = Counter("lookalike_photos_without_face", "Photos read in which no face was found",
                                registry=registry)
         self.found_by = Counter("lookalike_faces_found", "Faces answered, by the look of the detection chain that "
-                                "found them (hog; the fallback's hog-stretched, hog-upsampled, cnn)", ["detector"],
-                                registry=registry)
+                                f"found them ({', '.join(DETECTORS)})", ["detector"], registry=registry)
         for detector in DETECTORS:
             self.found_by.labels(detector)
         Gauge("lookalike_queue_depth", "Photos waiting for a free worker", registry=registry).set_function(

@@ -230,6 +230,7 @@ def test_metrics_move_with_the_requests_sent(built):
             assert client.post("/query", content=photo("ami-bera")).status_code == 200
         client.post("/query", content=(FIXTURES / "no_face_coffee_cc0.png").read_bytes())
         client.post("/query", content=b"")
+        assert client.post("/query", content=hard_selfie()).json()["photos"][0]["faces"][0]["detector"] == "cnn"
         after = metric_values(client.get("/metrics").text)
         untouched = metric_values(other.get("/metrics").text)  # another app of the same process
 
@@ -237,17 +238,18 @@ def test_metrics_move_with_the_requests_sent(built):
         key = (name, tuple(sorted(labels.items())))
         return after[key] - before[key]
 
-    assert moved("lookalike_answers_total", status="ok") == 3
+    assert moved("lookalike_answers_total", status="ok") == 4
     assert moved("lookalike_answers_total", status="no_face") == 1
     assert moved("lookalike_answers_total", status="bad_request") == 1
     assert moved("lookalike_answers_total", status="busy") == 0
-    assert moved("lookalike_answer_seconds_count") == 4
+    assert moved("lookalike_answer_seconds_count") == 5
     assert moved("lookalike_answer_seconds_sum") > 0
-    assert moved("lookalike_faces_per_photo_count") == 4 and moved("lookalike_faces_per_photo_sum") == 3
+    assert moved("lookalike_faces_per_photo_count") == 5 and moved("lookalike_faces_per_photo_sum") == 4
     assert moved("lookalike_photos_without_face_total") == 1
     assert moved("lookalike_faces_found_total", detector="hog") == 3
-    assert moved("lookalike_faces_found_total", detector="cnn") == 0
+    assert moved("lookalike_faces_found_total", detector="cnn") == 1
     assert moved("lookalike_faces_found_total", detector="hog-upsampled") == 0
+    assert moved("lookalike_faces_found_total", detector="hog-stretched") == 0
     assert untouched[("lookalike_answers_total", (("status", "ok"),))] == 0
     assert after[("lookalike_gallery_vectors", ())] == 48 and after[("lookalike_gallery_people", ())] == 48
     assert after[("lookalike_gallery_info", (("backend", "exact"), ("generation", generation_of(built))))] == 1

@@ -11,10 +11,11 @@ from PIL import Image, ImageOps
 
 from lookalike_cli.cli import cli
 from lookalike_cli.errors import LookalikeError
-from lookalike_cli.models import Face
 from lookalike_cli.evaluate import (EYE_BAND_ORDER, add_intruders, best_threshold, eye_band,
-                                    identification_by_detector, margins, nearest_per_person, pair_distances, rank_people, same_alias, split_photos, spread,
-                                    tar_at_far, top_k_accuracy, verification_accuracy)
+                                    identification_by_detector, margins, nearest_per_person, pair_distances,
+                                    rank_people, same_alias, split_photos, spread, tar_at_far, top_k_accuracy,
+                                    verification_accuracy)
+from lookalike_cli.models import Face
 
 from conftest import DEMO, shared_path
 
@@ -104,16 +105,21 @@ def test_eye_bands_are_bounded_below_and_above():
 
 
 def test_identification_by_detector_counts_faces_not_found_and_each_look_and_size():
-    faces = [face("hog", 40), face("hog", 8), None, face("cnn", 30), face("hog-upsampled", 10), face("cnn", 7)]
-    answers = ["a", "x", None, "d", "e", "z"]
-    truth = ["a", "b", "c", "d", "e", "f"]
-    assert identification_by_detector(faces, answers, truth) == {
-        "probes": 6, "no_face": 1, "top1": 0.5, "top1_found": 0.6,
-        "by_detector": {"cnn": {"faces": 2, "top1": 0.5}, "hog": {"faces": 2, "top1": 0.5},
-                        "hog-upsampled": {"faces": 1, "top1": 1.0}},
-        "by_eye_distance": {"<12 px": {"cnn": {"faces": 1, "top1": 0.0}, "hog": {"faces": 1, "top1": 0.0},
-                                       "hog-upsampled": {"faces": 1, "top1": 1.0}},
-                            "24+ px": {"cnn": {"faces": 1, "top1": 1.0}, "hog": {"faces": 1, "top1": 1.0}}}}
+    faces = [face("hog", 40), face("hog", 8), None, face("cnn", 30), face("hog-upsampled", 10), face("cnn", 7),
+             face("hog-stretched", 16)]
+    answers = ["a", "x", None, "d", "e", "z", "g"]
+    truth = ["a", "b", "c", "d", "e", "f", "g"]
+    report = identification_by_detector(faces, answers, truth)
+    assert report == {
+        "probes": 7, "no_face": 1, "top1": 4 / 7, "top1_found": 4 / 6,
+        "by_detector": {"hog": {"faces": 2, "top1": 0.5}, "hog-stretched": {"faces": 1, "top1": 1.0},
+                        "hog-upsampled": {"faces": 1, "top1": 1.0}, "cnn": {"faces": 2, "top1": 0.5}},
+        "by_eye_distance": {"<12 px": {"hog": {"faces": 1, "top1": 0.0}, "hog-upsampled": {"faces": 1, "top1": 1.0},
+                                       "cnn": {"faces": 1, "top1": 0.0}},
+                            "12-24 px": {"hog-stretched": {"faces": 1, "top1": 1.0}},
+                            "24+ px": {"hog": {"faces": 1, "top1": 1.0}, "cnn": {"faces": 1, "top1": 1.0}}}}
+    assert list(report["by_detector"]) == ["hog", "hog-stretched", "hog-upsampled", "cnn"]  # the chain's order
+    assert list(report["by_eye_distance"]) == EYE_BAND_ORDER
     nothing = identification_by_detector([None, None], [None, None], ["a", "b"])
     assert nothing["no_face"] == 2 and nothing["top1"] == 0.0 and nothing["top1_found"] is None
 

@@ -9,7 +9,7 @@ from PIL import Image, ImageOps
 
 from lookalike_cli.config import ImageConfig
 from lookalike_cli.images import (ImageRejected, ImageVerifier, decode_image, header_pixels, jpeg_scans, list_gallery,
-                                  stretched_if_dim, stretched_tones, tone_range, verify_image)
+                                  dim_tones, stretching_tones, tone_range, verify_image)
 
 import hostile
 from conftest import DEMO, corrupt_png, encoded
@@ -218,6 +218,8 @@ def test_header_pixels_are_unknown_rather_than_guessed():
     assert header_pixels(markers + encoded(Image.new("RGB", (8, 8)), "JPEG")[2:]) is None
     fill = b"\xff\xd8" + b"\xff" * 10_000_000  # fill bytes count as markers: a few are read, not ten million
     assert header_pixels(fill + encoded(Image.new("RGB", (8, 8)), "JPEG")[2:]) is None
+    scan_first = b"\xff\xd8\xff\xda\x00\x02" + b"\xff\x00" * 5_000_000 + b"\xff\xc0\x00\x11\x08\x00\x10\x00\x10"
+    assert header_pixels(scan_first) is None  # a frame header comes before the first scan, or there is none
     truncated = encoded(Image.new("RGB", (8, 8)), "JPEG")
     frame = truncated.index(b"\xff\xc0")
     assert header_pixels(truncated[:frame + 8]) is None and header_pixels(truncated[:frame + 9]) == 64
@@ -233,16 +235,17 @@ def test_tone_range_leaves_the_darkest_and_brightest_percent_out():
     assert np.abs(np.array(tone_range(large)) - every_pixel).max() <= 1
 
 
-def test_stretched_tones_map_the_range_to_0_255_alike_in_every_channel():
+def test_stretching_tones_map_the_range_to_0_255_alike_in_every_channel():
     image = np.array([[[40, 40, 40], [80, 80, 80], [60, 50, 40], [10, 200, 70]]], dtype=np.uint8)
-    assert stretched_tones(image, 40, 80).tolist() == [[[0, 0, 0], [255, 255, 255], [128, 64, 0], [0, 255, 191]]]
-    flat = np.full((2, 2, 3), 90, dtype=np.uint8)
-    assert stretched_tones(flat, 90, 90).tolist() == np.full((2, 2, 3), 0).tolist()  # no range: no division by 0
+    assert stretching_tones(40, 80)[image].tolist() == [[[0, 0, 0], [255, 255, 255], [128, 64, 0], [0, 255, 191]]]
+    assert stretching_tones(90, 90)[90] == 0 and stretching_tones(90, 90)[91] == 255  # no range: no division by 0
 
 
-def test_only_a_dim_or_flat_image_is_stretched():
+def test_only_a_dim_image_is_stretched_not_a_bright_or_a_flat_one():
     dim = np.linspace(10, 70, 300, dtype=np.uint8).reshape(1, -1, 1).repeat(3, axis=2)  # 60 levels
     bright = np.linspace(10, 250, 300, dtype=np.uint8).reshape(1, -1, 1).repeat(3, axis=2)  # 240 levels
-    stretched = stretched_if_dim(dim, 128)
-    assert stretched is not None and stretched.min() == 0 and stretched.max() == 255
-    assert stretched_if_dim(bright, 128) is None and stretched_if_dim(dim, 0) is None
+    tones = dim_tones(dim, 128)
+    assert tones is not None and tones[dim].min() == 0 and tones[dim].max() == 255
+    assert dim_tones(bright, 128) is None and dim_tones(dim, 0) is None
+    for level in (0, 90, 255):  # one colour: nothing to stretch (a stretch would turn it black or white)
+        assert dim_tones(np.full((40, 40, 3), level, dtype=np.uint8), 128) is None

@@ -28,6 +28,7 @@ from common import FACES, congress_gallery, header, markdown_table, median, ms, 
 DEGRADATIONS = ("shrink:160,jpeg:35", "shrink:320,blur:3", "rotate:20", "dark:0.15")
 CNN_BUDGETS = (60_000, 100_000, 160_000, 250_000, 400_000)
 HOG_BUDGETS = (100_000, 250_000, 500_000, 1_000_000)
+LARGE_PIXELS = 24_000_000  # a dim photo from a phone's camera: what the stretched look costs at that size
 
 
 def with_detect(config, **settings):
@@ -116,7 +117,7 @@ def per_query(engine_on, engine_off, ordinary, needing, empty, rounds: int) -> t
     """Median ms per photo of the whole answer (detect, describe, search), the chain on and off interleaved; and
     for the photos that need the fallback (all, and the dim ones) or have no face, each look of the chain timed on
     its own."""
-    from lookalike_cli.images import dim_tones
+    from lookalike_cli.images import dim_tones, scaled_image
 
     models, detect = engine_on.models, engine_on.config.detect
     ratios = []
@@ -136,8 +137,10 @@ def per_query(engine_on, engine_off, ordinary, needing, empty, rounds: int) -> t
     rows = [["ordinary (HOG's first look finds the face)", len(ordinary), ms(median(per_photo["off"])),
              ms(median(per_photo["on"])), "-", "-", "-", "-"]]
     dim = [(name, image) for name, image, _ in needing if dim_tones(image, detect.fallback_stretch_span) is not None]
+    large_dim = [(name, scaled_image(image, (LARGE_PIXELS / image[..., 0].size) ** 0.5)) for name, image in dim]
     for kind, images in (("need the fallback", [(name, image) for name, image, _ in needing]),
-                         ("of which dim (stretched)", dim), ("no face", empty)):
+                         ("of which dim (stretched)", dim),
+                         (f"the dim ones enlarged to {LARGE_PIXELS:,} px", large_dim), ("no face", empty)):
         looks = {"first": [], "stretched": [], "enlarged": [], "cnn": [], "off": [], "on": []}
         for _ in range(rounds):
             for _, image in images:

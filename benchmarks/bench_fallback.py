@@ -17,8 +17,10 @@ import dataclasses
 import io
 import multiprocessing
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -196,6 +198,34 @@ def pool_rows(data_dir, config, ordinary: list[bytes], needing: list[bytes], rou
     return rows
 
 
+def filter_rows(sets: dict[str, list[np.ndarray]], rounds: int) -> list[list]:
+    """``lookalike filter`` (one worker) over each set of images written as PNGs, with ``--gallery-fallback``
+    and without, alternately, a fresh data directory each time (no cached detections): photos accepted, and the
+    median seconds a run took per photo (loading the models included)."""
+    from lookalike_cli.config import load_config
+    from lookalike_cli.filter import filter_images
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind, images in sets.items():
+            folder = Path(tmp) / kind
+            folder.mkdir()
+            for number, image in enumerate(images):
+                (folder / f"{number:03d}.png").write_bytes(png(image))
+            spent: dict[bool, list[float]] = {False: [], True: []}
+            accepted = {}
+            for run in range(rounds):
+                for fallback in (False, True):
+                    config = load_config(None, {"workers": 1, "gallery_fallback": fallback})
+                    started = time.perf_counter()
+                    summary = filter_images(folder, Path(tmp) / f"{kind}-{fallback}-{run}", config=config)
+                    spent[fallback].append((time.perf_counter() - started) / len(images))
+                    accepted[fallback] = summary.accepted
+            rows += [[kind, len(images), "on" if fallback else "off", accepted[fallback], ms(median(spent[fallback]))]
+                     for fallback in (False, True)]
+    return rows
+
+
 def png(image: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -224,6 +254,9 @@ def main() -> None:
     queries, ratios = per_query(engine_on, engine_off, ordinary, needing, empty, rounds)
     pool = pool_rows(data_dir, config, [png(image) for _, image, _ in ordinary],
                      [png(image) for _, image, _ in needing], rounds)
+    filtering = filter_rows({"ordinary": [image for _, image, _ in ordinary],
+                             "need the fallback": [image for _, image, _ in needing],
+                             "no face": [image for _, image in empty]}, rounds)
     text = "\n".join([
         header("The detection fallback", ["benchmarks/bench_fallback.py", *sys.argv[1:]]),
         f"{len(ordinary)} ordinary photos (faces/people); {len(needing)} photos that need the fallback (faces/people "
@@ -249,7 +282,11 @@ def main() -> None:
         "`recognizer.load_engine` and `recognize_photo` (decode a PNG, detect, describe, search) in 1 and 2 "
         "worker processes:\n",
         markdown_table(["workers", "chain", "photos", "faces found", "median ms in the worker", "p90 ms",
-                        "photos per second"], pool)])
+                        "photos per second"], pool), "",
+        f"### `lookalike filter` with `--gallery-fallback` and without ({rounds} rounds, alternately)", "",
+        "One worker, a fresh data directory each run (no cached detections), the filter's own checks (20 px "
+        "between the eyes, 80 px images): photos accepted, and ms per photo, loading the models included:\n",
+        markdown_table(["photos", "count", "gallery fallback", "accepted", "median ms per photo"], filtering)])
     write_report("fallback-full" if args.full else "fallback-quick", text)
 
 

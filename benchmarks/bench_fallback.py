@@ -226,6 +226,11 @@ def filter_rows(sets: dict[str, list[np.ndarray]], rounds: int) -> list[list]:
     return rows
 
 
+def section(title: str, intro: str, headers: list[str], rows: list[list]) -> list[str]:
+    """A report's section: its title, what it measures, and its table."""
+    return [f"### {title}", "", intro + "\n", markdown_table(headers, rows), ""]
+
+
 def png(image: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -265,28 +270,29 @@ def main() -> None:
         f"portraits. Settings: the defaults (detect.cnn_pixels {detect.cnn_pixels:,}, fallback_hog_pixels "
         f"{detect.fallback_hog_pixels:,}, cnn_min_score {detect.cnn_min_score}, fallback_min_eye_distance "
         f"{detect.fallback_min_eye_distance}, fallback_max_tilt {detect.fallback_max_tilt}).", "",
-        "### Each look of the fallback at each pixel budget", "",
-        "Alone on the photos that need the fallback: faces found, the median L2 distance of a found face's "
-        "descriptor to the descriptor of the same face in the undegraded photo (the same-person threshold is 0.6), "
-        "time per photo (resize, detection, landmarks, checks); and faces found on the images without one.\n",
-        markdown_table(["look", "pixels", "faces found", "median L2 to the original", "median ms", "max ms",
-                        "faces where there is none"], budgets), "",
-        f"### Per query, in one process, the chain off and on ({rounds} rounds, interleaved photo by photo)", "",
-        "The whole answer (`Lookalike.answer_image`: detection, landmarks, descriptor, search) with "
-        "`--no-fallback` and with the chain; for the photos that need the fallback and those without a face, "
-        "each look alone too. Ordinary photos, total time chain on / off per round: "
-        f"{' '.join(f'{ratio:.3f}' for ratio in ratios)} (median {median(ratios):.3f}).\n",
-        markdown_table(["photos", "count", "median ms, chain off", "median ms, chain on", "HOG's first look",
-                        "tone check and stretched HOG look", "enlarged HOG look", "CNN look"], queries), "",
-        f"### Through the recognition pool of serve and bot ({rounds} rounds, all submitted at once)", "",
-        "`recognizer.load_engine` and `recognize_photo` (decode a PNG, detect, describe, search) in 1 and 2 "
-        "worker processes:\n",
-        markdown_table(["workers", "chain", "photos", "faces found", "median ms in the worker", "p90 ms",
-                        "photos per second"], pool), "",
-        f"### `lookalike filter` with `--gallery-fallback` and without ({rounds} rounds, alternately)", "",
-        "One worker, a fresh data directory each run (no cached detections), the filter's own checks (20 px "
-        "between the eyes, 80 px images): photos accepted, and ms per photo, loading the models included:\n",
-        markdown_table(["photos", "count", "gallery fallback", "accepted", "median ms per photo"], filtering)])
+        *section("Each look of the fallback at each pixel budget",
+                 "Alone on the photos that need the fallback: faces found, the median L2 distance of a found face's "
+                 "descriptor to the descriptor of the same face in the undegraded photo (the same-person threshold "
+                 "is 0.6), time per photo (resize, detection, landmarks, checks); and faces found on the images "
+                 "without one.",
+                 ["look", "pixels", "faces found", "median L2 to the original", "median ms", "max ms",
+                  "faces where there is none"], budgets),
+        *section(f"Per query, in one process, the chain off and on ({rounds} rounds, interleaved photo by photo)",
+                 "The whole answer (`Lookalike.answer_image`: detection, landmarks, descriptor, search) with "
+                 "`--no-fallback` and with the chain; for the photos that need the fallback and those without a face, "
+                 "each look alone too. Ordinary photos, total time chain on / off per round: "
+                 f"{' '.join(f'{ratio:.3f}' for ratio in ratios)} (median {median(ratios):.3f}).",
+                 ["photos", "count", "median ms, chain off", "median ms, chain on", "HOG's first look",
+                  "tone check and stretched HOG look", "enlarged HOG look", "CNN look"], queries),
+        *section(f"Through the recognition pool of serve and bot ({rounds} rounds, all submitted at once)",
+                 "`recognizer.load_engine` and `recognize_photo` (decode a PNG, detect, describe, search) in 1 and 2 "
+                 "worker processes:",
+                 ["workers", "chain", "photos", "faces found", "median ms in the worker", "p90 ms",
+                  "photos per second"], pool),
+        *section(f"`lookalike filter` with `--gallery-fallback` and without ({rounds} rounds, alternately)",
+                 "One worker, a fresh data directory each run (no cached detections), the filter's own checks (20 px "
+                 "between the eyes, 80 px images): photos accepted, and ms per photo, loading the models included:",
+                 ["photos", "count", "gallery fallback", "accepted", "median ms per photo"], filtering)])
     write_report("fallback-full" if args.full else "fallback-quick", text)
 
 

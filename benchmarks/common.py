@@ -104,7 +104,8 @@ def dlib_build() -> str:
 
 
 def shared_photos(pattern: str) -> list[Path]:
-    """The JPEG and PNG files of ``../shared/faces`` matching ``pattern`` ("people/*/*": the labelled photos), sorted."""
+    """The JPEG and PNG files of ``../shared/faces`` matching ``pattern`` ("people/*/*": the labelled photos),
+    sorted."""
     return sorted(p for p in FACES.glob(pattern) if p.suffix.lower() in PHOTO_SUFFIXES)
 
 

@@ -323,7 +323,8 @@ def test_the_sync_helper_answers_each_list_of_paths(tmp_path):
     (tmp_path / "photo.jpg").write_bytes(b"bytes")
     lists = [[str(tmp_path / "photo.jpg"), str(tmp_path)], [str(tmp_path / "missing.jpg")]]
     requests = "".join(json.dumps(paths) + "\n" for paths in lists)
-    done = subprocess.run([sys.executable, syncing.__file__], input=requests, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, syncing.__file__], input=requests, capture_output=True, text=True,
+                          timeout=60)
     assert [json.loads(line) for line in done.stdout.splitlines()] == [
         "ok", f"cannot sync {tmp_path / 'missing.jpg'}: No such file or directory"]
     assert done.returncode == 0

@@ -43,6 +43,24 @@ MAX_DEATHS = 3  # actors that may die running one item before it is given up
 STALL_SECONDS = 600.0  # no result and no actor started for this long: the cluster is stuck
 CLIENT_ATTEMPTS = 3  # a Ray Client connection the head fails to set up is tried this many times
 CLIENT_PAUSE = 2.0  # seconds before the second attempt (twice that before the third)
+CLIENT_SERVER_LOG = "ray.util.client.logsclient"  # the logger Ray Client hands the head's log of this driver to
+
+
+class ClientServerLog(logging.Handler):
+    """The lines of the head's log that Ray Client streams to this driver, as debug lines of this module (seen
+    with -v). Ray's logger for them has no handler and does not propagate, so Python would print each warning
+    on stderr: Ray's "SIGTERM handler is not set because current thread is not the main thread." on every
+    build."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.debug("Ray Client server: %s", record.getMessage().rstrip())
+
+
+def hear_client_server() -> None:
+    """Route Ray Client's stream of the head's log through ClientServerLog (once per process)."""
+    streamed = logging.getLogger(CLIENT_SERVER_LOG)
+    if not any(isinstance(handler, ClientServerLog) for handler in streamed.handlers):
+        streamed.addHandler(ClientServerLog())
 
 
 def first_line(error: BaseException) -> str:
@@ -151,6 +169,8 @@ class RayPool:
             for attempt in range(1, CLIENT_ATTEMPTS + 1):
                 try:
                     if self.address:
+                        if self.address.startswith("ray://"):
+                            hear_client_server()
                         ray.init(address=self.address, **quiet)
                     else:
                         # on a loopback address of its own: a Ray started here serves this machine only (Ray

@@ -1,6 +1,7 @@
 """The process pools: models load once per worker; a worker that dies, or a task over its deadline or its time
 limit, fails that task with a reason, its worker is replaced and the other tasks go on."""
 
+import logging
 import os
 import signal
 import time
@@ -162,6 +163,20 @@ def test_large_tasks_never_hold_every_worker():
 def test_an_engine_error_is_told_in_one_line(message, line):
     from lookalike_cli.ray_engine import first_line
     assert first_line(ConnectionError(message)) == line
+
+
+def test_what_ray_client_streams_from_the_head_is_a_debug_line(monkeypatch, caplog, capsys):
+    from lookalike_cli.ray_engine import CLIENT_SERVER_LOG, hear_client_server
+    streamed = logging.getLogger(CLIENT_SERVER_LOG)
+    monkeypatch.setattr(streamed, "handlers", [])
+    monkeypatch.setattr(streamed, "propagate", False)  # as Ray sets it: Python would print its warnings on stderr
+    caplog.set_level(logging.DEBUG, logger="lookalike_cli.ray_engine")
+    hear_client_server()
+    hear_client_server()  # each engine's connection asks again: still one handler
+    streamed.warning("SIGTERM handler is not set because current thread is not the main thread.\n")
+    assert capsys.readouterr().err == "" and len(streamed.handlers) == 1
+    assert [(record.levelname, record.getMessage()) for record in caplog.records] == [
+        ("DEBUG", "Ray Client server: SIGTERM handler is not set because current thread is not the main thread.")]
 
 
 def hold_a_slot(slots: ProcessSlots) -> bool:

@@ -70,7 +70,8 @@ def build_args(images: Path, data: Path, *options: str) -> list[str]:
 def run_build(args: list[str], environment: dict | None = None, cluster: LoopbackCluster | None = None) -> str:
     result = subprocess.run(args, capture_output=True, text=True, timeout=BUILD_SECONDS, env=environment)
     assert result.returncode == 0, result.stderr[-3000:] + (cluster.client_server_logs() if cluster else "")
-    assert "Traceback" not in result.stderr
+    # progress bars are for terminals; Ray's own lines (its client's too) stay unheard
+    assert all(line.startswith("WARNING lookalike_cli.") for line in result.stderr.splitlines()), result.stderr
     return result.stdout
 
 

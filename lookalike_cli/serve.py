@@ -424,7 +424,10 @@ def guarded_protocol(limits: ServeConfig, stats: RequestStats) -> type:
             if self.refused:
                 return  # what a refused client still sends is read and dropped (see refuse)
             super().data_received(data)
-            if self.head_timer is not None and self.conn.their_state is not h11.IDLE:
+            # a request has begun: the body timeout (where the app reads the body) takes over, until it is answered;
+            # the body of an answered request (a route that reads none) gets no more time than headers do
+            if self.head_timer is not None and self.conn.their_state is not h11.IDLE \
+                    and self.conn.our_state is not h11.DONE:
                 self.stop_head_timer()
 
         def on_response_complete(self) -> None:

@@ -290,6 +290,36 @@ def test_headers_not_sent_in_time_are_408(client, logged):
     assert by_status(client)["408"] == before + 1 and logged() == []
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/"])
+def test_an_answered_request_whose_body_trickles_in_is_closed_at_the_header_timeout(client, path, logged):
+    """A route that reads no body answers at once; a client then sending the declared body a byte at a time
+    would hold a connection (a place of --max-connections) for as long as it likes."""
+    with raw_connection(client) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        started = time.monotonic()
+        sock.settimeout(0.25)
+        while not closed_by_server(sock):  # a byte every quarter of a second
+            assert time.monotonic() - started < LIMITS["header_timeout"] + MARGIN, "the connection is still open"
+    assert logged() == []
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """Sends a byte, reads what the server still sends until the socket's timeout: whether it closed ``sock``."""
+    try:
+        sock.sendall(b"x")
+        while sock.recv(65536):  # the rest of an answer
+            pass
+        return True
+    except socket.timeout:
+        return False
+    except OSError:  # reset: the server had closed it when the byte arrived
+        return True
+
+
 def test_a_content_length_larger_than_the_body_is_408_and_frees_the_place(client, recognizer, logged):
     with raw_connection(client) as short:
         short.sendall(b"POST /query HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + SELFIE[:5000])

@@ -8,6 +8,7 @@ sections one command uses, so the option name alone says which key it sets.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 
 from .errors import LookalikeError
 
+
+MAX_SECONDS = 86_400.0  # a day: the longest timeout accepted (the OS's timers stop at about 24 days)
 
 # Pillow's names of the image formats that image.image_formats may list (every one is decoded and tested).
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
@@ -117,7 +120,8 @@ class ImageConfig:
                                                   "1/4 or 1/8 scale to fit, another format is rejected "
                                                   "(too_large)", min=1)
     decode_timeout: float = setting(10.0, "seconds a worker may spend decoding one image; then the worker is "
-                                          "stopped and replaced, and the image rejected (timeout)", min=0.01)
+                                          "stopped and replaced, and the image rejected (timeout)", min=0.01,
+                                    max=MAX_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -189,19 +193,21 @@ class ServeConfig:
     max_body_bytes: int = setting(10_000_000, "largest photo accepted, in bytes (HTTP body or bot file)",
                                   min=1)
     request_timeout: float = setting(30.0, "seconds a photo may wait and be recognised before it is given up "
-                                           "(its worker is stopped and replaced)", min=0.01)
+                                           "(its worker is stopped and replaced)", min=0.01,
+                                     max=MAX_SECONDS)
     max_connections: int = setting(128, "open HTTP connections at most; one more is answered 503 and closed",
                                    min=1, max=100_000)
-    header_timeout: float = setting(10.0, "seconds a client may take to send a request's headers", min=0.01)
+    header_timeout: float = setting(10.0, "seconds a client may take to send a request's headers", min=0.01,
+                                    max=MAX_SECONDS)
     body_timeout: float = setting(60.0, "seconds a client may take to send a photo once its headers arrived",
-                                  min=0.01)
+                                  min=0.01, max=MAX_SECONDS)
     max_body_chunks: int = setting(10_000, "a chunked body sent in more chunks is refused (400): tiny chunks "
                                            "cost the server more to parse than they carry", min=1)
     large_photo_pixels: int = setting(16_000_000, "photos of more pixels (from their header; also a header that "
                                                   "cannot be read) are recognised by all workers but one at most, "
                                                   "so that large photos never hold every worker", min=1)
     reload_seconds: float = setting(10.0, "look for a newly published gallery this often, and answer from it once "
-                                          "it is loaded (0: only on SIGHUP)", min=0.0, max=86_400.0)
+                                          "it is loaded (0: only on SIGHUP)", min=0.0, max=MAX_SECONDS)
     page: bool = setting(True, "serve the web page at /, where people upload a selfie (false, --no-page: the "
                                  "HTTP API alone)")
     metrics: bool = setting(True, "count answers for Prometheus: GET /metrics of serve, --metrics-port of bot "
@@ -285,6 +291,8 @@ def _check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
                                  f"got {value!r}")
     elif meta["choices"] and value not in meta["choices"]:
         raise LookalikeError(f"config key {where} must be one of {', '.join(meta['choices'])}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise LookalikeError(f"config key {where} must be a finite number, got {value!r}")
     if meta["min"] is not None and value < meta["min"]:
         raise LookalikeError(f"config key {where} must be at least {meta['min']}, got {value!r}")
     if meta["max"] is not None and value > meta["max"]:

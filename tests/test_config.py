@@ -38,6 +38,10 @@ def test_overrides_beat_the_file(tmp_path):
     ({"index": {"backend": "faiss"}}, "index.backend must be one of auto, exact, hnsw"),
     ({"image": {"image_formats": "JPEG EPS"}}, "image.image_formats must list some of JPEG, PNG, WEBP"),
     ({"image": {"image_formats": " "}}, "image.image_formats must list some of"),
+    ({"detect": {"min_detection_score": float("nan")}}, "detect.min_detection_score must be a finite number"),
+    ({"filter": {"min_eye_distance": float("inf")}}, "filter.min_eye_distance must be a finite number"),
+    ({"serve": {"request_timeout": 3e6}}, "serve.request_timeout must be at most 86400"),
+    ({"image": {"decode_timeout": 1e9}}, "image.decode_timeout must be at most 86400"),
 ])
 def test_bad_values_name_the_key(data, message):
     with pytest.raises(LookalikeError, match=message.replace("[", r"\[").replace("]", r"\]")):

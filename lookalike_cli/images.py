@@ -465,9 +465,10 @@ def read_image(path: str | Path, policy: ImageConfig) -> Decoded:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
     except OSError as exc:
         raise ImageRejected("unreadable", exc.strerror or str(exc)) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a directory with its own error
+        os.close(fd)
+        raise ImageRejected("unreadable", "not a regular file")
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ImageRejected("unreadable", "not a regular file")
         data = read_capped(fh, policy.max_file_bytes)
     return decode_image(data, policy)
 

@@ -193,6 +193,8 @@ CASES = [
                                                           "--data-dir", "{data}"]),
     Case("the query photo is a device like /dev/zero", "cannot read the image (unreadable: not a regular file",
          ["query", "/dev/zero", "--data-dir", "{data}"]),
+    Case("the query photo is a directory", "cannot read the image (unreadable: not a regular file",
+         ["query", "{tmp}", "--data-dir", "{data}"]),
     Case("the query photo is a FIFO nobody writes to", "cannot read the image (unreadable: not a regular file",
          ["query", "{tmp}/fifo.jpg", "--data-dir", "{data}"], lambda data, tmp: os.mkfifo(tmp / "fifo.jpg")),
     Case("--out names a symbolic link", "exists and is not a regular file", QUERY + ["--out", "{tmp}/link.png"],

@@ -7,6 +7,11 @@ from PIL import Image
 
 from conftest import DEMO, encoded
 
+# The decode timeout of the tests that stop slow_jpeg: 11-18 times less than it takes here (0.55-0.9 s, at 1/8 scale
+# or whole), 17-50 times more than an ordinary photo's decode (1-3 ms, in a fresh process too)
+DECODE_TIMEOUT = 0.05
+
+
 def repeated_scans_jpeg(side: int, repeats: int) -> bytes:
     """A flat grey progressive JPEG of ``side`` x ``side`` pixels whose last scan (a refinement of every block,
     a few dozen bytes) is repeated ``repeats`` times: libjpeg warns and decodes every copy, a pass over the whole
@@ -18,7 +23,7 @@ def repeated_scans_jpeg(side: int, repeats: int) -> bytes:
 
 
 def slow_jpeg() -> bytes:
-    """The slowest JPEG the image bounds let through: 27 scans over 36 Mpx (0.7 s of decoding here)."""
+    """The slowest JPEG the image bounds let through: 27 scans over 36 Mpx (0.55-0.9 s of decoding here)."""
     return repeated_scans_jpeg(6000, 17)
 
 

@@ -427,11 +427,11 @@ def test_a_photo_over_the_decode_timeout_is_recorded_and_the_build_goes_on(tmp_p
         shutil.copy(DEMO / "images" / f"{alias}.jpg", images)
     (images / "slow.jpg").write_bytes(hostile.slow_jpeg())  # within every bound; half a second of decoding
     result = CliRunner().invoke(cli, ["build", "--images", str(images), "--data-dir", str(tmp_path / "d"),
-                                      "--num-jitters", "1", "--workers", "1", "--decode-timeout", "0.1"])
+                                      "--num-jitters", "1", "--workers", "1", "--decode-timeout", str(hostile.DECODE_TIMEOUT)])
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     assert "filter: 4 of 5 images accepted" in result.output and "rejected timeout: 1" in result.output
     rows = {Path(row["path"]).name: row for row in pq.read_table(tmp_path / "d" / "filter.parquet").to_pylist()}
-    assert (rows["slow.jpg"]["reason"], rows["slow.jpg"]["detail"]) == ("timeout", "not decoded within 0.1 s")
+    assert (rows["slow.jpg"]["reason"], rows["slow.jpg"]["detail"]) == ("timeout", f"not decoded within {hostile.DECODE_TIMEOUT} s")
     assert "index: exact over 4 vectors" in result.output
 
 

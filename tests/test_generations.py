@@ -142,7 +142,7 @@ def test_queries_during_rebuilds_answer_from_one_whole_generation(tmp_path, demo
     print(f"{loads} loads during {REBUILDS} rebuilds, {len(seen)} generations seen, {len(wrong)} wrong answers, "
           f"{len(errors)} errors")
     assert (wrong, errors) == ([], [])
-    assert loads >= 100 and len(seen) >= 5
+    assert loads >= REBUILDS and len(seen) >= 5  # readers kept loading throughout (about 360 loads, 40 seen here)
     # every generation but the current one was removed once no reader was loading it
     assert len([path for path in (data / "generations").iterdir() if path.is_dir()]) <= 2
 

@@ -195,10 +195,10 @@ def test_a_jpeg_over_the_memory_bound_is_decoded_at_a_smaller_scale(portrait):
 
 def test_the_crawl_s_verifier_stops_a_slow_decode_and_goes_on(portrait):
     slow = hostile.slow_jpeg()  # within every bound; half a second of decoding and more
-    with ImageVerifier(ImageConfig(decode_timeout=0.1), workers=1) as verifier:
+    with ImageVerifier(ImageConfig(decode_timeout=hostile.DECODE_TIMEOUT), workers=1) as verifier:
         with pytest.raises(ImageRejected) as caught:
             verifier.verify(slow)
-        assert (caught.value.reason, caught.value.detail) == ("timeout", "not decoded within 0.1 s")
+        assert (caught.value.reason, caught.value.detail) == ("timeout", f"not decoded within {hostile.DECODE_TIMEOUT} s")
         with pytest.raises(ImageRejected, match="undecodable"):
             verifier.verify(b"<html>404</html>")
         assert verifier.verify(encoded(portrait, "PNG")) == ("PNG", portrait.width, portrait.height)

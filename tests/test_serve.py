@@ -201,7 +201,8 @@ def test_a_worker_that_dies_costs_its_photo_a_500_then_it_is_replaced(built):
 
 
 def test_a_photo_not_answered_in_time_is_504(built):
-    with api(built, workers=1, request_timeout=0.01) as (client, _):
+    # 100 jittered copies of its face: about 1.5 s of work here, 150 times the timeout (killed when it passes)
+    with api(built, workers=1, request_timeout=0.01, query_num_jitters=100) as (client, _):
         response = client.post("/query", content=photo("ami-bera"))
         assert response.status_code == 504 and "not answered within 0.01 s" in response.json()["error"]
 

@@ -14,11 +14,13 @@ in a newline starts on a new line, and ``read_answers`` skips every line that is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import queue
+import sys
 import time
 from dataclasses import dataclass
 from logging.handlers import QueueListener, RotatingFileHandler
@@ -26,6 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .errors import LookalikeError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .config import AnswersConfig
@@ -110,6 +114,47 @@ def end_torn_line(path: Path) -> None:
         pass
 
 
+class LogFile(RotatingFileHandler):
+    """The answer log's file. A line it cannot write (a full disk) is counted in ``lost``, and said in one warning
+    each time writing stops working and one when it works again, rather than in a traceback for each line."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lost = 0
+        self.failing = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lost = self.lost
+        super().emit(record)  # which calls handleError when it fails
+        if self.failing and self.lost == lost:
+            self.failing = False
+            log.warning("the answer log %s is written again (%d answers were not logged)", self.baseFilename,
+                        self.lost)
+
+    def _open(self):
+        end_torn_line(Path(self.baseFilename))  # a line cut short by a crash or a failed write
+        return super()._open()
+
+    def handleError(self, record: logging.LogRecord | None) -> None:
+        self.lost += record is not None
+        stream, self.stream = self.stream, None  # the next line reopens the file (see _open)
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()  # what it still held is lost with the line
+        if not self.failing:
+            self.failing = True
+            error = sys.exc_info()[1]
+            log.warning("cannot write the answer log %s: %s; answers go unlogged until it can", self.baseFilename,
+                        getattr(error, "strerror", None) or error)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # what was left to write could not be
+            self.handleError(None)
+            super().close()
+
+
 class AnswerLog:
     """Appends entries to the answer log from a thread of its own; ``write`` only puts an entry on a queue."""
 
@@ -118,9 +163,8 @@ class AnswerLog:
         if path.is_dir() or not path.parent.is_dir():
             raise LookalikeError(f"answer log {path}: give a file in an existing folder")
         try:
-            end_torn_line(path)
-            self._handler = RotatingFileHandler(path, maxBytes=settings.log_max_bytes,
-                                                backupCount=settings.log_backups, encoding="utf-8")
+            self._handler = LogFile(path, maxBytes=settings.log_max_bytes, backupCount=settings.log_backups,
+                                    encoding="utf-8")
         except OSError as exc:
             raise LookalikeError(f"cannot write the answer log {path}: {exc.strerror or exc}") from None
         self._handler.setFormatter(JsonLine())

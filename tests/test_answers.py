@@ -123,6 +123,47 @@ def test_a_torn_last_line_is_skipped_and_the_next_writer_starts_a_new_line(tmp_p
     assert [entry["status"] for entry in reading.entries] == ["ok", "busy"] and reading.skipped == 1
 
 
+# Writes answers 1 to 4 to the log file argv[1], answers 2 and 3 while the file may not grow (as on a full disk)
+UNWRITABLE_FOR_A_WHILE = """
+import json, logging, os, resource, signal, sys
+from lookalike_cli.answer_log import JsonLine, LogFile, answer_entry
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+logging.basicConfig(format="%(levelname)s %(message)s")
+log = LogFile(sys.argv[1], maxBytes=1_000_000, backupCount=1, encoding="utf-8")
+log.setFormatter(JsonLine())
+limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+for number in range(1, 5):
+    if number == 2:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(sys.argv[1]) + 20, limits[1]))
+    if number == 4:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+    log.emit(logging.makeLogRecord({"msg": answer_entry("query", "g1", "ok", number)}))
+log.close()
+print(log.lost)
+"""
+
+
+def test_answers_the_log_cannot_take_are_lost_whole_and_said_once(tmp_path):
+    path = tmp_path / "answers.jsonl"
+    ran = subprocess.run([sys.executable, "-c", UNWRITABLE_FOR_A_WHILE, str(path)], capture_output=True, text=True,
+                         timeout=60)
+    assert ran.returncode == 0 and ran.stdout == "2\n", ran.stderr
+    assert ran.stderr.splitlines() == [
+        f"WARNING cannot write the answer log {path}: File too large; answers go unlogged until it can",
+        f"WARNING the answer log {path} is written again (2 answers were not logged)"]
+    reading = read_answers([path])  # the line cut short by the limit was ended, and is skipped
+    assert [entry["latency_ms"] for entry in reading.entries] == [1000, 4000] and reading.skipped == 1
+
+
+def test_query_answers_even_when_its_log_cannot_be_written(built, caplog):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full, a device every write to fails with 'No space left on device'")
+    printed = run("query", DEMO / "images" / "ami-bera.jpg", "--data-dir", built, "--log", "/dev/full").output
+    assert printed.startswith(f"{DEMO / 'images' / 'ami-bera.jpg'} face 1: "), printed
+    assert [record.getMessage() for record in caplog.records if record.levelname == "WARNING"] == [
+        "cannot write the answer log /dev/full: No space left on device; answers go unlogged until it can"]
+
+
 # --- lookalike stats -------------------------------------------------------------------------------------------
 
 def test_stats_of_a_known_sequence_of_answers(built, tmp_path):

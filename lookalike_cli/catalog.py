@@ -7,6 +7,7 @@ import unicodedata
 from pathlib import Path
 
 from .errors import LookalikeError
+from .files import open_regular
 
 KNOWN_KEYS = ("alias", "name", "role", "n_movies")
 MAX_NAME_CHARS = 200  # a name or role in the catalog
@@ -70,12 +71,16 @@ def person_row(entry: dict) -> dict:
 def load_catalog(path: str | Path) -> list[dict]:
     """Read and check a catalog file; every problem names the entry's position. Returns ``people`` rows."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             entries = json.load(fh)
     except FileNotFoundError:
         raise LookalikeError(f"catalog {path} does not exist") from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise LookalikeError(f"catalog {path} cannot be read: {exc.strerror or exc}") from None
+    except ValueError as exc:
         raise LookalikeError(f"catalog {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise LookalikeError(f"catalog {path} is not a catalog: its JSON is nested too deeply") from None
     if not isinstance(entries, list):
         raise LookalikeError(f"catalog {path} must be a JSON list of people, got {type(entries).__name__}")
     rows, seen = [], {}

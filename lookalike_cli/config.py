@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LookalikeError
+from .files import read_regular
 
 
+MAX_CONFIG_BYTES = 1_000_000  # a config file is a few kB
 MAX_SECONDS = 86_400.0  # a day: the longest timeout accepted (the OS's timers stop at about 24 days)
 
 # Pillow's names of the image formats that image.image_formats may list (every one is decoded and tested).
@@ -328,12 +330,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if path is not None:
         source = str(path)
         try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
+            data = tomllib.loads(read_regular(path, MAX_CONFIG_BYTES).decode("utf-8"))
         except FileNotFoundError:
             raise LookalikeError(f"config file {path} does not exist") from None
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise LookalikeError(f"config file {path} cannot be read: {exc}") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise LookalikeError(f"config file {path} cannot be read: "
+                                 f"{getattr(exc, 'strerror', None) or exc}") from None
     for key, value in (overrides or {}).items():
         if value is None:
             continue

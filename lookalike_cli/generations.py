@@ -30,11 +30,13 @@ import numpy as np
 from .artifacts import JSON_FIELDS, SCHEMA_VERSION, ArtifactProblem, DataDir, load_json, load_table, new_id, \
     problem_message, table_id, table_vectors, write_bytes, write_json, write_table
 from .errors import LookalikeError
+from .files import read_regular
 from .syncing import fsync_path
 
 log = logging.getLogger(__name__)
 
 CURRENT = "CURRENT"
+MAX_CURRENT_BYTES = 1000  # CURRENT names a generation: a few dozen bytes
 READERS = ".readers"
 INDEX_FILE = "index.json"
 # Artifacts copied (hard-linked) from the data directory into a generation.
@@ -145,7 +147,7 @@ def current_generation(data: DataDir) -> str:
     if not data.root.is_dir():
         raise LookalikeError(f"data directory {data.root} does not exist: run `lookalike build` first")
     try:
-        generation = (data.generations / CURRENT).read_text(encoding="utf-8").strip()
+        generation = read_regular(data.generations / CURRENT, MAX_CURRENT_BYTES).decode("utf-8").strip()
     except FileNotFoundError:
         if (data.root / "index" / INDEX_FILE).exists():
             raise LookalikeError(f"{data.root} was built before galleries were published as generations: run "
@@ -153,7 +155,8 @@ def current_generation(data: DataDir) -> str:
         raise LookalikeError(f"{data.generations / CURRENT} does not exist: run "
                              f"`{data.command('index')}` first") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise LookalikeError(f"{data.generations / CURRENT} cannot be read ({exc}): run "
+        reason = getattr(exc, "strerror", None) or exc
+        raise LookalikeError(f"{data.generations / CURRENT} cannot be read ({reason}): run "
                              f"`{data.command('index')}` again") from None
     if not generation or "/" in generation or generation.startswith("."):
         raise LookalikeError(f"{data.generations / CURRENT} is damaged: run `{data.command('index')}` again")

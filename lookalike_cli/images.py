@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Literal
 import numpy as np
 
 from .errors import Failure, LookalikeError
+from .files import open_regular
 from .parallel import ProcessPool, TaskFailed, resolve_workers, time_limit
 
 if TYPE_CHECKING:
@@ -462,14 +463,11 @@ def read_image(path: str | Path, policy: ImageConfig) -> Decoded:
     """Read and decode an image file (see decode_image): a regular file only (a FIFO or a device is never
     read, so ``/dev/zero`` cannot fill memory), of at most ``policy.max_file_bytes``."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
+        photo = open_regular(path)
     except OSError as exc:
         raise ImageRejected("unreadable", exc.strerror or str(exc)) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a directory with its own error
-        os.close(fd)
-        raise ImageRejected("unreadable", "not a regular file")
-    with os.fdopen(fd, "rb") as fh:
-        data = read_capped(fh, policy.max_file_bytes)
+    with photo:
+        data = read_capped(photo, policy.max_file_bytes)
     return decode_image(data, policy)
 
 

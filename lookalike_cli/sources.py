@@ -16,6 +16,7 @@ from .catalog import alias_problem
 from .config import CrawlConfig
 from .download import DownloadFailed, fetch
 from .errors import LookalikeError
+from .files import open_regular, open_regular_text
 from .manifest import Record, manifest_row, without_credentials
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ def url_list_rows(path: Path) -> tuple[list[str], list[tuple]]:
             import pyarrow.parquet as pq
 
             try:
+                open_regular(path).close()
                 table = pq.read_table(path)
             except pa.ArrowException as exc:
                 raise LookalikeError(f"URL list {path} is not a readable Parquet file: {exc}") from None
@@ -97,13 +99,13 @@ def url_list_rows(path: Path) -> tuple[list[str], list[tuple]]:
             if not {"alias", "url"} <= set(header):
                 return header, []
             return header, list(zip(table.column("alias").to_pylist(), table.column("url").to_pylist()))
-        with open(path, newline="", encoding="utf-8-sig") as fh:
+        with open_regular_text(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             return list(reader.fieldnames or []), [(row.get("alias"), row.get("url")) for row in reader]
     except FileNotFoundError:
         raise LookalikeError(f"URL list {path} does not exist") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise LookalikeError(f"URL list {path} cannot be read: {exc}") from None
+        raise LookalikeError(f"URL list {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def read_url_list(path: str | Path, people: list[dict]) -> dict[str, list[str]]:

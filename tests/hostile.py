@@ -10,6 +10,7 @@ from conftest import DEMO, encoded
 # The decode timeout of the tests that stop slow_jpeg: 11-18 times less than it takes here (0.55-0.9 s, at 1/8 scale
 # or whole), 17-50 times more than an ordinary photo's decode (1-3 ms, in a fresh process too)
 DECODE_TIMEOUT = 0.05
+DECODE_TIMED_OUT = f"not decoded within {DECODE_TIMEOUT} s"  # what the image's rejection says then
 
 
 def repeated_scans_jpeg(side: int, repeats: int) -> bytes:

@@ -70,6 +70,11 @@ def published(data: Path) -> Path:
     return data / "generations" / (data / "generations" / "CURRENT").read_text().strip()
 
 
+def replace_with_link(path: Path, target: Path) -> None:
+    path.unlink()
+    path.symlink_to(target)
+
+
 def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:100])
 
@@ -173,6 +178,22 @@ CASES = [
          lambda data, tmp: write(tmp / "c.toml", "[filter]\nmax_tilte = 3\n")),
     Case("a config value has the wrong type", "filter.max_tilt must be float", BUILD + ["--config", "{tmp}/c.toml"],
          lambda data, tmp: write(tmp / "c.toml", '[filter]\nmax_tilt = "flat"\n')),
+    Case("the config is a device like /dev/zero", "config file /dev/zero cannot be read: not a regular file",
+         QUERY + ["--config", "/dev/zero"]),
+    Case("the config is not UTF-8", "c.toml cannot be read: 'utf-8' codec can't decode", QUERY + ["--config",
+                                                                                              "{tmp}/c.toml"],
+         lambda data, tmp: (tmp / "c.toml").write_bytes(b"[filter]\nmax_tilt = 3  # \xff\n")),
+    Case("the catalog is a device like /dev/zero", "catalog /dev/zero cannot be read: not a regular file",
+         ["filter", "--images", str(DEMO / "images"), "--catalog", "/dev/zero", "--data-dir", "{tmp}/new"]),
+    catalog_case("the catalog's JSON is nested 100,000 deep", "its JSON is nested too deeply",
+                 "[" * 100_000 + "]" * 100_000),
+    Case("the URL list is a device like /dev/zero", "URL list /dev/zero cannot be read: not a regular file",
+         ["crawl", "--catalog", "{tmp}/catalog.json", "--data-dir", "{tmp}/new", "--engine", "urls", "--urls",
+          "/dev/zero"], lambda data, tmp: write(tmp / "catalog.json", '[{"alias": "ann"}]')),
+    Case("the gallery's CURRENT points to /dev/zero", "CURRENT cannot be read (not a regular file)", QUERY,
+         lambda data, tmp: replace_with_link(data / "generations" / "CURRENT", Path("/dev/zero"))),
+    Case("the gallery's CURRENT is 50 MB", "CURRENT cannot be read (over the limit of 1000 bytes)", QUERY,
+         lambda data, tmp: (data / "generations" / "CURRENT").write_bytes(b"g" * 50_000_000)),
     Case("a config value is out of range", "filter.max_tilt must be at most 90", BUILD + ["--max-tilt", "95"]),
     Case("negative jitters", "embed.num_jitters must be at least 1", BUILD + ["--num-jitters", "-2"]),
     Case("a number that is not one", "calibrate.min_similarity must be a finite number, got nan",
@@ -427,11 +448,12 @@ def test_a_photo_over_the_decode_timeout_is_recorded_and_the_build_goes_on(tmp_p
         shutil.copy(DEMO / "images" / f"{alias}.jpg", images)
     (images / "slow.jpg").write_bytes(hostile.slow_jpeg())  # within every bound; half a second of decoding
     result = CliRunner().invoke(cli, ["build", "--images", str(images), "--data-dir", str(tmp_path / "d"),
-                                      "--num-jitters", "1", "--workers", "1", "--decode-timeout", str(hostile.DECODE_TIMEOUT)])
+                                      "--num-jitters", "1", "--workers", "1",
+                                      "--decode-timeout", str(hostile.DECODE_TIMEOUT)])
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     assert "filter: 4 of 5 images accepted" in result.output and "rejected timeout: 1" in result.output
     rows = {Path(row["path"]).name: row for row in pq.read_table(tmp_path / "d" / "filter.parquet").to_pylist()}
-    assert (rows["slow.jpg"]["reason"], rows["slow.jpg"]["detail"]) == ("timeout", f"not decoded within {hostile.DECODE_TIMEOUT} s")
+    assert (rows["slow.jpg"]["reason"], rows["slow.jpg"]["detail"]) == ("timeout", hostile.DECODE_TIMED_OUT)
     assert "index: exact over 4 vectors" in result.output
 
 

@@ -116,10 +116,11 @@ def test_a_photo_that_decodes_too_slowly_is_a_timeout_row_and_the_crawl_goes_on(
         urls.write_text(f"alias,url\nami-bera,{server.url}/slow-decode.jpg\nami-bera,{server.url}/img/ami-bera.jpg\n")
         catalog = tmp_path / "catalog.json"
         catalog.write_text(json.dumps([{"alias": "ami-bera", "name": "Ami Bera"}]))
-        crawl(catalog, tmp_path / "data", settings(engine="urls", per_person=1, decode_timeout=hostile.DECODE_TIMEOUT), urls=urls)
+        crawl(catalog, tmp_path / "data", settings(engine="urls", per_person=1, decode_timeout=hostile.DECODE_TIMEOUT),
+              urls=urls)
     rows = {row["url"].rsplit("/", 1)[1]: row for row in pq.read_table(tmp_path / "data" / "crawl.parquet").to_pylist()}
     assert (rows["slow-decode.jpg"]["status"], rows["slow-decode.jpg"]["error"]) == ("timeout",
-                                                                                  f"not decoded within {hostile.DECODE_TIMEOUT} s")
+                                                                                  hostile.DECODE_TIMED_OUT)
     assert rows["ami-bera.jpg"]["status"] == "ok"
 
 

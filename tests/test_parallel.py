@@ -123,7 +123,7 @@ def test_decoding_over_the_decode_timeout_is_stopped_for_real():
         with pytest.raises(ImageRejected) as caught:
             pool.submit(decode_image, slow, policy).result()
         assert time.monotonic() - started < hostile.DECODE_TIMEOUT + MARGIN
-        assert (caught.value.reason, caught.value.detail) == ("timeout", f"not decoded within {hostile.DECODE_TIMEOUT} s")
+        assert (caught.value.reason, caught.value.detail) == ("timeout", hostile.DECODE_TIMED_OUT)
         assert pool.replaced == 1
         small = encoded(Image.new("RGB", (64, 48)), "JPEG")
         assert pool.submit(decode_image, small, policy).result().pixels.shape == (48, 64, 3)

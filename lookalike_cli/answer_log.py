@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .errors import LookalikeError
+from .files import open_regular
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +204,11 @@ def read_answers(paths: Iterable[str | Path]) -> LogReading:
     entries, skipped = [], 0
     for path in paths:
         try:
-            with open(path, "rb") as fh:
+            with open_regular(path) as fh:
                 for line in iter(lambda: fh.readline(MAX_LINE_BYTES + 1), b""):
                     try:
                         value = json.loads(line) if len(line) <= MAX_LINE_BYTES else None
-                    except ValueError:  # a torn line: not JSON, or not UTF-8
+                    except (ValueError, RecursionError):  # a torn line (not JSON, not UTF-8), or not this log's
                         value = None
                     if is_entry(value):
                         entries.append(value)

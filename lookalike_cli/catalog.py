@@ -12,7 +12,9 @@ from .files import open_regular
 KNOWN_KEYS = ("alias", "name", "role", "n_movies")
 MAX_NAME_CHARS = 200  # a name or role in the catalog
 MAX_N_MOVIES = 1_000_000
+MAX_EXTRA_BYTES = 10_000  # an entry's other keys, as JSON
 SHOWN_NAME_CHARS = 60  # a name in answers: text lines, pictures, captions
+NOT_UNICODE = "is not valid Unicode (it holds a lone surrogate)"
 
 
 def has_control_characters(text: str) -> bool:
@@ -29,8 +31,19 @@ def display_name(name: str, limit: int = SHOWN_NAME_CHARS) -> str:
     return shown
 
 
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode: JSON's escapes can make a lone surrogate, which no file can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def text_problem(value: str) -> str | None:
     """Why a catalog name or role cannot be shown in one line, or None."""
+    if not is_unicode(value):
+        return NOT_UNICODE
     if len(value) > MAX_NAME_CHARS:
         return f"is longer than {MAX_NAME_CHARS} characters"
     if has_control_characters(value):
@@ -44,6 +57,8 @@ def alias_problem(alias: object) -> str | None:
         return f"must be a string, not {type(alias).__name__}"
     if not alias.strip():
         return "is empty"
+    if not is_unicode(alias):
+        return NOT_UNICODE
     if alias.startswith("."):
         return "starts with a dot"
     for bad in ("/", "\\", "\0"):
@@ -103,9 +118,13 @@ def load_catalog(path: str | Path) -> list[dict]:
         if not 0 <= (entry.get("n_movies") or 0) <= MAX_N_MOVIES:
             raise LookalikeError(f"{where}: n_movies must be between 0 and {MAX_N_MOVIES}, "
                                  f"got {str(entry['n_movies'])[:40]}")
-        alias = entry["alias"]
+        extra = json.dumps({k: v for k, v in entry.items() if k not in KNOWN_KEYS}, ensure_ascii=False)
+        if not is_unicode(extra) or len(extra.encode("utf-8")) > MAX_EXTRA_BYTES:
+            raise LookalikeError(f"{where}: its other keys must be valid Unicode of at most {MAX_EXTRA_BYTES} "
+                                 "bytes as JSON")
+        alias = unicodedata.normalize("NFC", entry["alias"])  # one name typed two ways is one person
         if alias in seen:
-            raise LookalikeError(f"{where}: alias {alias!r} is already used by entry {seen[alias]}")
+            raise LookalikeError(f"{where}: alias {entry['alias']!r} is already used by entry {seen[alias]}")
         seen[alias] = position
         rows.append(person_row(entry))
     return rows

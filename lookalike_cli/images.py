@@ -234,11 +234,13 @@ def sniffed_format(data: bytes) -> str | None:
 
 @contextmanager
 def _pillow_errors() -> Iterator[None]:
-    """Anything Pillow raises for a broken or hostile file, as ImageRejected."""
+    """Anything Pillow raises for a broken or hostile file, as ImageRejected; what it warns of (corrupt EXIF
+    data...) unsaid, but a decompression bomb."""
     from PIL import Image
 
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             yield
     except ImageRejected:

@@ -29,7 +29,13 @@ def rehost(url: str, host: str) -> str:
 
 
 def is_http_url(url: object) -> bool:
-    return isinstance(url, str) and urlsplit(url).scheme in ("http", "https") and bool(urlsplit(url).netloc)
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a bracketed host left open, an invalid port...
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 class Search:

@@ -114,13 +114,14 @@ def test_a_torn_last_line_is_skipped_and_the_next_writer_starts_a_new_line(tmp_p
     path = tmp_path / "answers.jsonl"
     whole = json.dumps({"time": "2026-01-01T00:00:00.000Z"} | answer_entry("http", "g1", "ok", 0.2,
                                                                               answer("ami-bera")))
-    path.write_text(whole + "\n" + whole[:len(whole) // 2])  # killed in the middle of its second line
-    assert read_answers([path]).skipped == 1 and len(read_answers([path]).entries) == 1
+    nested = "[" * 100_000  # not this log's: JSON nested deeper than Python's parser goes
+    path.write_text(whole + "\n" + nested + "\n" + whole[:len(whole) // 2])  # killed in the middle of a line
+    assert read_answers([path]).skipped == 2 and len(read_answers([path]).entries) == 1
     log = AnswerLog(AnswersConfig(log=str(path)))
     log.write(answer_entry("http", "g1", "busy", 0.0))
     log.close()
     reading = read_answers([path])
-    assert [entry["status"] for entry in reading.entries] == ["ok", "busy"] and reading.skipped == 1
+    assert [entry["status"] for entry in reading.entries] == ["ok", "busy"] and reading.skipped == 2
 
 
 # Writes answers 1 to 4 to the log file argv[1], answers 2 and 3 while the file may not grow (as on a full disk)

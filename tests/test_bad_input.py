@@ -233,9 +233,18 @@ CASES = [
     catalog_case("a catalog name holds a newline", "holds a control character", '[{"alias": "a", "name": "A\\nB"}]'),
     catalog_case("a catalog name is a megabyte long", "is longer than 200 characters",
                  json.dumps([{"alias": "a", "name": "x" * 1_000_000}])),
+    catalog_case("a catalog alias is a lone surrogate (JSON's \\ud800)", "is not valid Unicode",
+                 '[{"alias": "a\\ud800"}]'),
+    catalog_case("a catalog name is a lone surrogate", "is not valid Unicode", '[{"alias": "a", "name": "\\udfff"}]'),
+    catalog_case("a catalog entry's other keys are a megabyte", "its other keys must be valid Unicode of at most "
+                 "10000 bytes as JSON", json.dumps([{"alias": "a", "bio": "x" * 1_000_000}])),
+    catalog_case("one alias typed two ways (é, and e with a combining accent)", "is already used by entry 0",
+                 json.dumps([{"alias": "jos\u00e9"}, {"alias": "jose\u0301"}])),
     Case("--log names a file in a folder that does not exist", "give a file in an existing folder",
          QUERY + ["--log", "{tmp}/no-such-folder/answers.jsonl"]),
     Case("--log names a folder", "give a file in an existing folder", QUERY + ["--log", "{tmp}"]),
+    Case("stats reads an answer log that is a device", "cannot read the answer log /dev/zero: not a regular file",
+         ["stats", "--log", "/dev/zero", "--data-dir", "{data}"]),
     Case("stats is given an answer log that does not exist", "cannot read the answer log",
          ["stats", "--log", "{tmp}/none.jsonl", "--data-dir", "{data}"]),
 ]

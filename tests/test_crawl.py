@@ -441,6 +441,7 @@ def test_an_alias_that_could_leave_the_images_folder_is_rejected_with_its_positi
     ("alias,link\nann,http://x/a.jpg\n", ["--engine", "urls"], "must have the columns alias and url"),
     ("alias,url\nann,http://x/a.jpg\n../x,http://x/b.jpg\n", ["--engine", "urls"], "row 2: alias '../x' starts"),
     ("alias,url\nann,file:///etc/passwd\n", ["--engine", "urls"], "row 1: 'file:///etc/passwd' is not an http"),
+    ("alias,url\nann,http://x/a.jpg\nann,http://[::1/x\n", ["--engine", "urls"], "row 2: 'http://[::1/x' is not an"),
     ("alias,url\n", ["--engine", "bing"], "--urls is read by the urls engine only"),
     (None, ["--engine", "urls"], "the urls engine needs a URL list"),
     (None, ["--search-host", "127.0.0.1:80"], "search_host must look like http://host:port"),

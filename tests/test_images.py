@@ -2,6 +2,7 @@
 
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -191,6 +192,15 @@ def test_a_jpeg_over_the_memory_bound_is_decoded_at_a_smaller_scale(portrait):
     quarter = decode_image(data, ImageConfig(max_decoded_bytes=7 * portrait.width * portrait.height))
     assert quarter.scale == 4 and quarter.pixels.shape == (portrait.height, portrait.width, 3)
     assert verify_image(data, ImageConfig(max_decoded_bytes=7 * portrait.width * portrait.height))[0] == "JPEG"
+
+
+def test_what_pillow_warns_of_in_a_photo_is_not_printed(portrait):
+    corrupt_exif = encoded(portrait, "JPEG", exif=b"Exif\0\0MM\0*\0\0\0\x08\xff\xff" + b"\0" * 64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert decode_image(corrupt_exif, ImageConfig()).pixels.shape[:2] == (portrait.height, portrait.width)
+        assert verify_image(corrupt_exif, ImageConfig())[0] == "JPEG"
+    assert caught == []
 
 
 def test_the_crawl_s_verifier_stops_a_slow_decode_and_goes_on(portrait):

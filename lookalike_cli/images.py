@@ -269,6 +269,9 @@ def _open(data: bytes, policy: ImageConfig):
         image = Image.open(io.BytesIO(data), formats=accepted)
     except Image.UnidentifiedImageError:
         raise ImageRejected("undecodable", f"a broken {found} header") from None
+    except Image.DecompressionBombError:  # Pillow's own bound, far above ours, said in our terms
+        raise ImageRejected("too_large", f"its header gives more pixels than the limit of "
+                                         f"{policy.max_image_pixels}") from None
     width, height = image.size
     if width * height > policy.max_image_pixels:
         raise ImageRejected("too_large", f"{width}x{height} pixels is over the limit of {policy.max_image_pixels}")

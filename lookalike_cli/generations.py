@@ -168,13 +168,15 @@ def hold(data: DataDir, generation: str | None = None) -> tuple[str, BinaryIO]:
     no publication removes a generation while a process holds it. A reader holds one while it loads it; a server
     holds the one it serves, so that a worker it replaces loads the same gallery again. The current generation,
     when it is replaced and removed between reading ``CURRENT`` and locking, is looked up again."""
+    names = set()
     for _ in range(OPEN_ATTEMPTS):
         name = generation or current_generation(data)
+        names.add(name)
         folder = data.generations / name
         try:
             fh = open(folder / READERS, "rb")
-        except FileNotFoundError:
-            fh = None
+        except OSError as exc:
+            fh, problem = None, f"{folder / READERS}: {exc.strerror or exc}"
         if fh is not None:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_SH)
@@ -183,8 +185,12 @@ def hold(data: DataDir, generation: str | None = None) -> tuple[str, BinaryIO]:
             if (folder / INDEX_FILE).exists():  # not removed while the lock was awaited
                 return name, fh
             fh.close()
+            problem = f"{folder / INDEX_FILE} is missing"
         if generation is not None:
             raise LookalikeError(f"generation {generation} of {data.root} was removed: it is no longer published")
+    if len(names) == 1:  # not a publication racing this reader: the data directory is damaged
+        raise LookalikeError(f"{data.generations / CURRENT} names generation {name}, which cannot be read "
+                             f"({problem}): run `{data.command('index')}` again")
     raise LookalikeError(f"{data.generations} changed {OPEN_ATTEMPTS} times while being read: try again")
 
 

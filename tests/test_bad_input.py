@@ -75,6 +75,11 @@ def replace_with_link(path: Path, target: Path) -> None:
     path.symlink_to(target)
 
 
+def replace_with_file(path: Path) -> None:
+    shutil.rmtree(path)
+    path.write_text("not a folder")
+
+
 def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:100])
 
@@ -192,6 +197,10 @@ CASES = [
           "/dev/zero"], lambda data, tmp: write(tmp / "catalog.json", '[{"alias": "ann"}]')),
     Case("the gallery's CURRENT points to /dev/zero", "CURRENT cannot be read (not a regular file)", QUERY,
          lambda data, tmp: replace_with_link(data / "generations" / "CURRENT", Path("/dev/zero"))),
+    Case("the gallery's CURRENT names a generation that is not there", "which cannot be read", QUERY,
+         lambda data, tmp: (data / "generations" / "CURRENT").write_text("g-gone\n")),
+    Case("the current generation is a file", "which cannot be read", QUERY,
+         lambda data, tmp: replace_with_file(published(data))),
     Case("the gallery's CURRENT is 50 MB", "CURRENT cannot be read (over the limit of 1000 bytes)", QUERY,
          lambda data, tmp: (data / "generations" / "CURRENT").write_bytes(b"g" * 50_000_000)),
     Case("a config value is out of range", "filter.max_tilt must be at most 90", BUILD + ["--max-tilt", "95"]),

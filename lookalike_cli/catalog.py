@@ -17,9 +17,21 @@ SHOWN_NAME_CHARS = 60  # a name in answers: text lines, pictures, captions
 NOT_UNICODE = "is not valid Unicode (it holds a lone surrogate)"
 
 
+CONTROL_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")  # Unicode's control and format characters, line separators
+
+
+def is_control(char: str) -> bool:
+    """Whether ``char`` is a control or format character (a newline, a tab, a direction override...)."""
+    return unicodedata.category(char) in CONTROL_CATEGORIES
+
+
 def has_control_characters(text: str) -> bool:
-    """Whether ``text`` holds a control or format character (a newline, a tab, a direction override...)."""
-    return any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in text)
+    return any(map(is_control, text))
+
+
+def escaped(text: str) -> str:
+    """``text`` with its control and format characters as backslash escapes: a file name kept on one line."""
+    return "".join(char.encode("unicode_escape").decode("ascii") if is_control(char) else char for char in text)
 
 
 def display_name(name: str, limit: int = SHOWN_NAME_CHARS) -> str:
@@ -27,7 +39,7 @@ def display_name(name: str, limit: int = SHOWN_NAME_CHARS) -> str:
     a shortened one)."""
     shown = name if len(name) <= limit else name[:limit - 1].rstrip() + "…"
     if has_control_characters(shown):
-        shown = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in shown)
+        shown = "".join(" " if is_control(char) else char for char in shown)
     return shown
 
 

@@ -326,14 +326,15 @@ def check_new_file(path: Path | None) -> None:
 
 
 def format_photo(result) -> list[str]:
-    """Human lines for one photo's result."""
-    if result.error:
-        return [f"{result.photo}: cannot read the image ({result.error})"]
-    if not result.faces:
-        return [f"{result.photo}: no face found"]
-    from .catalog import display_name
+    """Human lines for one photo's result (one line per match, whatever the file's name holds)."""
+    from .catalog import display_name, escaped
 
-    return [f"{result.photo} face {number}: {display_name(match.name)} {match.similarity:.0%} "
+    photo = escaped(result.photo)
+    if result.error:
+        return [f"{photo}: cannot read the image ({result.error})"]
+    if not result.faces:
+        return [f"{photo}: no face found"]
+    return [f"{photo} face {number}: {display_name(match.name)} {match.similarity:.0%} "
             f"(distance {match.distance:.2f}{found_by(face.detector)})"
             for number, face in enumerate(result.faces, 1) for match in face.matches]
 

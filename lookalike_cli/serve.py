@@ -364,6 +364,19 @@ def raw_response(status: int, message: str, headers: Sequence[str] = ()) -> byte
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+class ClientWarningsAsDebug(logging.LoggerAdapter):
+    """uvicorn's logger for a connection. What it warns of is a client's doing (a request h11 cannot parse, an
+    upgrade this server does not offer), answered and counted: a debug line, so that strangers cannot fill the
+    log with them."""
+
+    @property
+    def level(self) -> int:  # uvicorn reads it to decide on its trace lines
+        return self.logger.level
+
+    def warning(self, msg, *args, **kwargs) -> None:
+        self.debug(msg, *args, **kwargs)
+
+
 def guarded_protocol(limits: ServeConfig, stats: RequestStats) -> type:
     """uvicorn's h11 protocol, keeping the limits a request meets before the app: a connection over
     ``max_connections`` is answered 503 and closed, headers not complete within ``header_timeout`` 408, a
@@ -391,6 +404,7 @@ def guarded_protocol(limits: ServeConfig, stats: RequestStats) -> type:
     class GuardedProtocol(H11Protocol):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
+            self.logger = ClientWarningsAsDebug(self.logger, {})
             self.conn = ChunkCounting(h11.SERVER, self.config.h11_max_incomplete_event_size
                                       or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE)
             self.head_timer: asyncio.TimerHandle | None = None
@@ -475,12 +489,13 @@ def listen(host: str, port: int) -> socket.socket:
 
 def http_server(app: Counted, config: Config) -> "uvicorn.Server":
     """A uvicorn server for an app of ``create_app`` that keeps the request limits of ``config.serve`` and logs
-    through the ``logging`` set up by the CLI."""
+    through the ``logging`` set up by the CLI. It speaks HTTP only: a WebSocket upgrade is answered as the plain
+    request it also is."""
     import uvicorn
 
     verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
     return uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=verbose, timeout_graceful_shutdown=5,
-                                         http=guarded_protocol(config.serve, app.stats)))
+                                         ws="none", http=guarded_protocol(config.serve, app.stats)))
 
 
 def stop_on_terminate(signum, frame) -> None:

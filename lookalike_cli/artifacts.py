@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import LookalikeError
+from .files import open_regular
 
 log = logging.getLogger(__name__)
 
@@ -197,10 +198,13 @@ def load_table(path: Path, artifact: str, columns: Sequence[str] | None = None):
     import pyarrow.parquet as pq
 
     try:
+        open_regular(path).close()  # not a folder (read as a dataset) nor a device
         table = pq.read_table(path, columns=columns)
     except FileNotFoundError:
         raise ArtifactProblem("missing") from None
-    except (OSError, pa.ArrowException) as exc:
+    except OSError as exc:
+        raise ArtifactProblem("damaged", exc.strerror or str(exc)) from None
+    except pa.ArrowException as exc:
         raise ArtifactProblem("damaged", str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     tag = (table.schema.metadata or {}).get(b"lookalike.artifact", b"").decode(errors="replace")
     if tag != f"{artifact}/{SCHEMA_VERSION}":
@@ -216,11 +220,14 @@ def load_table(path: Path, artifact: str, columns: Sequence[str] | None = None):
 def load_json(path: Path, fields: dict[str, str]) -> dict:
     """A JSON artifact file, checked; raises ArtifactProblem."""
     try:
-        data = json.loads(path.read_bytes())
+        with open_regular(path) as fh:
+            data = json.loads(fh.read())
     except FileNotFoundError:
         raise ArtifactProblem("missing") from None
-    except (OSError, ValueError) as exc:
-        raise ArtifactProblem("damaged", str(exc)) from None
+    except OSError as exc:
+        raise ArtifactProblem("damaged", exc.strerror or str(exc)) from None
+    except (ValueError, RecursionError) as exc:
+        raise ArtifactProblem("damaged", str(exc) or "JSON nested too deeply") from None
     if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactProblem("version")
     problem = json_problem(data, fields)

@@ -75,6 +75,11 @@ def replace_with_link(path: Path, target: Path) -> None:
     path.symlink_to(target)
 
 
+def replace_with_folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
 def replace_with_file(path: Path) -> None:
     shutil.rmtree(path)
     path.write_text("not a folder")
@@ -201,6 +206,10 @@ CASES = [
          lambda data, tmp: (data / "generations" / "CURRENT").write_text("g-gone\n")),
     Case("the current generation is a file", "which cannot be read", QUERY,
          lambda data, tmp: replace_with_file(published(data))),
+    Case("the published gallery is a folder", "gallery.parquet is damaged (not a regular file)", QUERY,
+         lambda data, tmp: replace_with_folder(published(data) / "gallery.parquet")),
+    Case("the published calibration is JSON nested 100,000 deep", "calibration.json is damaged", QUERY,
+         lambda data, tmp: write(published(data) / "calibration.json", "[" * 100_000)),
     Case("the gallery's CURRENT is 50 MB", "CURRENT cannot be read (over the limit of 1000 bytes)", QUERY,
          lambda data, tmp: (data / "generations" / "CURRENT").write_bytes(b"g" * 50_000_000)),
     Case("a config value is out of range", "filter.max_tilt must be at most 90", BUILD + ["--max-tilt", "95"]),

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .errors import LookalikeError
-from .files import open_regular
+from .files import open_regular, reason
 
 log = logging.getLogger(__name__)
 
@@ -116,28 +116,34 @@ def end_torn_line(path: Path) -> None:
 
 
 class LogFile(RotatingFileHandler):
-    """The answer log's file. A line it cannot write (a full disk) is counted in ``lost``, and said in one warning
-    each time writing stops working and one when it works again, rather than in a traceback for each line."""
+    """The answer log's file. A line it cannot write (a full disk) is lost whole and counted in ``lost``; each
+    time writing stops working a warning says so, and another how many answers went unlogged once it works
+    again (or the log is closed), rather than a traceback for each line."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.lost = 0
+        self.lost = 0  # answers not logged, in all
+        self.unlogged = 0  # answers not logged since writing last stopped working
         self.failing = False
 
     def emit(self, record: logging.LogRecord) -> None:
         lost = self.lost
         super().emit(record)  # which calls handleError when it fails
         if self.failing and self.lost == lost:
-            self.failing = False
-            log.warning("the answer log %s is written again (%d answers were not logged)", self.baseFilename,
-                        self.lost)
+            self._tell_unlogged("is written again")
+
+    def _tell_unlogged(self, what: str) -> None:
+        log.warning("the answer log %s %s (answers not logged: %d)", self.baseFilename, what, self.unlogged)
+        self.failing, self.unlogged = False, 0
 
     def _open(self):
         end_torn_line(Path(self.baseFilename))  # a line cut short by a crash or a failed write
         return super()._open()
 
     def handleError(self, record: logging.LogRecord | None) -> None:
-        self.lost += record is not None
+        if record is not None:
+            self.lost += 1
+            self.unlogged += 1
         stream, self.stream = self.stream, None  # the next line reopens the file (see _open)
         if stream is not None:
             with contextlib.suppress(OSError):
@@ -146,14 +152,15 @@ class LogFile(RotatingFileHandler):
             self.failing = True
             error = sys.exc_info()[1]
             log.warning("cannot write the answer log %s: %s; answers go unlogged until it can", self.baseFilename,
-                        getattr(error, "strerror", None) or error)
+                        reason(error))
 
     def close(self) -> None:
         try:
             super().close()
         except OSError:  # what was left to write could not be
             self.handleError(None)
-            super().close()
+        if self.failing:
+            self._tell_unlogged("was closed while it could not be written")
 
 
 class AnswerLog:
@@ -223,8 +230,8 @@ def query_files(engine: Lookalike, paths: Iterable[str | Path], settings: Answer
                 answer: Callable[[Any], PhotoResult] | None = None) -> list[PhotoResult]:
     """``answer`` (by default ``engine.query_file``) of each path, each answer logged (channel "query") when
     ``settings.log`` is set."""
-    log = AnswerLog(settings) if settings.log else None
-    if log is not None:
+    answers = AnswerLog(settings) if settings.log else None
+    if answers is not None:
         engine.models  # loaded before the first answer is timed
     results = []
     try:
@@ -232,10 +239,10 @@ def query_files(engine: Lookalike, paths: Iterable[str | Path], settings: Answer
             started = time.perf_counter()
             result = (answer or engine.query_file)(path)
             results.append(result)
-            if log is not None:
-                log.write(answer_entry("query", engine.generation, photo_status(result),
-                                       time.perf_counter() - started, result))
+            if answers is not None:
+                answers.write(answer_entry("query", engine.generation, photo_status(result),
+                                           time.perf_counter() - started, result))
     finally:
-        if log is not None:
-            log.close()
+        if answers is not None:
+            answers.close()
     return results

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import LookalikeError
-from .files import open_regular
+from .files import open_regular, reason
 
 log = logging.getLogger(__name__)
 
@@ -198,12 +198,12 @@ def load_table(path: Path, artifact: str, columns: Sequence[str] | None = None):
     import pyarrow.parquet as pq
 
     try:
-        open_regular(path).close()  # not a folder (read as a dataset) nor a device
-        table = pq.read_table(path, columns=columns)
+        with open_regular(path) as fh:  # not a folder (read as a dataset) nor a device
+            table = pq.read_table(fh, columns=columns)
     except FileNotFoundError:
         raise ArtifactProblem("missing") from None
     except OSError as exc:
-        raise ArtifactProblem("damaged", exc.strerror or str(exc)) from None
+        raise ArtifactProblem("damaged", reason(exc)) from None
     except pa.ArrowException as exc:
         raise ArtifactProblem("damaged", str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     tag = (table.schema.metadata or {}).get(b"lookalike.artifact", b"").decode(errors="replace")
@@ -225,7 +225,7 @@ def load_json(path: Path, fields: dict[str, str]) -> dict:
     except FileNotFoundError:
         raise ArtifactProblem("missing") from None
     except OSError as exc:
-        raise ArtifactProblem("damaged", exc.strerror or str(exc)) from None
+        raise ArtifactProblem("damaged", reason(exc)) from None
     except (ValueError, RecursionError) as exc:
         raise ArtifactProblem("damaged", str(exc) or "JSON nested too deeply") from None
     if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:

@@ -15,8 +15,6 @@ MAX_N_MOVIES = 1_000_000
 MAX_EXTRA_BYTES = 10_000  # an entry's other keys, as JSON
 SHOWN_NAME_CHARS = 60  # a name in answers: text lines, pictures, captions
 NOT_UNICODE = "is not valid Unicode (it holds a lone surrogate)"
-
-
 CONTROL_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")  # Unicode's control and format characters, line separators
 
 
@@ -26,12 +24,15 @@ def is_control(char: str) -> bool:
 
 
 def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds a control or format character."""
     return any(map(is_control, text))
 
 
 def escaped(text: str) -> str:
-    """``text`` with its control and format characters as backslash escapes: a file name kept on one line."""
-    return "".join(char.encode("unicode_escape").decode("ascii") if is_control(char) else char for char in text)
+    """``text`` with its control and format characters (and backslashes, so that none is mistaken for one) as
+    backslash escapes: a file name kept on one line."""
+    return "".join(char.encode("unicode_escape").decode("ascii") if char == "\\" or is_control(char) else char
+                   for char in text)
 
 
 def display_name(name: str, limit: int = SHOWN_NAME_CHARS) -> str:

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LookalikeError
-from .files import read_regular
+from .files import read_regular, reason
 
 
 MAX_CONFIG_BYTES = 1_000_000  # a config file is a few kB
+MAX_NUMBER = 10**15  # the largest magnitude of any number setting (bytes, pixels, counts overflow far beyond)
 MAX_SECONDS = 86_400.0  # a day: the longest timeout accepted (the OS's timers stop at about 24 days)
 
 # Pillow's names of the image formats that image.image_formats may list (every one is decoded and tested).
@@ -281,7 +282,12 @@ def choices_of(section: type, key: str) -> tuple[str, ...]:
 
 def _check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
     kind = field_type(f)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is float and isinstance(value, float) and not math.isfinite(value):
+        raise LookalikeError(f"config key {where} must be a finite number, got {value!r}")
+    if kind in (int, float) and number and abs(value) > MAX_NUMBER:
+        raise LookalikeError(f"config key {where} must be between -{MAX_NUMBER} and {MAX_NUMBER}, got {value!r}")
+    if kind is float and number:
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise LookalikeError(f"config key {where} must be {kind.__name__}, got {value!r}")
@@ -293,8 +299,6 @@ def _check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
                                  f"got {value!r}")
     elif meta["choices"] and value not in meta["choices"]:
         raise LookalikeError(f"config key {where} must be one of {', '.join(meta['choices'])}, got {value!r}")
-    if kind is float and not math.isfinite(value):
-        raise LookalikeError(f"config key {where} must be a finite number, got {value!r}")
     if meta["min"] is not None and value < meta["min"]:
         raise LookalikeError(f"config key {where} must be at least {meta['min']}, got {value!r}")
     if meta["max"] is not None and value > meta["max"]:
@@ -334,8 +338,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         except FileNotFoundError:
             raise LookalikeError(f"config file {path} does not exist") from None
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise LookalikeError(f"config file {path} cannot be read: "
-                                 f"{getattr(exc, 'strerror', None) or exc}") from None
+            raise LookalikeError(f"config file {path} cannot be read: {reason(exc)}") from None
+        except RecursionError:
+            raise LookalikeError(f"config file {path} cannot be read: it is nested too deeply") from None
     for key, value in (overrides or {}).items():
         if value is None:
             continue

@@ -12,13 +12,28 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+class NotRegularFile(OSError):
+    """The path names a folder, a device, a FIFO or a socket."""
+
+    def __init__(self):
+        super().__init__(errno.EINVAL, "not a regular file")
+
+
+def reason(error: BaseException) -> str:
+    """What went wrong, in a few words: an OSError's own (``No such file or directory``), else the error's text."""
+    return getattr(error, "strerror", None) or str(error)
+
+
 def open_regular(path: str | Path) -> BinaryIO:
-    """``path`` opened for reading bytes; OSError when it cannot be, or is not a regular file."""
+    """``path`` opened for reading bytes; OSError when it cannot be, NotRegularFile when it is not a regular file."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile()
+        return os.fdopen(fd, "rb")
+    except BaseException:
         os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file")
-    return os.fdopen(fd, "rb")
+        raise
 
 
 def read_regular(path: str | Path, limit: int) -> bytes:

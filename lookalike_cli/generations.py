@@ -30,7 +30,7 @@ import numpy as np
 from .artifacts import JSON_FIELDS, SCHEMA_VERSION, ArtifactProblem, DataDir, load_json, load_table, new_id, \
     problem_message, table_id, table_vectors, write_bytes, write_json, write_table
 from .errors import LookalikeError
-from .files import read_regular
+from .files import NotRegularFile, open_regular, read_regular, reason
 from .syncing import fsync_path
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,8 @@ def remove_unused(data: DataDir, keep: str) -> int:
             shutil.rmtree(folder, ignore_errors=True)
             continue
         try:
-            fh = open(folder / READERS, "rb")
-        except FileNotFoundError:
+            fh = open_regular(folder / READERS)
+        except (FileNotFoundError, NotRegularFile):
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
             continue
@@ -155,8 +155,7 @@ def current_generation(data: DataDir) -> str:
         raise LookalikeError(f"{data.generations / CURRENT} does not exist: run "
                              f"`{data.command('index')}` first") from None
     except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or exc
-        raise LookalikeError(f"{data.generations / CURRENT} cannot be read ({reason}): run "
+        raise LookalikeError(f"{data.generations / CURRENT} cannot be read ({reason(exc)}): run "
                              f"`{data.command('index')}` again") from None
     if not generation or "/" in generation or generation.startswith("."):
         raise LookalikeError(f"{data.generations / CURRENT} is damaged: run `{data.command('index')}` again")
@@ -174,9 +173,11 @@ def hold(data: DataDir, generation: str | None = None) -> tuple[str, BinaryIO]:
         names.add(name)
         folder = data.generations / name
         try:
-            fh = open(folder / READERS, "rb")
-        except OSError as exc:
-            fh, problem = None, f"{folder / READERS}: {exc.strerror or exc}"
+            fh = open_regular(folder / READERS)
+        except (FileNotFoundError, NotADirectoryError, NotRegularFile) as exc:
+            fh, problem = None, f"{folder / READERS}: {exc.strerror}"
+        except OSError as exc:  # out of file descriptors, a read error...: not the data directory's fault
+            raise LookalikeError(f"cannot open {folder / READERS}: {reason(exc)}") from None
         if fh is not None:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_SH)

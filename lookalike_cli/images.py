@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
-import math
 import os
 import re
 import stat

@@ -48,12 +48,13 @@ CLIENT_SERVER_LOG = "ray.util.client.logsclient"  # the logger Ray Client hands 
 
 class ClientServerLog(logging.Handler):
     """The lines of the head's log that Ray Client streams to this driver, as debug lines of this module (seen
-    with -v). Ray's logger for them has no handler and does not propagate, so Python would print each warning
-    on stderr: Ray's "SIGTERM handler is not set because current thread is not the main thread." on every
-    build."""
+    with -vv); errors, Ray Client's own included, at their level. Ray's logger for them has no handler and does
+    not propagate, so Python would print each warning on stderr: Ray's "SIGTERM handler is not set because
+    current thread is not the main thread." on every build."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        log.debug("Ray Client server: %s", record.getMessage().rstrip())
+        level = record.levelno if record.levelno >= logging.ERROR or record.exc_info else logging.DEBUG
+        log.log(level, "Ray Client server: %s", record.getMessage().rstrip(), exc_info=record.exc_info)
 
 
 def hear_client_server() -> None:

@@ -16,7 +16,7 @@ from .catalog import alias_problem
 from .config import CrawlConfig
 from .download import DownloadFailed, fetch
 from .errors import LookalikeError
-from .files import open_regular, open_regular_text
+from .files import open_regular, open_regular_text, reason
 from .manifest import Record, manifest_row, without_credentials
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,8 @@ def url_list_rows(path: Path) -> tuple[list[str], list[tuple]]:
             import pyarrow.parquet as pq
 
             try:
-                open_regular(path).close()
-                table = pq.read_table(path)
+                with open_regular(path) as fh:
+                    table = pq.read_table(fh)
             except pa.ArrowException as exc:
                 raise LookalikeError(f"URL list {path} is not a readable Parquet file: {exc}") from None
             header = table.column_names
@@ -111,7 +111,7 @@ def url_list_rows(path: Path) -> tuple[list[str], list[tuple]]:
     except FileNotFoundError:
         raise LookalikeError(f"URL list {path} does not exist") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise LookalikeError(f"URL list {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+        raise LookalikeError(f"URL list {path} cannot be read: {reason(exc)}") from None
 
 
 def read_url_list(path: str | Path, people: list[dict]) -> dict[str, list[str]]:

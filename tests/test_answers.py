@@ -124,7 +124,8 @@ def test_a_torn_last_line_is_skipped_and_the_next_writer_starts_a_new_line(tmp_p
     assert [entry["status"] for entry in reading.entries] == ["ok", "busy"] and reading.skipped == 2
 
 
-# Writes answers 1 to 4 to the log file argv[1], answers 2 and 3 while the file may not grow (as on a full disk)
+# Writes answers 1 to 7 to the log file argv[1]: 2 and 3, then 5, while the file may grow by 20 bytes only (as on
+# a full disk), 7 after the log is closed
 UNWRITABLE_FOR_A_WHILE = """
 import json, logging, os, resource, signal, sys
 from lookalike_cli.answer_log import JsonLine, LogFile, answer_entry
@@ -133,10 +134,10 @@ logging.basicConfig(format="%(levelname)s %(message)s")
 log = LogFile(sys.argv[1], maxBytes=1_000_000, backupCount=1, encoding="utf-8")
 log.setFormatter(JsonLine())
 limits = resource.getrlimit(resource.RLIMIT_FSIZE)
-for number in range(1, 5):
-    if number == 2:
+for number in range(1, 8):
+    if number in (2, 5, 7):
         resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(sys.argv[1]) + 20, limits[1]))
-    if number == 4:
+    if number in (4, 6):
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
     log.emit(logging.makeLogRecord({"msg": answer_entry("query", "g1", "ok", number)}))
 log.close()
@@ -148,12 +149,14 @@ def test_answers_the_log_cannot_take_are_lost_whole_and_said_once(tmp_path):
     path = tmp_path / "answers.jsonl"
     ran = subprocess.run([sys.executable, "-c", UNWRITABLE_FOR_A_WHILE, str(path)], capture_output=True, text=True,
                          timeout=60)
-    assert ran.returncode == 0 and ran.stdout == "2\n", ran.stderr
+    assert ran.returncode == 0 and ran.stdout == "4\n", ran.stderr
+    stopped = f"WARNING cannot write the answer log {path}: File too large; answers go unlogged until it can"
     assert ran.stderr.splitlines() == [
-        f"WARNING cannot write the answer log {path}: File too large; answers go unlogged until it can",
-        f"WARNING the answer log {path} is written again (2 answers were not logged)"]
-    reading = read_answers([path])  # the line cut short by the limit was ended, and is skipped
-    assert [entry["latency_ms"] for entry in reading.entries] == [1000, 4000] and reading.skipped == 1
+        stopped, f"WARNING the answer log {path} is written again (answers not logged: 2)",
+        stopped, f"WARNING the answer log {path} is written again (answers not logged: 1)",
+        stopped, f"WARNING the answer log {path} was closed while it could not be written (answers not logged: 1)"]
+    reading = read_answers([path])  # the lines cut short by the limit were ended, and are skipped
+    assert [entry["latency_ms"] for entry in reading.entries] == [1000, 4000, 6000] and reading.skipped == 3
 
 
 def test_query_answers_even_when_its_log_cannot_be_written(built, caplog):
@@ -162,7 +165,8 @@ def test_query_answers_even_when_its_log_cannot_be_written(built, caplog):
     printed = run("query", DEMO / "images" / "ami-bera.jpg", "--data-dir", built, "--log", "/dev/full").output
     assert printed.startswith(f"{DEMO / 'images' / 'ami-bera.jpg'} face 1: "), printed
     assert [record.getMessage() for record in caplog.records if record.levelname == "WARNING"] == [
-        "cannot write the answer log /dev/full: No space left on device; answers go unlogged until it can"]
+        "cannot write the answer log /dev/full: No space left on device; answers go unlogged until it can",
+        "the answer log /dev/full was closed while it could not be written (answers not logged: 1)"]
 
 
 # --- lookalike stats -------------------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ def test_overrides_beat_the_file(tmp_path):
     ({"filter": {"min_eye_distance": float("inf")}}, "filter.min_eye_distance must be a finite number"),
     ({"serve": {"request_timeout": 3e6}}, "serve.request_timeout must be at most 86400"),
     ({"image": {"decode_timeout": 1e9}}, "image.decode_timeout must be at most 86400"),
+    ({"image": {"max_file_bytes": 10**30}}, "image.max_file_bytes must be between -1000000000000000 and "),
+    ({"filter": {"min_eye_distance": 10**400}}, "filter.min_eye_distance must be between"),
 ])
 def test_bad_values_name_the_key(data, message):
     with pytest.raises(LookalikeError, match=message.replace("[", r"\[").replace("]", r"\]")):

@@ -174,9 +174,11 @@ def test_what_ray_client_streams_from_the_head_is_a_debug_line(monkeypatch, capl
     hear_client_server()
     hear_client_server()  # each engine's connection asks again: still one handler
     streamed.warning("SIGTERM handler is not set because current thread is not the main thread.\n")
+    streamed.error("Unexpected exception:")
     assert capsys.readouterr().err == "" and len(streamed.handlers) == 1
     assert [(record.levelname, record.getMessage()) for record in caplog.records] == [
-        ("DEBUG", "Ray Client server: SIGTERM handler is not set because current thread is not the main thread.")]
+        ("DEBUG", "Ray Client server: SIGTERM handler is not set because current thread is not the main thread."),
+        ("ERROR", "Ray Client server: Unexpected exception:")]
 
 
 def hold_a_slot(slots: ProcessSlots) -> bool:

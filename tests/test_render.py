@@ -82,6 +82,7 @@ def test_long_and_multi_line_names_are_shortened_with_an_ellipsis_everywhere(tmp
     # a file name holding a newline or a direction override stays on its line, escaped
     named = format_photo(PhotoResult(photo="a\nb\u202e.jpg", faces=faces[:1]))
     assert len(named) == 1 and named[0].startswith("a\\nb\\u202e.jpg face 1: ")
+    assert format_photo(PhotoResult(photo="a\\nb.jpg", faces=faces[:1]))[0].startswith("a\\\\nb.jpg face 1: ")
     assert format_photo(PhotoResult(photo="a\nb.jpg", reason="unreadable", detail="gone")) == [
         "a\\nb.jpg: cannot read the image (unreadable: gone)"]
     assert len(caption(faces)) <= 1024 and len(caption(faces[:1])) <= 1024  # Telegram's caption limit

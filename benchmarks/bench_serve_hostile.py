@@ -47,10 +47,11 @@ def post(body: bytes, headers: dict | None = None) -> Callable[[str], int]:
 
 
 def raw(request: bytes, then: str = "read") -> Callable[[str], int]:
-    """A hostile request written on a raw socket: read the answer, or (``then="leave"``) go away without it."""
+    """A hostile request written on a raw socket: read the answer until the server closes the connection, or
+    (``then="leave"``) go away without it, or (``then="drip"``) send a byte every 0.25 s meanwhile."""
     def send(url: str) -> int:
         host, port = url.split("//")[1].split("/")[0].split(":")
-        with socket.create_connection((host, int(port)), timeout=300) as sock:
+        with socket.create_connection((host, int(port)), timeout=0.25 if then == "drip" else 300) as sock:
             with contextlib.suppress(OSError):
                 sock.sendall(request)
             if then == "leave":
@@ -58,8 +59,15 @@ def raw(request: bytes, then: str = "read") -> Callable[[str], int]:
                 return 499
             answer = b""
             with contextlib.suppress(OSError):
-                while chunk := sock.recv(65536):
-                    answer += chunk
+                while True:
+                    try:
+                        if not (chunk := sock.recv(65536)):
+                            break
+                        answer += chunk
+                    except socket.timeout:
+                        if then != "drip":
+                            break
+                        sock.sendall(b"x")
         return int(answer.split()[1]) if answer.startswith(b"HTTP/") else 0
     return send
 
@@ -72,6 +80,8 @@ def hostile_kinds() -> dict[str, Callable[[str], int]]:
     return {  # the kinds that wait for a timeout first, so that it runs out while the round goes on
         "Content-Length over the body": raw(head + b"Content-Length: 100000\r\n\r\n" + selfie[:5000]),
         "headers never finished": raw(head + b"Content-Le"),
+        "a body dripped after its answer (GET /healthz)": raw(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n"
+                                                              b"Content-Length: 100000\r\n\r\n", then="drip"),
         "JPEG of 27 scans, 36 Mpx (the slowest allowed)": post(hostile.slow_jpeg()),
         "16-bit PNG, 39.6 Mpx (allowed)": post(hostile.sixteen_bit_png(6000, 6600)),
         "JPEG of 3,010 scans, 36 Mpx": post(hostile.repeated_scans_jpeg(6000, 3000)),

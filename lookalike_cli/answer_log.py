@@ -47,6 +47,7 @@ STATUSES = {
     "busy": "every worker was busy and the queue full (or the server had max_connections open)",
     "too_slow": "the photo did not arrive within body_timeout, or its request's headers within header_timeout",
     "gone": "the client went away before its photo was read",
+    "not_fetched": "the bot could not fetch the photo from Telegram (an error answer, or a failed connection)",
     "timeout": "the photo was not answered within request_timeout",
     "failed": "a recognition worker failed on the photo",
 }

@@ -9,6 +9,7 @@ Every photo's answer is recorded by the monitor (``monitor.py``: the answer log,
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
+import httpx
 from telegram import Message, Update
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, CommandHandler, ContextTypes, filters
 from telegram.ext import MessageHandler
 
@@ -50,6 +52,7 @@ TOO_BIG = "This file is too big for me ({size}); please send a photo under {mega
 TOO_MANY_PIXELS = "This image has too many pixels for me; please send a smaller photo."
 BUSY = "I am answering a lot of photos right now. Please send yours again in a minute."
 TIMEOUT = "This photo took me too long. Please try again, or send a smaller one."
+TOO_SLOW = "Your photo did not reach me in time. Please send it again."
 FAILED = "Something went wrong with this photo, sorry. Please try another one."
 HARD_TO_SEE = ("(Your face was small or unclear in this photo, so I looked twice; a closer, sharper photo gives a "
                "surer answer.)")
@@ -92,6 +95,33 @@ def megabytes(size: int) -> str:
     return f"{size / 1_000_000:.1f} MB"
 
 
+class Refused(Exception):
+    """A photo the bot does not recognise: the answer's status (answer_log.STATUSES) and the reply saying why."""
+
+    def __init__(self, status: str, reply: str):
+        super().__init__(status)
+        self.status = status
+        self.reply = reply
+
+
+class FileTooLarge(Exception):
+    pass
+
+
+async def fetch_capped(client: httpx.AsyncClient, url: str, limit: int) -> bytes:
+    """The body of a GET of ``url``, read as it arrives: FileTooLarge past ``limit`` bytes (read no further),
+    httpx.HTTPStatusError for an answer other than 2xx (a redirect is not followed)."""
+    async with client.stream("GET", url) as response:
+        response.raise_for_status()
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise FileTooLarge()
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def caption(faces: list[FaceResult]) -> str:
     """The text sent with the picture: the best match of each face, with its percent, and a hint when the
     detection fallback had to find the faces. Names are shortened, so that the caption stays within Telegram's
@@ -117,6 +147,19 @@ class LookalikeBot:
         self.recognizer = recognizer
         self.monitor = monitor
         self.limit = config.serve.max_body_bytes
+        self.download_seconds = config.serve.body_timeout
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The client that downloads photos from Telegram (made in the bot's event loop, on first use)."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.download_seconds)
+        return self._http
+
+    async def close(self, application: Application | None = None) -> None:
+        if self._http is not None:
+            await self._http.aclose()
 
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await update.effective_message.reply_text(HELP.format(people=self.recognizer.gallery["people"],
@@ -135,12 +178,12 @@ class LookalikeBot:
         """Reply to a photo; returns the answer's status (see answer_log.STATUSES) and the worker's result."""
         try:
             with self.recognizer.place() as place:  # taken before the file is downloaded: bounded memory
-                data, refusal = await self.download(message)
-                if data is None:
-                    await message.reply_text(refusal)
-                    return "too_big", None
+                data = await self.download(message)
                 name = getattr(message.document, "file_name", None) or "photo"
                 result, picture = await place.recognize(data, name, picture=True)
+        except Refused as refused:
+            await message.reply_text(refused.reply)
+            return refused.status, None
         except Busy:
             await message.reply_text(BUSY)
             return "busy", None
@@ -157,19 +200,30 @@ class LookalikeBot:
             await message.reply_photo(picture, caption=caption(result.faces), filename="lookalike.png")
         return photo_status(result), result
 
-    async def download(self, message: Message) -> tuple[bytes | None, str | None]:
-        """The photo's bytes, or None and the reply that says why not."""
+    def too_big(self, size: str) -> Refused:
+        return Refused("too_big", TOO_BIG.format(size=size, megabytes=self.limit / 1_000_000))
+
+    async def download(self, message: Message) -> bytes:
+        """The photo's bytes, read from Telegram as they come: at most ``max_body_bytes`` of them (whatever size
+        the message declares), within ``body_timeout`` in all; Refused otherwise."""
         attachment = message.photo[-1] if message.photo else message.document  # photo sizes: largest last
         if attachment.file_size and attachment.file_size > self.limit:
-            return None, TOO_BIG.format(size=megabytes(attachment.file_size), megabytes=self.limit / 1_000_000)
+            raise self.too_big(megabytes(attachment.file_size))
         try:
-            data = bytes(await (await attachment.get_file()).download_as_bytearray())
-        except BadRequest as exc:  # Telegram refuses to hand bots files over 20 MB
-            log.info("cannot download a file: %s", exc)
-            return None, TOO_BIG.format(size="over 20 MB", megabytes=self.limit / 1_000_000)
-        if len(data) > self.limit:
-            return None, TOO_BIG.format(size=megabytes(len(data)), megabytes=self.limit / 1_000_000)
-        return data, None
+            async with asyncio.timeout(self.download_seconds):
+                return await fetch_capped(self.http, (await attachment.get_file()).file_path, self.limit)
+        except FileTooLarge:
+            raise self.too_big(f"over {megabytes(self.limit)}") from None
+        except TimeoutError:
+            raise Refused("too_slow", TOO_SLOW) from None
+        except BadRequest as exc:
+            if "too big" in str(exc).lower():  # Telegram hands bots files of at most 20 MB
+                raise self.too_big("over 20 MB") from None
+            log.info("cannot download a photo: %s", exc)
+            raise Refused("not_fetched", FAILED) from None
+        except (httpx.HTTPError, TelegramError) as exc:
+            log.info("cannot download a photo: %s", exc)
+            raise Refused("not_fetched", FAILED) from None
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("while answering an update: %s", context.error, exc_info=context.error)
@@ -189,7 +243,7 @@ def build_application(token: str, recognizer: Recognizer, config: Config, monito
     application = (ApplicationBuilder().token(token).base_url(settings.bot_api_url)
                    .base_file_url(settings.bot_file_url)
                    .rate_limiter(smooth_rate_limiter(settings.bot_max_rate))
-                   .concurrent_updates(recognizer.capacity).build())
+                   .concurrent_updates(recognizer.capacity).post_shutdown(bot.close).build())
     application.add_handler(CommandHandler(["start", "help"], bot.on_help))
     application.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, bot.on_photo))
     application.add_handler(MessageHandler(filters.ALL, bot.on_other))

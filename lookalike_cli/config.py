@@ -202,8 +202,8 @@ class ServeConfig:
                                    min=1, max=100_000)
     header_timeout: float = setting(10.0, "seconds a client may take to send a request's headers", min=0.01,
                                     max=MAX_SECONDS)
-    body_timeout: float = setting(60.0, "seconds a client may take to send a photo once its headers arrived",
-                                  min=0.01, max=MAX_SECONDS)
+    body_timeout: float = setting(60.0, "seconds a client may take to send a photo once its headers arrived (the "
+                                        "bot: to fetch a photo from Telegram)", min=0.01, max=MAX_SECONDS)
     max_body_chunks: int = setting(10_000, "a chunked body sent in more chunks is refused (400): tiny chunks "
                                            "cost the server more to parse than they carry", min=1)
     large_photo_pixels: int = setting(16_000_000, "photos of more pixels (from their header; also a header that "

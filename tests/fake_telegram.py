@@ -1,7 +1,9 @@
 """A fake Telegram Bot API server for the bot's tests: it delivers updates and records what the bot sends.
 
 It answers the methods the bot uses (getMe, deleteWebhook, setWebhook, getUpdates with long polling, getFile,
-file downloads, sendMessage, sendPhoto), as the real Bot API does, over real HTTP on 127.0.0.1.
+file downloads, sendMessage, sendPhoto), as the real Bot API does, over real HTTP on 127.0.0.1. A file's download
+can also misbehave (``document(..., download=...)``): drip a byte every 0.1 s for ever, answer 500, or be
+unknown to getFile.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 BOT_USER = {"id": 4242, "is_bot": True, "first_name": "Lookalike", "username": "lookalike_test_bot",
@@ -38,6 +40,7 @@ class Sent:
 class FakeTelegram:
     token: str
     files: dict[str, bytes] = field(default_factory=dict)
+    downloads: dict[str, str] = field(default_factory=dict)  # file id -> "drip", "error" or "unknown"
     updates: list[dict] = field(default_factory=list)
     sent: list[Sent] = field(default_factory=list)
     calls: list[tuple[str, dict]] = field(default_factory=list)
@@ -65,8 +68,11 @@ class FakeTelegram:
         return self.message(chat_id, photo=[{"file_id": file_id, "file_unique_id": file_id, "width": width,
                                              "height": height, "file_size": len(data)}])
 
-    def document(self, chat_id: int, data: bytes, name: str, mime: str, size: int | None = None) -> dict:
+    def document(self, chat_id: int, data: bytes, name: str, mime: str, size: int | None = None,
+                 download: str = "") -> dict:
         file_id = self.add_file(data)
+        if download:
+            self.downloads[file_id] = download
         return self.message(chat_id, document={"file_id": file_id, "file_unique_id": file_id, "file_name": name,
                                                "mime_type": mime, "file_size": size or len(data)})
 
@@ -111,7 +117,17 @@ class FakeTelegram:
         file_id = request.path_params["path"].rsplit("/", 1)[-1].split(".")[0]
         if request.path_params["token"] != self.token or file_id not in self.files:
             return Response(status_code=404)
+        if self.downloads.get(file_id) == "error":
+            return Response(status_code=500)
+        if self.downloads.get(file_id) == "drip":
+            return StreamingResponse(self.drip(), media_type="application/octet-stream")
         return Response(self.files[file_id], media_type="application/octet-stream")
+
+    @staticmethod
+    async def drip():
+        while True:
+            yield b"x"
+            await asyncio.sleep(0.1)
 
     def getMe(self, params, photo):
         return BOT_USER
@@ -133,7 +149,7 @@ class FakeTelegram:
 
     def getFile(self, params, photo):
         file_id = params["file_id"]
-        if file_id not in self.files:
+        if file_id not in self.files or self.downloads.get(file_id) == "unknown":
             return JSONResponse({"ok": False, "error_code": 400, "description": "Bad Request: invalid file_id"},
                                 400)
         return {"file_id": file_id, "file_unique_id": file_id, "file_size": len(self.files[file_id]),

@@ -55,7 +55,7 @@ def telegram(built, tmp_path_factory):
     """The fake Bot API with `lookalike bot` polling it."""
     fake = FakeTelegram(TOKEN)
     with running(fake.app()) as url, open(tmp_path_factory.mktemp("bot") / "bot.log", "w+") as log:
-        process = start_bot(built, url, log)
+        process = start_bot(built, url, log, "--body-timeout", "3")  # a download's deadline; loopback takes ms
         try:
             wait_until(lambda: fake.called("getUpdates") or process.poll() is not None, what="the bot to poll")
             assert process.poll() is None, "the bot stopped"
@@ -134,6 +134,18 @@ def test_friendly_answers(telegram, send, expected):
     send(telegram, chat)
     answer = reply(telegram, chat)
     assert answer.method == "sendMessage" and answer.text == expected
+
+
+def test_a_file_larger_than_it_says_is_refused_once_it_passes_the_limit(telegram):
+    telegram.document(7, b"\xff" * 12_000_000, "small.jpg", "image/jpeg", size=1000)  # 12 MB said to be 1 kB
+    assert reply(telegram, 7).text == "This file is too big for me (over 10.0 MB); please send a photo under 10 MB."
+
+
+@pytest.mark.parametrize("chat, download, expected", [(30, "error", bot.FAILED), (31, "unknown", bot.FAILED),
+                                                     (32, "drip", bot.TOO_SLOW)])
+def test_a_download_that_fails_or_drips_gets_a_reply(telegram, chat, download, expected):
+    telegram.document(chat, photo_bytes("ami-bera"), "photo.jpg", "image/jpeg", download=download)
+    assert reply(telegram, chat).text == expected  # a drip within the bot's --body-timeout of 3 s
 
 
 def test_a_huge_file_is_refused_without_downloading_it(telegram):

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import queue
 import sys
 import time
@@ -200,10 +201,13 @@ class LogReading:
 
 
 def is_entry(value) -> bool:
-    """Whether a parsed line is an answer entry (every field there, with its type)."""
+    """Whether a parsed line is an answer entry: every field there, with its type, and its numbers in range (a
+    latency and a distance of at least 0, a similarity from 0 to 1; JSON's NaN and Infinity are none of these)."""
     return (isinstance(value, dict) and all(isinstance(value.get(key), kind) for key, kind in FIELDS.items())
+            and 0 <= value["latency_ms"] < math.inf and value["faces"] >= 0
             and all(isinstance(match, dict) and all(isinstance(match.get(key), kind)
                                                      for key, kind in MATCH_FIELDS.items())
+                    and 0 <= match["distance"] < math.inf and 0 <= match["similarity"] <= 1
                     for match in value["matches"]))
 
 

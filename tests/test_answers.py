@@ -124,6 +124,21 @@ def test_a_torn_last_line_is_skipped_and_the_next_writer_starts_a_new_line(tmp_p
     assert [entry["status"] for entry in reading.entries] == ["ok", "busy"] and reading.skipped == 2
 
 
+def test_lines_whose_numbers_are_out_of_range_are_skipped(tmp_path):
+    path = tmp_path / "answers.jsonl"
+    entry = {"time": "2026-01-01T00:00:00.000Z"} | answer_entry("http", "g1", "ok", 0.2, answer("ami-bera"))
+    lines = [json.dumps(entry)]
+    for key, value in [("similarity", math.nan), ("similarity", math.inf), ("similarity", 1e308),
+                       ("distance", -1.0), ("distance", math.inf)]:
+        changed = json.loads(json.dumps(entry))
+        changed["matches"][0][key] = value
+        lines.append(json.dumps(changed))  # NaN and Infinity as Python's json writes them
+    lines.append(json.dumps(entry | {"latency_ms": math.nan}))
+    path.write_text("\n".join(lines) + "\n")
+    reading = read_answers([path])
+    assert len(reading.entries) == 1 and reading.skipped == 6
+
+
 # Writes answers 1 to 7 to the log file argv[1]: 2 and 3, then 5, while the file may grow by 20 bytes only (as on
 # a full disk), 7 after the log is closed
 UNWRITABLE_FOR_A_WHILE = """

@@ -16,6 +16,7 @@ import secrets
 import signal
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOKEN_VARIABLE = "LOOKALIKE_BOT_TOKEN"
+PHOTOS_PER_CHAT = 2  # photos of one chat in work at once; more are turned away, so that no chat takes every place
+UPDATES_PER_PLACE = 4  # updates handled at once, per place of the recognizer: those without a place are told BUSY
 
 HELP = ("Send me a photo of a face, a selfie works best, and I will tell you who of my {people} people you look "
         "like, how much in percent, and show you both side by side.\n\n"
@@ -51,6 +54,7 @@ BROKEN = "I could not open this file as an image. Please send a photo (JPEG, PNG
 TOO_BIG = "This file is too big for me ({size}); please send a photo under {megabytes:g} MB."
 TOO_MANY_PIXELS = "This image has too many pixels for me; please send a smaller photo."
 BUSY = "I am answering a lot of photos right now. Please send yours again in a minute."
+ONE_AT_A_TIME = "I am still answering your last photos. Please send this one again once they are answered."
 TIMEOUT = "This photo took me too long. Please try again, or send a smaller one."
 TOO_SLOW = "Your photo did not reach me in time. Please send it again."
 FAILED = "Something went wrong with this photo, sorry. Please try another one."
@@ -149,6 +153,7 @@ class LookalikeBot:
         self.limit = config.serve.max_body_bytes
         self.download_seconds = config.serve.body_timeout
         self._http: httpx.AsyncClient | None = None
+        self.in_work: Counter[int] = Counter()  # photos in work per chat (all in the bot's event loop)
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -170,9 +175,19 @@ class LookalikeBot:
 
     async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
-        started = time.perf_counter()
-        status, result = await self.answer(message)
-        self.monitor.answered(status, time.perf_counter() - started, result, client=str(message.chat_id))
+        started, chat = time.perf_counter(), message.chat_id
+        if self.in_work[chat] >= PHOTOS_PER_CHAT:
+            await message.reply_text(ONE_AT_A_TIME)
+            status, result = "busy", None
+        else:
+            self.in_work[chat] += 1
+            try:
+                status, result = await self.answer(message)
+            finally:
+                self.in_work[chat] -= 1
+                if not self.in_work[chat]:
+                    del self.in_work[chat]
+        self.monitor.answered(status, time.perf_counter() - started, result, client=str(chat))
 
     async def answer(self, message: Message) -> tuple[str, PhotoResult | None]:
         """Reply to a photo; returns the answer's status (see answer_log.STATUSES) and the worker's result."""
@@ -243,7 +258,7 @@ def build_application(token: str, recognizer: Recognizer, config: Config, monito
     application = (ApplicationBuilder().token(token).base_url(settings.bot_api_url)
                    .base_file_url(settings.bot_file_url)
                    .rate_limiter(smooth_rate_limiter(settings.bot_max_rate))
-                   .concurrent_updates(recognizer.capacity).post_shutdown(bot.close).build())
+                   .concurrent_updates(UPDATES_PER_PLACE * recognizer.capacity).post_shutdown(bot.close).build())
     application.add_handler(CommandHandler(["start", "help"], bot.on_help))
     application.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, bot.on_photo))
     application.add_handler(MessageHandler(filters.ALL, bot.on_other))

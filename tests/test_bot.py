@@ -20,6 +20,7 @@ from lookalike_cli import bot
 from lookalike_cli.cli import cli
 from lookalike_cli.query import FaceResult, Match
 
+import hostile
 from conftest import DEMO, FIXTURES, hard_selfie
 from fake_telegram import FakeTelegram
 from servers import free_port, running, wait_until
@@ -146,6 +147,18 @@ def test_a_file_larger_than_it_says_is_refused_once_it_passes_the_limit(telegram
 def test_a_download_that_fails_or_drips_gets_a_reply(telegram, chat, download, expected):
     telegram.document(chat, photo_bytes("ami-bera"), "photo.jpg", "image/jpeg", download=download)
     assert reply(telegram, chat).text == expected  # a drip within the bot's --body-timeout of 3 s
+
+
+def test_one_chat_has_at_most_two_photos_in_work_and_others_are_answered_meanwhile(telegram):
+    collage = hostile.collage(10)  # 10 faces: tenths of a second of work, while the 6 updates arrive within ms
+    for _ in range(6):
+        telegram.photo(40, collage)
+    telegram.photo(41, photo_bytes("ami-bera"))
+    wait_until(lambda: len(telegram.replies(40)) == 6 and telegram.replies(41), what="7 replies")
+    answers = telegram.replies(40)
+    assert sorted(sent.method for sent in answers) == ["sendMessage"] * 4 + ["sendPhoto"] * 2
+    assert {sent.text for sent in answers if sent.method == "sendMessage"} == {bot.ONE_AT_A_TIME}
+    assert telegram.replies(41)[0].method == "sendPhoto"
 
 
 def test_a_huge_file_is_refused_without_downloading_it(telegram):

@@ -3,13 +3,18 @@
 A photo (or an image sent as a file) is answered with the best match of every face, its percent, and the
 picture of ``query --out``. Replies go through python-telegram-bot's AIORateLimiter (Telegram allows a bot
 about 30 messages a second). The token comes from ``LOOKALIKE_BOT_TOKEN`` and is never logged. The bot polls
-Telegram, or with ``webhook_url`` set, registers that webhook (with a fresh secret) and listens on host:port.
+Telegram, or with ``webhook_url`` set, registers that webhook (with a fresh secret) and listens on host:port
+behind ``serve``'s HTTP guard (connections, header and body times), refusing a post without the secret before
+reading its body.
 Every photo's answer is recorded by the monitor (``monitor.py``: the answer log, metrics on ``metrics_port``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hmac
+import json
 import logging
 import os
 import secrets
@@ -22,6 +27,10 @@ from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
 import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from telegram import Message, Update
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, CommandHandler, ContextTypes, filters
@@ -34,6 +43,7 @@ from .errors import LookalikeError
 from .monitor import Monitor
 from .recognizer import Busy, RecognitionFailed, RecognitionTimeout, Recognizer
 from .render import MAX_PANELS
+from .serve import Counted, RequestStats, error, http_server, listen, stop_on_terminate
 
 if TYPE_CHECKING:
     from .query import FaceResult, PhotoResult
@@ -41,6 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOKEN_VARIABLE = "LOOKALIKE_BOT_TOKEN"
+SECRET_HEADER = "x-telegram-bot-api-secret-token"
+MAX_UPDATE_BYTES = 1_000_000  # an update Telegram posts to the webhook: a message is a few kB
 PHOTOS_PER_CHAT = 2  # photos of one chat in work at once; more are turned away, so that no chat takes every place
 UPDATES_PER_PLACE = 4  # updates handled at once, per place of the recognizer: those without a place are told BUSY
 
@@ -266,6 +278,50 @@ def build_application(token: str, recognizer: Recognizer, config: Config, monito
     return application
 
 
+def webhook_app(application: Application, secret: str, path: str, body_seconds: float) -> Starlette:
+    """The webhook's one route, POST ``path``: an update with the secret header is put on the application's
+    queue (200); no secret 403, its body unread; a body over MAX_UPDATE_BYTES 413, not JSON of an update 400, not
+    complete within ``body_seconds`` 408."""
+    async def receive_update(request: Request) -> Response:
+        if not hmac.compare_digest(request.headers.get(SECRET_HEADER, "").encode(), secret.encode()):
+            return error(403, "not this webhook's secret")
+        body = b""
+        try:
+            async with asyncio.timeout(body_seconds):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > MAX_UPDATE_BYTES:
+                        return error(413, f"an update is at most {MAX_UPDATE_BYTES} bytes")
+        except TimeoutError:
+            return error(408, f"the update did not arrive within {body_seconds:g} s")
+        try:
+            update = Update.de_json(json.loads(body), application.bot)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            return error(400, "not a Telegram update")
+        await application.update_queue.put(update)
+        return Response()
+
+    return Starlette(routes=[Route(path, receive_update, methods=["POST"])])
+
+
+async def serve_webhook(application: Application, config: Config, url: str) -> None:
+    """Answer the updates Telegram posts to ``url`` (forwarded to host:port), until interrupted."""
+    secret = secrets.token_urlsafe(32)
+    app = webhook_app(application, secret, "/" + urlsplit(url).path.lstrip("/"), config.serve.body_timeout)
+    server = http_server(Counted(app, RequestStats()), config)
+    sock = listen(config.serve.host, config.serve.port)
+    try:
+        async with application:
+            await application.start()
+            await application.bot.set_webhook(url, secret_token=secret, allowed_updates=["message"])
+            try:
+                await server.serve(sockets=[sock])
+            finally:
+                await application.stop()
+    finally:
+        sock.close()
+
+
 def run_bot(data_dir: str | Path, config: Config, token: str, on_ready: Callable[[str], None] = print) -> None:
     """Answer Telegram until interrupted: polling, or a webhook on ``host:port`` when ``webhook_url`` is set."""
     hide_token_in_logs(token)
@@ -283,9 +339,10 @@ def run_bot(data_dir: str | Path, config: Config, token: str, on_ready: Callable
         application = build_application(token, recognizer, config, monitor)
         if url:
             on_ready(f"listening on {host}:{port} for the webhook {url}")
-            application.run_webhook(listen=host, port=port, url_path=urlsplit(url).path.lstrip("/"),
-                                    webhook_url=url, secret_token=secrets.token_urlsafe(32),
-                                    allowed_updates=["message"])
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, stop_on_terminate)  # uvicorn re-raises it after its graceful shutdown
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(serve_webhook(application, config, url))
         else:
             on_ready("polling Telegram")
             application.run_polling(allowed_updates=["message"])

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -196,28 +197,75 @@ def test_a_burst_of_200_updates_is_answered_within_the_rate_limit(telegram):
     assert len(times) - 1 <= RATE * (times[-1] - times[0] + JITTER), (len(times), times[-1] - times[0])
 
 
-@pytest.mark.slow
-def test_the_bot_takes_updates_from_a_webhook_with_its_secret(built, tmp_path):
+@dataclasses.dataclass
+class Webhook:
+    fake: FakeTelegram
+    url: str
+    port: int
+    secret: str
+
+
+@contextlib.contextmanager
+def webhook_bot(data_dir, tmp_path, *options: str):
+    """`lookalike bot` taking updates on a webhook of 127.0.0.1 from the fake Bot API, once it listens."""
     fake = FakeTelegram(TOKEN)
     port = free_port()
     webhook = f"http://127.0.0.1:{port}/telegram-hook"
     with running(fake.app()) as url, open(tmp_path / "bot.log", "w+") as log:
-        process = start_bot(built, url, log, "--webhook-url", webhook, "--host", "127.0.0.1", "--port", str(port))
+        process = start_bot(data_dir, url, log, "--webhook-url", webhook, "--host", "127.0.0.1", "--port", str(port),
+                            *options)
         try:
             registered = wait_until(lambda: fake.called("setWebhook") or process.poll() is not None,
                                     what="setWebhook")
             assert process.poll() is None, "the bot stopped"
             assert registered[0]["url"] == webhook and len(registered[0]["secret_token"]) >= 32
-            wait_until(lambda: listening(port), what="the webhook's server")  # it listens after setWebhook
-            update = fake.photo(7, photo_bytes("barack-obama"))
-            assert httpx.post(webhook, json=update).status_code == 403  # without the secret
-            response = httpx.post(webhook, json=update,
-                                  headers={"X-Telegram-Bot-Api-Secret-Token": registered[0]["secret_token"]})
-            assert response.status_code == 200
-            assert reply(fake, 7).text.startswith("You look like Barack Obama: ")
-            assert not fake.called("getUpdates")
+            wait_until(lambda: listening(port), what="the webhook's server")
+            yield Webhook(fake, webhook, port, registered[0]["secret_token"])
         finally:
             stop_bot(process, log)
+
+
+@pytest.mark.slow
+def test_the_bot_takes_updates_from_a_webhook_with_its_secret(built, tmp_path):
+    with webhook_bot(built, tmp_path) as hook:
+        update = hook.fake.photo(7, photo_bytes("barack-obama"))
+        assert httpx.post(hook.url, json=update).status_code == 403  # without the secret
+        response = httpx.post(hook.url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": hook.secret})
+        assert response.status_code == 200
+        assert reply(hook.fake, 7).text.startswith("You look like Barack Obama: ")
+        assert not hook.fake.called("getUpdates")
+
+
+def raw_answer(port: int, request: bytes) -> bytes:
+    """The status line of the answer to ``request`` sent on a connection of its own."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(request)
+        return sock.recv(65536).split(b"\r\n", 1)[0]
+
+
+@pytest.mark.slow
+def test_the_webhook_keeps_the_limits_of_serve(built, tmp_path):
+    with webhook_bot(built, tmp_path, "--max-connections", "4", "--header-timeout", "2") as hook:
+        head = b"POST /telegram-hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        with_secret = head + f"X-Telegram-Bot-Api-Secret-Token: {hook.secret}\r\n".encode()
+        # no secret: refused from its headers, the 50 MB it announces never read
+        assert raw_answer(hook.port, head + b"Content-Length: 50000000\r\n\r\n") == b"HTTP/1.1 403 Forbidden"
+        too_long = bot.MAX_UPDATE_BYTES + 1
+        assert raw_answer(hook.port, with_secret + f"Content-Length: {too_long}\r\n\r\n".encode() + b"{" * too_long) \
+            == b"HTTP/1.1 413 Request Entity Too Large"
+        assert raw_answer(hook.port, with_secret + b"Content-Length: 8\r\n\r\nnot json") == \
+            b"HTTP/1.1 400 Bad Request"
+        with contextlib.ExitStack() as stack:  # idle connections: 4 at most, each closed at the header timeout
+            idle = [stack.enter_context(socket.create_connection(("127.0.0.1", hook.port), timeout=60))
+                    for _ in range(4)]
+            time.sleep(0.2)  # let the server accept them
+            assert raw_answer(hook.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") == \
+                b"HTTP/1.1 503 Service Unavailable"
+            started = time.monotonic()
+            assert [sock.recv(1) for sock in idle] == [b""] * 4 and time.monotonic() - started < 2 + 30
+        response = httpx.post(hook.url, json=hook.fake.photo(7, photo_bytes("barack-obama")),
+                              headers={"X-Telegram-Bot-Api-Secret-Token": hook.secret})
+        assert response.status_code == 200 and reply(hook.fake, 7).text.startswith("You look like Barack Obama: ")
 
 
 def test_the_token_comes_from_the_environment(monkeypatch, built):

@@ -5,8 +5,10 @@ Pillow only. Used by ``lookalike query --out``, the HTTP API's ``?format=png`` a
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -30,6 +32,13 @@ TILE_BACKGROUND = (52, 55, 64)
 BOX_COLOUR = (255, 196, 0)
 TEXT = (245, 245, 245)
 SUBTLE = (170, 175, 185)
+FONT_FILE = Path(__file__).parent / "fonts" / "DejaVuSans.ttf"  # accented, Greek, Cyrillic... letters (fonts/README)
+
+
+@functools.lru_cache(maxsize=None)
+def picture_font(size: int) -> ImageFont.FreeTypeFont:
+    """The pictures' font at ``size`` pixels."""
+    return ImageFont.truetype(str(FONT_FILE), size)
 
 
 def face_square(box: Sequence[int], width: int, height: int, margin: float = FACE_MARGIN) -> tuple[int, ...]:
@@ -70,7 +79,7 @@ def match_tile(path: str) -> Image.Image:
         log.warning("cannot show gallery photo %s: %s", path, exc)
         tile = Image.new("RGB", (TILE, TILE), TILE_BACKGROUND)
         ImageDraw.Draw(tile).text((TILE // 2, TILE // 2), "photo not available", fill=SUBTLE,
-                                  font=ImageFont.load_default(18), anchor="mm")
+                                  font=picture_font(18), anchor="mm")
         return tile
 
 
@@ -90,6 +99,12 @@ def shorten(text: str, font: ImageFont.ImageFont, width: float) -> str:
     return text[:shortest] + "…"
 
 
+def panel_title(prefix: str, name: str, similarity: float, title_font: ImageFont.FreeTypeFont, width: float) -> str:
+    """``Face 2: Name  43%`` within ``width`` pixels: a long name is shortened, never the percent."""
+    percent = f"  {similarity:.0%}"
+    return prefix + shorten(display_name(name), title_font, width - title_font.getlength(prefix + percent)) + percent
+
+
 def render_answer(image: np.ndarray, faces: Sequence[FaceResult], scale: float = 1.0) -> Image.Image:
     """One panel per face (at most MAX_PANELS): the face beside its best match, name and percent below.
     ``scale``: the photo's size over the image's, in which the faces' boxes are given (see images.Decoded)."""
@@ -102,14 +117,14 @@ def render_answer(image: np.ndarray, faces: Sequence[FaceResult], scale: float =
     footer = 36 if len(faces) > len(shown) else 0
     canvas = Image.new("RGB", (width, PAD + len(shown) * (panel_height + PAD) + footer), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
-    title_font, detail_font = ImageFont.load_default(26), ImageFont.load_default(19)
+    title_font, detail_font = picture_font(26), picture_font(19)
     for number, face in enumerate(shown, 1):
         top = PAD + (number - 1) * (panel_height + PAD)
         canvas.paste(user_tile(photo, scale_box(face.box, scale)), (PAD, top))
         best = face.matches[0]
         canvas.paste(match_tile(best.image), (2 * PAD + TILE, top))
         prefix = f"Face {number}: " if len(faces) > 1 else ""
-        title = shorten(f"{prefix}{display_name(best.name)}  {best.similarity:.0%}", title_font, width - 2 * PAD)
+        title = panel_title(prefix, best.name, best.similarity, title_font, width - 2 * PAD)
         draw.text((PAD, top + TILE + 10), title, fill=TEXT, font=title_font)
         draw.text((PAD, top + TILE + 44), f"you, and the closest gallery photo (distance {best.distance:.2f})",
                   fill=SUBTLE, font=detail_font)

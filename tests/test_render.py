@@ -59,6 +59,24 @@ def test_face_square_keeps_a_margin_inside_the_image():
     assert face_square((0, 10, 100, 110), 150, 120, margin=0.5) == (0, 0, 150, 120)
 
 
+def test_names_are_drawn_with_their_accents_and_the_percent_always_shows():
+    from PIL import ImageDraw
+
+    from lookalike_cli.render import panel_title, picture_font
+
+    font = picture_font(26)
+
+    def drawn(text: str) -> np.ndarray:
+        canvas = Image.new("L", (80, 60))
+        ImageDraw.Draw(canvas).text((5, 5), text, font=font, fill=255)
+        return np.asarray(canvas)
+
+    missing = drawn("\U0010fffd")  # no font has this letter: what is drawn for a letter the font lacks
+    assert [letter for letter in "úéñçøДλשا" if np.array_equal(drawn(letter), missing)] == []
+    title = panel_title("Face 2: ", "Jean-Baptiste " * 50, 0.43, font, 600)
+    assert title.startswith("Face 2: Jean-Baptiste") and title.endswith("…  43%") and font.getlength(title) <= 600
+
+
 def test_long_and_multi_line_names_are_shortened_with_an_ellipsis_everywhere(tmp_path):
     from PIL import ImageFont
 

@@ -272,8 +272,9 @@ def build_application(token: str, recognizer: Recognizer, config: Config, monito
                    .rate_limiter(smooth_rate_limiter(settings.bot_max_rate))
                    .concurrent_updates(UPDATES_PER_PLACE * recognizer.capacity).post_shutdown(bot.close).build())
     application.add_handler(CommandHandler(["start", "help"], bot.on_help))
-    application.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, bot.on_photo))
-    application.add_handler(MessageHandler(filters.ALL, bot.on_other))
+    new = filters.UpdateType.MESSAGE  # an edited message (a photo's caption changed) is not answered again
+    application.add_handler(MessageHandler(new & (filters.PHOTO | filters.Document.ALL), bot.on_photo))
+    application.add_handler(MessageHandler(new, bot.on_other))
     application.add_error_handler(bot.on_error)
     return application
 

@@ -54,7 +54,8 @@ def revalidated(request: Request, body: bytes, media_type: str, cache_control: s
     """``body`` with an ETag of its content, or 304 Not Modified when the client holds it already."""
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
     headers = {"etag": etag, "cache-control": cache_control, **PAGE_HEADERS}
-    if etag in request.headers.get("if-none-match", ""):
+    held = request.headers.get("if-none-match", "")
+    if etag in held or held.strip() == "*":  # "*": any version the client holds
         return Response(status_code=304, headers=headers)
     return Response(body, media_type=media_type, headers=headers)
 

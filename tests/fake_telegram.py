@@ -48,11 +48,12 @@ class FakeTelegram:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- what the tests do -------------------------------------------------------------------------
-    def message(self, chat_id: int, **content) -> dict:
-        """Queue an update with a private message from ``chat_id``; returns the update."""
+    def message(self, chat_id: int, kind: str = "message", **content) -> dict:
+        """Queue an update with a private message from ``chat_id`` (``kind``: or an ``edited_message``);
+        returns the update."""
         with self._lock:
             update_id = next(self._ids)
-            update = {"update_id": update_id, "message": {
+            update = {"update_id": update_id, kind: {
                 "message_id": update_id, "date": int(time.time()), **content,
                 "chat": {"id": chat_id, "type": "private", "first_name": f"User {chat_id}"},
                 "from": {"id": chat_id, "is_bot": False, "first_name": f"User {chat_id}"}}}

@@ -162,6 +162,15 @@ def test_one_chat_has_at_most_two_photos_in_work_and_others_are_answered_meanwhi
     assert telegram.replies(41)[0].method == "sendPhoto"
 
 
+def test_a_photo_whose_message_is_edited_is_not_answered_again(telegram):
+    photo = telegram.photo(42, photo_bytes("ami-bera"))["message"]["photo"]
+    telegram.message(42, kind="edited_message", photo=photo, caption="me", edit_date=int(time.time()))
+    telegram.command(42, "/help")  # answered after the edit's update was handled
+    wait_until(lambda: len(telegram.replies(42)) >= 2, what="2 replies")
+    assert sorted((sent.method, sent.text.startswith("Send me a photo of a face, a selfie"))
+                  for sent in telegram.replies(42)) == [("sendMessage", True), ("sendPhoto", False)]
+
+
 def test_a_huge_file_is_refused_without_downloading_it(telegram):
     update = telegram.document(6, photo_bytes("ami-bera"), "huge.jpg", "image/jpeg", size=50_000_000)
     answer = reply(telegram, 6)

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import queue
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ FIELDS = {"time": str, "channel": str, "generation": str, "status": str, "latenc
           "faces": int, "matches": list}
 MATCH_FIELDS = {"alias": str, "distance": (int, float), "similarity": (int, float)}
 MAX_LINE_BYTES = 1_000_000  # a longer line is not an entry of this log
+TIME_FORMAT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")  # as JsonLine writes it, UTC
 
 
 def photo_status(result: PhotoResult) -> str:
@@ -201,9 +203,11 @@ class LogReading:
 
 
 def is_entry(value) -> bool:
-    """Whether a parsed line is an answer entry: every field there, with its type, and its numbers in range (a
-    latency and a distance of at least 0, a similarity from 0 to 1; JSON's NaN and Infinity are none of these)."""
+    """Whether a parsed line is an answer entry: every field there, with its type, a time as the writer writes
+    it, a known status, and its numbers in range (a latency and a distance of at least 0, a similarity from 0 to
+    1; JSON's NaN and Infinity are none of these)."""
     return (isinstance(value, dict) and all(isinstance(value.get(key), kind) for key, kind in FIELDS.items())
+            and TIME_FORMAT.fullmatch(value["time"]) is not None and value["status"] in STATUSES
             and 0 <= value["latency_ms"] < math.inf and value["faces"] >= 0
             and all(isinstance(match, dict) and all(isinstance(match.get(key), kind)
                                                      for key, kind in MATCH_FIELDS.items())

@@ -124,7 +124,7 @@ def test_a_torn_last_line_is_skipped_and_the_next_writer_starts_a_new_line(tmp_p
     assert [entry["status"] for entry in reading.entries] == ["ok", "busy"] and reading.skipped == 2
 
 
-def test_lines_whose_numbers_are_out_of_range_are_skipped(tmp_path):
+def test_lines_whose_time_status_or_numbers_are_not_the_writer_s_are_skipped(tmp_path):
     path = tmp_path / "answers.jsonl"
     entry = {"time": "2026-01-01T00:00:00.000Z"} | answer_entry("http", "g1", "ok", 0.2, answer("ami-bera"))
     lines = [json.dumps(entry)]
@@ -134,9 +134,11 @@ def test_lines_whose_numbers_are_out_of_range_are_skipped(tmp_path):
         changed["matches"][0][key] = value
         lines.append(json.dumps(changed))  # NaN and Infinity as Python's json writes them
     lines.append(json.dumps(entry | {"latency_ms": math.nan}))
+    lines.append(json.dumps(entry | {"time": "\u202e2026-01-01T00:00:00.000Z"}))  # a right-to-left override
+    lines.append(json.dumps(entry | {"status": "x" * 100_000}))
     path.write_text("\n".join(lines) + "\n")
     reading = read_answers([path])
-    assert len(reading.entries) == 1 and reading.skipped == 6
+    assert len(reading.entries) == 1 and reading.skipped == 8
 
 
 # Writes answers 1 to 7 to the log file argv[1]: 2 and 3, then 5, while the file may grow by 20 bytes only (as on

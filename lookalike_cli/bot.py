@@ -305,6 +305,28 @@ def webhook_app(application: Application, secret: str, path: str, body_seconds: 
     return Starlette(routes=[Route(path, receive_update, methods=["POST"])])
 
 
+def serve_metrics(monitor: Monitor, config: Config) -> Callable[[], None]:
+    """Answer Prometheus (GET /metrics) on host:``metrics_port`` behind serve's HTTP guard, from a thread with an
+    event loop of its own; returns what stops it."""
+    if monitor.registry is None:
+        raise LookalikeError("a metrics port is given, but metrics are off (--no-metrics)")
+
+    async def metrics(request: Request) -> Response:
+        text, content_type = monitor.exposition()
+        return Response(text, media_type=content_type)
+
+    server = http_server(Counted(Starlette(routes=[Route("/metrics", metrics)]), RequestStats()), config)
+    sock = listen(config.serve.host, config.bot.metrics_port)
+    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),), name="metrics", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+    return stop
+
+
 async def serve_webhook(application: Application, config: Config, url: str) -> None:
     """Answer the updates Telegram posts to ``url`` (forwarded to host:port), until interrupted."""
     secret = secrets.token_urlsafe(32)
@@ -331,12 +353,12 @@ def run_bot(data_dir: str | Path, config: Config, token: str, on_ready: Callable
     recognizer.watch(config.serve.reload_seconds)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGHUP, recognizer.check_now)
-    monitor = None
+    monitor, stop_metrics = None, None
     try:
         monitor = Monitor(config, "bot", recognizer)
         url, host, port = config.bot.webhook_url, config.serve.host, config.serve.port
         if config.bot.metrics_port:
-            monitor.serve_metrics(host, config.bot.metrics_port)
+            stop_metrics = serve_metrics(monitor, config)
         application = build_application(token, recognizer, config, monitor)
         if url:
             on_ready(f"listening on {host}:{port} for the webhook {url}")
@@ -348,6 +370,8 @@ def run_bot(data_dir: str | Path, config: Config, token: str, on_ready: Callable
             on_ready("polling Telegram")
             application.run_polling(allowed_updates=["message"])
     finally:
+        if stop_metrics is not None:
+            stop_metrics()
         if monitor is not None:
             monitor.close()
         recognizer.close()

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, \
-    generate_latest, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 
 from .answer_log import STATUSES, AnswerLog, answer_entry, client_hash, photo_status
 from .config import Config
-from .errors import LookalikeError
 from .models import DETECTORS
 
 if TYPE_CHECKING:
@@ -58,7 +56,6 @@ class Monitor:
         self.salt = config.serve.client_salt
         self.log = AnswerLog(config.answers) if config.answers.log else None
         self.registry = CollectorRegistry() if config.serve.metrics else None
-        self._http_server = None
         if self.registry is not None:
             self._add_metrics(recognizer)
 
@@ -109,19 +106,6 @@ class Monitor:
         """The metrics in Prometheus' text format, and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
-    def serve_metrics(self, host: str, port: int) -> None:
-        """Answer Prometheus on ``host:port`` (GET /metrics) from a thread, until ``close``."""
-        if self.registry is None:
-            raise LookalikeError("a metrics port is given, but metrics are off (--no-metrics)")
-        try:
-            self._http_server, _ = start_http_server(port, addr=host, registry=self.registry)
-        except OSError as exc:
-            raise LookalikeError(f"cannot listen on {host}:{port} for the metrics: {exc.strerror or exc}") from None
-
     def close(self) -> None:
-        if self._http_server is not None:
-            self._http_server.shutdown()
-            self._http_server.server_close()
-            self._http_server = None
         if self.log is not None:
             self.log.close()

@@ -7,9 +7,11 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from lookalike_cli.query import FaceResult, Match, PhotoResult
 from conftest import DEMO, FIXTURES, encoded, hard_selfie, run, side_by_side
 from fake_telegram import FakeTelegram
 from servers import free_port, lookalike_serve, running, wait_until
-from test_bot import TOKEN, reply, start_bot, stop_bot
+from test_bot import TOKEN, raw_answer, reply, start_bot, stop_bot
 from test_generations import publish_without
 from test_serve import BODY_LIMIT, api, best_alias, descendants, photo
 
@@ -405,7 +407,7 @@ def test_the_bot_logs_its_answers_and_serves_metrics(built, tmp_path):
              "huge": 987_654_305, "text": 987_654_306}
     with running(fake.app()) as url, open(tmp_path / "bot.log", "w+") as output:
         process = start_bot(built, url, output, "--log", str(path), "--metrics-port", str(port),
-                            "--client-salt", "bot-secret")
+                            "--client-salt", "bot-secret", "--max-connections", "4", "--header-timeout", "2")
         try:
             wait_until(lambda: fake.called("getUpdates") or process.poll() is not None, what="the bot to poll")
             assert process.poll() is None, "the bot stopped"
@@ -419,6 +421,15 @@ def test_the_bot_logs_its_answers_and_serves_metrics(built, tmp_path):
                 reply(fake, chat)
             entries = lines_of(path, 5)
             metrics = metric_values(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
+            # the metrics port keeps the limits of serve: 4 idle connections at most, each closed at the timeout
+            with contextlib.ExitStack() as stack:
+                idle = [stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=60))
+                        for _ in range(4)]
+                time.sleep(0.2)  # let the server accept them
+                assert raw_answer(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n") == \
+                    b"HTTP/1.1 503 Service Unavailable"
+                started = time.monotonic()
+                assert [sock.recv(1) for sock in idle] == [b""] * 4 and time.monotonic() - started < 2 + 30
         finally:
             stop_bot(process, output)
     assert len(entries) == 5

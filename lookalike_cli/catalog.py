@@ -7,7 +7,7 @@ import unicodedata
 from pathlib import Path
 
 from .errors import LookalikeError
-from .files import open_regular
+from .files import open_regular, reason
 
 KNOWN_KEYS = ("alias", "name", "role", "n_movies")
 MAX_NAME_CHARS = 200  # a name or role in the catalog
@@ -104,7 +104,7 @@ def load_catalog(path: str | Path) -> list[dict]:
     except FileNotFoundError:
         raise LookalikeError(f"catalog {path} does not exist") from None
     except OSError as exc:
-        raise LookalikeError(f"catalog {path} cannot be read: {exc.strerror or exc}") from None
+        raise LookalikeError(f"catalog {path} cannot be read: {reason(exc)}") from None
     except ValueError as exc:
         raise LookalikeError(f"catalog {path} is not valid JSON: {exc}") from None
     except RecursionError:
@@ -131,7 +131,8 @@ def load_catalog(path: str | Path) -> list[dict]:
         if not 0 <= (entry.get("n_movies") or 0) <= MAX_N_MOVIES:
             raise LookalikeError(f"{where}: n_movies must be between 0 and {MAX_N_MOVIES}, "
                                  f"got {str(entry['n_movies'])[:40]}")
-        extra = json.dumps({k: v for k, v in entry.items() if k not in KNOWN_KEYS}, ensure_ascii=False)
+        row = person_row(entry)
+        extra = row["extra"] or ""
         if not is_unicode(extra) or len(extra.encode("utf-8")) > MAX_EXTRA_BYTES:
             raise LookalikeError(f"{where}: its other keys must be valid Unicode of at most {MAX_EXTRA_BYTES} "
                                  "bytes as JSON")
@@ -139,5 +140,5 @@ def load_catalog(path: str | Path) -> list[dict]:
         if alias in seen:
             raise LookalikeError(f"{where}: alias {entry['alias']!r} is already used by entry {seen[alias]}")
         seen[alias] = position
-        rows.append(person_row(entry))
+        rows.append(row)
     return rows

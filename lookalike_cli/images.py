@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Literal
 import numpy as np
 
 from .errors import Failure, LookalikeError
-from .files import open_regular
+from .files import open_regular, reason
 from .parallel import ProcessPool, TaskFailed, resolve_workers, time_limit
 
 if TYPE_CHECKING:
@@ -469,7 +469,7 @@ def read_image(path: str | Path, policy: ImageConfig) -> Decoded:
     try:
         photo = open_regular(path)
     except OSError as exc:
-        raise ImageRejected("unreadable", exc.strerror or str(exc)) from None
+        raise ImageRejected("unreadable", reason(exc)) from None
     with photo:
         data = read_capped(photo, policy.max_file_bytes)
     return decode_image(data, policy)

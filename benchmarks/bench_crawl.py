@@ -4,7 +4,7 @@ local test server (tests/crawl_server.py, in its own process) with and without 4
     .venv/bin/python benchmarks/bench_crawl.py          # quick: 200 people x 5 images, 1 run each
     .venv/bin/python benchmarks/bench_crawl.py --full   # 1,000 people x 5 images, median of 3 runs
 
-Every run starts from an empty data directory and runs the real stage (``lookalike_cli.crawl.crawl``: search
+Every run starts from an empty data directory and runs the real stage (``lookalike_cli.crawl.run.crawl``: search
 page, icrawler's Bing parser, download, full decode, SHA-256, atomic write, manifest). Prints a Markdown
 table, also kept as benchmarks/results/crawl-quick.md (or crawl-full.md): images kept per second by thread
 count, and the ratio to the fewest threads at the same latency.
@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from crawl_server import synthetic_world  # noqa: E402
 
 from lookalike_cli.config import load_config  # noqa: E402
-from lookalike_cli.crawl import crawl  # noqa: E402
+from lookalike_cli.crawl.run import crawl  # noqa: E402
 
 PER_PERSON = 5
 LIBRARIES = ("icrawler", "requests", "urllib3")

@@ -27,7 +27,7 @@ def photos(full: bool) -> list[tuple[str, np.ndarray]]:
     from PIL import Image
 
     from lookalike_cli.config import ImageConfig
-    from lookalike_cli.images import read_image
+    from lookalike_cli.imaging.images import read_image
 
     portraits = sorted((CONGRESS / "images").glob("*.jpg"))
     found = []
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true")
     args = parser.parse_args()
     require_shared()
-    from lookalike_cli.models import FaceModels
+    from lookalike_cli.face.models import FaceModels
 
     models = FaceModels()
     images = photos(args.full)

@@ -35,8 +35,8 @@ def child(photo: str, repeats: int) -> dict:
 
     from common import dlib_build
     from lookalike_cli.config import ImageConfig
-    from lookalike_cli.images import read_image
-    from lookalike_cli.models import Face, FaceModels
+    from lookalike_cli.imaging.images import read_image
+    from lookalike_cli.face.models import Face, FaceModels
 
     models = FaceModels()
     image = read_image(photo, ImageConfig()).pixels

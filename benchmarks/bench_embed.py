@@ -46,8 +46,8 @@ def bare_dlib(images: list[Path], num_jitters: int) -> float:
     this process with the models loaded: the model calls without the stages' bookkeeping."""
     from lookalike_cli.config import Config
     from lookalike_cli.config import ImageConfig
-    from lookalike_cli.images import read_image
-    from lookalike_cli.models import process_models
+    from lookalike_cli.imaging.images import read_image
+    from lookalike_cli.face.models import process_models
 
     detect = Config().detect
     models = process_models()
@@ -64,9 +64,9 @@ def project_path(folder: Path, workers: int, num_jitters: int) -> tuple[float, i
     """Seconds for `filter` + `embed` into a fresh data directory, sharing one worker pool as `lookalike build`
     does, and the descriptors made."""
     from lookalike_cli.config import Config
-    from lookalike_cli.embed import embed_faces
-    from lookalike_cli.filter import filter_images
-    from lookalike_cli.models import model_workers
+    from lookalike_cli.stages.embed import embed_faces
+    from lookalike_cli.stages.filter import filter_images
+    from lookalike_cli.face.models import model_workers
 
     config = Config()
     config = replace(config, runtime=replace(config.runtime, workers=workers),
@@ -87,7 +87,7 @@ def main() -> None:
     images = sample_images(120, 55) if args.full else sample_images(60, 20)
     rounds = 3 if args.full else 2
     num_jitters = 1
-    from lookalike_cli.models import process_models
+    from lookalike_cli.face.models import process_models
 
     process_models()  # the bare path and the 1-worker path run here: load the models before timing
     times: dict[str, list[float]] = {"bare dlib, 1 process": [], "filter + embed, --workers 1": [],

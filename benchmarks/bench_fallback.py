@@ -60,8 +60,8 @@ def photo_sets(models, detect, full: bool):
     """(ordinary, needing, empty): (name, RGB array, original RGB array) of the ordinary photos, of the degraded
     photos in which HOG's first look finds no face, and (name, RGB array) of the images without a face."""
     from lookalike_cli.config import ImageConfig
-    from lookalike_cli.degrade import degrade, parse_degradation
-    from lookalike_cli.images import read_image
+    from lookalike_cli.evaluation.degrade import degrade, parse_degradation
+    from lookalike_cli.imaging.images import read_image
 
     photos = shared_photos("people/*/*")
     originals = {path: read_image(path, ImageConfig()).pixels for path in photos}
@@ -109,7 +109,7 @@ def budget_rows(models, detect, needing, empty, look: str, budgets) -> list[list
 def stretched_look(models, image: np.ndarray, detect) -> list:
     """The fallback's look at a dim photo as the chain takes it: the tone check, then (when dim) HOG's look
     through the stretch."""
-    from lookalike_cli.images import dim_tones
+    from lookalike_cli.imaging.images import dim_tones
 
     tones = dim_tones(image, detect.fallback_stretch_span)
     return [] if tones is None else models.stretched_faces(image, detect, tones)
@@ -119,7 +119,7 @@ def per_query(engine_on, engine_off, ordinary, needing, empty, rounds: int) -> t
     """Median ms per photo of the whole answer (detect, describe, search), the chain on and off interleaved; and
     for the photos that need the fallback (all, and the dim ones) or have no face, each look of the chain timed on
     its own."""
-    from lookalike_cli.images import dim_tones, scaled_image
+    from lookalike_cli.imaging.images import dim_tones, scaled_image
 
     models, detect = engine_on.models, engine_on.config.detect
     ratios = []
@@ -165,7 +165,7 @@ def per_query(engine_on, engine_off, ordinary, needing, empty, rounds: int) -> t
 
 def timed_recognition(data: bytes) -> tuple[float, list[str]]:
     """In a recognition worker: the seconds one photo took, and the detectors of its faces."""
-    from lookalike_cli.recognizer import recognize_photo
+    from lookalike_cli.answers.recognizer import recognize_photo
 
     started = time.perf_counter()
     result, _ = recognize_photo(data, "bench", False)
@@ -175,9 +175,9 @@ def timed_recognition(data: bytes) -> tuple[float, list[str]]:
 def pool_rows(data_dir, config, ordinary: list[bytes], needing: list[bytes], rounds: int) -> list[list]:
     """Per photo through the recognition pool of serve and bot (recognizer.load_engine, recognize_photo) with
     1 and 2 workers, the chain off and on: median and p90 ms in the worker, photos answered per second."""
-    from lookalike_cli.artifacts import DataDir
-    from lookalike_cli.generations import current_generation
-    from lookalike_cli.recognizer import load_engine
+    from lookalike_cli.io.artifacts import DataDir
+    from lookalike_cli.gallery.generations import current_generation
+    from lookalike_cli.answers.recognizer import load_engine
 
     generation = current_generation(DataDir(data_dir))
     rows = []
@@ -203,7 +203,7 @@ def filter_rows(sets: dict[str, list[np.ndarray]], rounds: int) -> list[list]:
     and without, alternately, a fresh data directory each time (no cached detections): photos accepted, and the
     median seconds a run took per photo (loading the models included)."""
     from lookalike_cli.config import load_config
-    from lookalike_cli.filter import filter_images
+    from lookalike_cli.stages.filter import filter_images
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -246,7 +246,7 @@ def main() -> None:
     rounds = 5 if args.full else 3
     data_dir = congress_gallery()
     from lookalike_cli.config import Config
-    from lookalike_cli.query import Lookalike
+    from lookalike_cli.answers.query import Lookalike
 
     config = Config()
     engine_on = Lookalike(data_dir, config)

@@ -43,7 +43,7 @@ ORIGINAL = (100, 2000)  # the original service's M and efConstruction (efSearch 
 
 def nearest_distances(vectors: np.ndarray) -> np.ndarray:
     """Each vector's distance to its nearest other vector (exact)."""
-    from lookalike_cli.search import ExactIndex
+    from lookalike_cli.gallery.search import ExactIndex
 
     _, distances = ExactIndex(vectors).search(vectors, 2)
     return distances[:, 1]
@@ -114,7 +114,7 @@ def time_queries(search, queries: np.ndarray) -> dict:
 
 
 def measure_exact(gallery: np.ndarray, queries: np.ndarray) -> dict:
-    from lookalike_cli.search import ExactIndex
+    from lookalike_cli.gallery.search import ExactIndex
 
     started = time.perf_counter()
     index = ExactIndex(gallery)
@@ -127,7 +127,7 @@ def parquet_gallery(gallery: np.ndarray) -> dict:
     """Seconds to write and read back ``gallery.parquet`` (the project's artifact) of these vectors, its size."""
     import pyarrow as pa
 
-    from lookalike_cli.artifacts import EMBEDDING_SIZE, DataDir, load_table, table_vectors, write_table
+    from lookalike_cli.io.artifacts import EMBEDDING_SIZE, DataDir, load_table, table_vectors, write_table
 
     names = pa.array([f"person-{i:07d}" for i in range(len(gallery))])
     table = pa.table({"alias": names, "kind": pa.array(["photo"] * len(gallery)), "path": names, "image": names,
@@ -159,7 +159,7 @@ def build_nmslib(gallery: np.ndarray, m: int, ef_construction: int, threads: int
     """The project's index: build, save to ``path``, load back. Every builder returns (search, set_ef, build
     seconds, load seconds)."""
     from lookalike_cli.config import IndexConfig
-    from lookalike_cli.search import HnswIndex
+    from lookalike_cli.gallery.search import HnswIndex
 
     started = time.perf_counter()
     built = HnswIndex.build(gallery, m, ef_construction, IndexConfig().hnsw_ef_search, threads)

@@ -38,11 +38,11 @@ def stage_times(data_dir: Path, photos: list[Path]) -> dict[str, list[float]]:
         times.setdefault(name, []).append(time.perf_counter() - started)
         return result
 
-    timed("import lookalike_cli.query (numpy, pyarrow)", lambda: __import__("lookalike_cli.query"))
+    timed("import lookalike_cli.answers.query (numpy, pyarrow)", lambda: __import__("lookalike_cli.answers.query"))
     from lookalike_cli.config import Config
-    from lookalike_cli.images import read_image
-    from lookalike_cli.models import Face, FaceModels
-    from lookalike_cli.query import Lookalike
+    from lookalike_cli.imaging.images import read_image
+    from lookalike_cli.face.models import Face, FaceModels
+    from lookalike_cli.answers.query import Lookalike
 
     config = Config()
     models = timed("model load (import dlib, 3 models)", FaceModels)

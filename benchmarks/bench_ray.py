@@ -89,8 +89,8 @@ def ray_started_here(table: dict) -> set[int]:
 def timed_run(pool, config, images: Path, root: Path, roots: Callable[[dict], set[int]]) -> dict:
     """Seconds and CPU seconds (the engine's processes and this one) of filter + embed over ``images`` into a
     new data directory, and the photos per node."""
-    from lookalike_cli.embed import embed_faces
-    from lookalike_cli.filter import filter_images
+    from lookalike_cli.stages.embed import embed_faces
+    from lookalike_cli.stages.filter import filter_images
 
     data = Path(tempfile.mkdtemp(dir=root))
     cpu = engine_cpu(roots)
@@ -111,9 +111,9 @@ def side_by_side(engines: dict, measured: Path, warm: Path, root: Path, rounds: 
     photo detected), a warm-up over ``warm``, then ``rounds`` timed runs over ``measured``, the engines
     alternating."""
     from lookalike_cli.config import Config
-    from lookalike_cli.filter import DetectTask, detect_image
-    from lookalike_cli.models import process_models
-    from lookalike_cli.parallel import worker_pool
+    from lookalike_cli.stages.filter import DetectTask, detect_image
+    from lookalike_cli.face.models import process_models
+    from lookalike_cli.runtime.engines import worker_pool
 
     first = sorted(warm.iterdir())[0]
     task = DetectTask(str(first), Config().detect, Config().image, False, "", first.stat().st_size)
@@ -137,8 +137,8 @@ def driver_memory(paths: int, streamed: int) -> dict:
     ``streamed`` of them through a Ray engine started here."""
     from lookalike_cli.config import Config
     from lookalike_cli.errors import Failure
-    from lookalike_cli.filter import DetectTask, detect_key, detection_failed, undetected
-    from lookalike_cli.ray_engine import RayPool
+    from lookalike_cli.stages.filter import DetectTask, detect_key, detection_failed, undetected
+    from lookalike_cli.runtime.ray_pool import RayPool
 
     config = Config()
     key = detect_key(config.detect, config.image)

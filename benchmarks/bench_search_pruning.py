@@ -47,7 +47,7 @@ def ivf_rows(gallery: np.ndarray, queries: np.ndarray, truth: np.ndarray, exact_
 
 def pca_rows(gallery: np.ndarray, queries: np.ndarray, truth: np.ndarray, exact_ms: float) -> list[list]:
     """Exact search over the first principal components for candidates, then exact distances over those."""
-    from lookalike_cli.search import ExactIndex
+    from lookalike_cli.gallery.search import ExactIndex
 
     rows = []
     for dims in (16, 32, 48):

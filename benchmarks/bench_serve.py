@@ -133,8 +133,8 @@ def service_times(data_dir: Path, photo_sets: dict[str, list[bytes]]) -> dict[st
     """Median seconds of one query in this process (decode, detect, describe, search), no HTTP, no other
     query at the same time: what one worker needs per photo. Every 5th photo of a set, the selfie 5 times."""
     from lookalike_cli.config import ImageConfig
-    from lookalike_cli.images import decode_image
-    from lookalike_cli.query import Lookalike
+    from lookalike_cli.imaging.images import decode_image
+    from lookalike_cli.answers.query import Lookalike
 
     engine = Lookalike(data_dir)
     engine.query_image(decode_image(photo_sets[SELFIE][0], ImageConfig()).pixels)  # loads the models
@@ -153,9 +153,9 @@ def monitoring_costs(data_dir: Path, answers: int = 20_000) -> dict[str, float]:
     import tempfile
 
     from lookalike_cli.config import load_config
-    from lookalike_cli.monitor import Monitor
-    from lookalike_cli.query import Lookalike, PhotoResult
-    from lookalike_cli.recognizer import Recognizer
+    from lookalike_cli.answers.monitor import Monitor
+    from lookalike_cli.answers.query import Lookalike, PhotoResult
+    from lookalike_cli.answers.recognizer import Recognizer
 
     result = PhotoResult("upload", Lookalike(data_dir).query_file(REPO / "data/demo/selfie.jpg").faces)
     with tempfile.TemporaryDirectory() as folder:

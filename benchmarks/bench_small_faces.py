@@ -62,8 +62,8 @@ class Ways:
         self.landmarks68 = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
 
     def describe(self, image: np.ndarray, face) -> dict[str, np.ndarray]:
-        from lookalike_cli.models import CHIP_PADDING
-        from lookalike_cli.resnet import CHIP_SIZE
+        from lookalike_cli.face.models import CHIP_PADDING
+        from lookalike_cli.face.resnet import CHIP_SIZE
 
         models, dlib = self.models, self.dlib
         factor = max(1.0, ENLARGED_EYES / face.eye_distance)
@@ -81,7 +81,7 @@ class Ways:
 def gallery_chips(models, rows) -> np.ndarray:
     """The aligned chips of gallery rows (their photos, boxes as embedded)."""
     from lookalike_cli.config import ImageConfig
-    from lookalike_cli.images import read_image
+    from lookalike_cli.imaging.images import read_image
 
     return np.stack([models.chip(image, models.face(image, tuple(row["box"]), 0.0))
                      for row in rows for image in [read_image(row["path"], ImageConfig()).pixels]])
@@ -94,12 +94,12 @@ def rank_and_distance(vector: np.ndarray, people: np.ndarray, names: list[str], 
 
 
 def main() -> None:
-    from lookalike_cli.artifacts import DataDir
+    from lookalike_cli.io.artifacts import DataDir
     from lookalike_cli.config import Config, ImageConfig
-    from lookalike_cli.degrade import degrade, parse_degradation
-    from lookalike_cli.evaluate import EYE_BANDS, same_alias
-    from lookalike_cli.images import read_image
-    from lookalike_cli.models import FaceModels
+    from lookalike_cli.evaluation.degrade import degrade, parse_degradation
+    from lookalike_cli.evaluation.evaluate import EYE_BANDS, same_alias
+    from lookalike_cli.imaging.images import read_image
+    from lookalike_cli.face.models import FaceModels
 
     config = Config()
     models = FaceModels()

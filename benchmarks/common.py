@@ -97,7 +97,7 @@ def versions() -> str:
 
 def dlib_build() -> str:
     """Which dlib this process runs: version, BLAS, AVX (what `lookalike info` prints)."""
-    from lookalike_cli.models import dlib_build_info
+    from lookalike_cli.face.models import dlib_build_info
 
     info = dlib_build_info()
     return f"dlib {info['version']} (BLAS {'on' if info['blas'] else 'off'}, AVX {'on' if info['avx'] else 'off'})"
@@ -161,7 +161,7 @@ def run_cli(args: Sequence[str]) -> None:
 
 def real_descriptors(num_jitters: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(N x 128 float32 descriptors, person labels) of every embedded congress and faces/people photo."""
-    from lookalike_cli.artifacts import DataDir
+    from lookalike_cli.io.artifacts import DataDir
 
     vectors, labels = [], []
     for data_dir in (congress_gallery(num_jitters), faces_embeddings(num_jitters)):

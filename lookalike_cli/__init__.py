@@ -3,7 +3,7 @@
 The stages are plain functions (``build``, ``filter_images``, ``embed_faces``, ``clean_identities``,
 ``calibrate``, ``build_index``) and ``Lookalike`` answers photos; the ``lookalike`` command is a thin layer
 over them. They are imported on first use, so that importing the package (and ``lookalike --help``) stays fast;
-no module of the package bears an exported name, so importing a module never shadows an export.
+no module at the package's top bears an exported name, so importing a module never shadows an export.
 """
 
 from importlib import import_module
@@ -11,8 +11,9 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Lookalike": "query", "PhotoResult": "query", "build": "pipeline", "filter_images": "filter",
-    "embed_faces": "embed", "clean_identities": "clean", "calibrate": "calibration", "build_index": "index",
+    "Lookalike": "answers.query", "PhotoResult": "answers.query", "build": "stages.build",
+    "filter_images": "stages.filter", "embed_faces": "stages.embed", "clean_identities": "stages.clean",
+    "calibrate": "stages.calibrate", "build_index": "stages.index",
     "Config": "config", "load_config": "config", "LookalikeError": "errors",
 }
 

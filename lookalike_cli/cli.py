@@ -182,7 +182,7 @@ def crawl_command(catalog: Path, urls: Path | None, data_dir: Path, config) -> N
     Every attempted URL is a row of DATA_DIR/crawl.parquet with its status; a re-run skips people who have
     --per-person photos. Next: lookalike build --images DATA_DIR/images --data-dir DATA_DIR.
     """
-    from .crawl import crawl
+    from .crawl.run import crawl
 
     print_crawl(crawl(catalog, data_dir, config, urls=urls))
 
@@ -195,7 +195,7 @@ def crawl_command(catalog: Path, urls: Path | None, data_dir: Path, config) -> N
 @with_config
 def filter_command(images_dir: Path, catalog: Path | None, data_dir: Path, config) -> None:
     """Keep gallery photos with one usable face; record every rejection and its reason."""
-    from .filter import filter_images
+    from .stages.filter import filter_images
 
     print_filter(filter_images(images_dir, data_dir, catalog, config))
 
@@ -206,7 +206,7 @@ def filter_command(images_dir: Path, catalog: Path | None, data_dir: Path, confi
 @with_config
 def embed_command(data_dir: Path, config) -> None:
     """Compute a 128-d face descriptor for every accepted photo."""
-    from .embed import embed_faces
+    from .stages.embed import embed_faces
 
     print_embed(embed_faces(data_dir, config))
 
@@ -217,7 +217,7 @@ def embed_command(data_dir: Path, config) -> None:
 @with_config
 def clean_command(data_dir: Path, config) -> None:
     """Keep each person's photos that show the same face; choose what the index holds."""
-    from .clean import clean_identities
+    from .stages.clean import clean_identities
 
     print_clean(clean_identities(data_dir, config))
 
@@ -228,7 +228,7 @@ def clean_command(data_dir: Path, config) -> None:
 @with_config
 def calibrate_command(data_dir: Path, config) -> None:
     """Measure how far a stranger's best match is, to turn distances into percents."""
-    from .calibration import calibrate
+    from .stages.calibrate import calibrate
 
     print_calibration(calibrate(data_dir, config))
 
@@ -239,7 +239,7 @@ def calibrate_command(data_dir: Path, config) -> None:
 @with_config
 def index_command(data_dir: Path, config) -> None:
     """Build the nearest-neighbour index and publish the gallery to queries in one step."""
-    from .index import build_index
+    from .stages.index import build_index
 
     print_index(build_index(data_dir, config))
 
@@ -252,7 +252,7 @@ def index_command(data_dir: Path, config) -> None:
 @with_config
 def build_command(images_dir: Path, catalog: Path | None, data_dir: Path, config) -> None:
     """Run filter, embed, clean, calibrate and index: a searchable gallery from a folder of photos."""
-    from .pipeline import build
+    from .stages.build import build
 
     summary = build(images_dir, data_dir, catalog, config)
     print_filter(summary.filter)
@@ -286,7 +286,7 @@ def eval_command(images_dir: Path, distractors_dir: Path | None, skip_distractor
     Each person's photos are split into gallery and probes, the gallery is built in a temporary folder with
     the current settings, and the probes are answered like queries.
     """
-    from .evaluate import evaluate, format_report
+    from .evaluation.evaluate import evaluate, format_report
 
     report = evaluate(images_dir, out_dir, distractors_dir, seed, intruders, skip_distractors, config,
                       degradations)
@@ -301,8 +301,8 @@ STDIN = Path("-")
 def standard_input(policy):
     """The bytes of standard input (a photo given as ``-``), at most ``policy.max_file_bytes``; a PhotoResult
     with the reason when there are more."""
-    from .images import ImageRejected, read_capped
-    from .query import PhotoResult
+    from .imaging.images import ImageRejected, read_capped
+    from .answers.query import PhotoResult
 
     try:
         return read_capped(sys.stdin.buffer, policy.max_file_bytes)
@@ -327,7 +327,7 @@ def check_new_file(path: Path | None) -> None:
 
 def format_photo(result) -> list[str]:
     """Human lines for one photo's result (one line per match, whatever the file's name holds)."""
-    from .catalog import display_name, escaped
+    from .io.catalog import display_name, escaped
 
     photo = escaped(result.photo)
     if result.error:
@@ -357,8 +357,8 @@ def query_command(photos: tuple[Path, ...], data_dir: Path, as_json: bool, out: 
 
     Exits with status 1 when a photo has no face or cannot be read.
     """
-    from .answer_log import query_files
-    from .query import Lookalike
+    from .answers.log import query_files
+    from .answers.query import Lookalike
 
     if out is not None and len(photos) != 1:
         raise LookalikeError(f"--out draws the answer for one photo, but {len(photos)} were given")
@@ -367,9 +367,9 @@ def query_command(photos: tuple[Path, ...], data_dir: Path, as_json: bool, out: 
     stdin = standard_input(config.image) if STDIN in photos else None
     results = query_files(engine, photos, config.answers, lambda photo: answer_photo(engine, photo, stdin))
     if out is not None and results[0].faces:
-        from .artifacts import write_bytes
-        from .images import decode_image, read_image
-        from .render import render_png
+        from .files import write_bytes
+        from .imaging.images import decode_image, read_image
+        from .answers.render import render_png
 
         decoded = decode_image(stdin, config.image) if photos[0] == STDIN else read_image(photos[0], config.image)
         picture = render_png(decoded.pixels, results[0].faces, decoded.scale)
@@ -404,7 +404,7 @@ def serve_command(data_dir: Path, config) -> None:
     curl --data-binary @me.jpg http://127.0.0.1:8000/query
     curl -F photo=@me.jpg 'http://127.0.0.1:8000/query?format=png' -o answer.png
     """
-    from .serve import serve
+    from .serving.serve import serve
 
     serve(data_dir, config, on_ready=lambda url: click.echo(
         f"lookalike: answering photos of {data_dir} on {url}/query (Ctrl-C stops)"))
@@ -420,7 +420,7 @@ def bot_command(data_dir: Path, config) -> None:
     The token comes from the LOOKALIKE_BOT_TOKEN environment variable. The bot polls Telegram, or with
     --webhook-url it registers that webhook and listens for it on --host and --port.
     """
-    from .bot import bot_token, run_bot
+    from .serving.bot import bot_token, run_bot
 
     token = bot_token()
     run_bot(data_dir, config, token, on_ready=lambda how: click.echo(f"lookalike bot: {how} (Ctrl-C stops)"))
@@ -440,8 +440,8 @@ def stats_command(logs: tuple[Path, ...], data_dir: Path, as_json: bool, png: Pa
 
     Reads answer logs (answers.log) and measures them against the current gallery of DATA_DIR.
     """
-    from .answer_stats import answer_stats, format_stats, stats_png
-    from .artifacts import write_bytes
+    from .answers.stats import answer_stats, format_stats, stats_png
+    from .files import write_bytes
 
     check_new_file(png)
     report = answer_stats(logs, data_dir, top)
@@ -459,8 +459,8 @@ def info_command() -> None:
     """Show which dlib, descriptor backend and nmslib this installation runs, and how many cores it sees."""
     from importlib import metadata
 
-    from .models import descriptor_backend, dlib_build_info
-    from .parallel import resolve_workers
+    from .face.models import descriptor_backend, dlib_build_info
+    from .runtime.pool import resolve_workers
 
     dlib = dlib_build_info()
     click.echo(f"lookalike {metadata.version('lookalike')}, Python {sys.version.split()[0]}, "

@@ -1,15 +1,20 @@
 """Files that a user names (a photo, a config, a catalog, a URL list) or that a data directory points to: opened
 only when they are regular files, so that a device such as ``/dev/zero`` or a FIFO nobody writes to is never
-read, and read up to a bound where one is given."""
+read, and read up to a bound where one is given. Files are written atomically (a temp file beside, fsync, rename).
+"""
 
 from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import stat
+import uuid
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+from .errors import LookalikeError
 
 
 class NotRegularFile(OSError):
@@ -48,3 +53,38 @@ def read_regular(path: str | Path, limit: int) -> bytes:
 def open_regular_text(path: str | Path, **options) -> io.TextIOWrapper:
     """``open_regular`` for reading text (``options`` as for ``io.TextIOWrapper``: encoding, newline...)."""
     return io.TextIOWrapper(open_regular(path), **options)
+
+
+def temp_name(path: Path) -> Path:
+    """A hidden name beside ``path``, unique to this process and call."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def temp_path_for(path: Path) -> Path:
+    """A temporary name beside ``path`` (its folder made), to write into and rename over it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LookalikeError(f"cannot create {path.parent}: {exc.strerror}") from None
+    return temp_name(path)
+
+
+def write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write a file atomically; ``durable=False`` skips the fsync, for many small files that the caller
+    syncs later (a killed process still leaves the whole file or none)."""
+    tmp = temp_path_for(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise LookalikeError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically."""
+    write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))

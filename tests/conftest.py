@@ -69,8 +69,8 @@ def hard_selfie() -> bytes:
     from PIL import Image
 
     from lookalike_cli.config import ImageConfig
-    from lookalike_cli.degrade import degrade, parse_degradation
-    from lookalike_cli.images import read_image
+    from lookalike_cli.evaluation.degrade import degrade, parse_degradation
+    from lookalike_cli.imaging.images import read_image
 
     pixels = read_image(DEMO / "selfie.jpg", ImageConfig()).pixels
     return encoded(Image.fromarray(degrade(pixels, parse_degradation(HARD_SELFIE))), "PNG")
@@ -118,6 +118,6 @@ def built(tmp_path_factory, demo_gallery, fast_config) -> Path:
 
 @pytest.fixture(scope="session")
 def engine(built, fast_config):
-    from lookalike_cli.query import Lookalike
+    from lookalike_cli.answers.query import Lookalike
 
     return Lookalike(built, fast_config)

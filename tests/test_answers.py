@@ -20,11 +20,11 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from lookalike_cli.answer_log import FIELDS, MATCH_FIELDS, STATUSES, AnswerLog, answer_entry, client_hash, \
+from lookalike_cli.answers.log import FIELDS, MATCH_FIELDS, STATUSES, AnswerLog, answer_entry, client_hash, \
     read_answers
-from lookalike_cli.answer_stats import HUB_ALPHA, HUB_RATIO, binomial_tail, histogram, hub_p_value
+from lookalike_cli.answers.stats import HUB_ALPHA, HUB_RATIO, binomial_tail, histogram, hub_p_value
 from lookalike_cli.config import AnswersConfig
-from lookalike_cli.query import FaceResult, Match, PhotoResult
+from lookalike_cli.answers.query import FaceResult, Match, PhotoResult
 
 from conftest import DEMO, FIXTURES, encoded, hard_selfie, run, side_by_side
 from fake_telegram import FakeTelegram
@@ -147,7 +147,7 @@ def test_lines_whose_time_status_or_numbers_are_not_the_writer_s_are_skipped(tmp
 # a full disk), 7 after the log is closed
 UNWRITABLE_FOR_A_WHILE = """
 import json, logging, os, resource, signal, sys
-from lookalike_cli.answer_log import JsonLine, LogFile, answer_entry
+from lookalike_cli.answers.log import JsonLine, LogFile, answer_entry
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
 logging.basicConfig(format="%(levelname)s %(message)s")
 log = LogFile(sys.argv[1], maxBytes=1_000_000, backupCount=1, encoding="utf-8")

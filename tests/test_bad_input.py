@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 from lookalike_cli.cli import cli
 from lookalike_cli.config import load_config
-from lookalike_cli.embed import embed_faces
-from lookalike_cli.images import printable_path
+from lookalike_cli.stages.embed import embed_faces
+from lookalike_cli.imaging.images import printable_path
 
 import hostile
 from conftest import DEMO, FAST, FIXTURES, REPO, corrupt_png, encoded, side_by_side
@@ -60,7 +60,7 @@ def drop_json_key(path: Path, key: str) -> None:
 
 def restamp(path: Path, artifact: str) -> None:
     """Rewrite an artifact file with another content id: what a file from another build looks like."""
-    from lookalike_cli.artifacts import load_table, write_table
+    from lookalike_cli.io.artifacts import load_table, write_table
 
     write_table(path, artifact, load_table(path, artifact), {"lookalike.id": "another-build"})
 
@@ -90,7 +90,7 @@ def truncate(path: Path) -> None:
 
 
 def models_without_cnn(data: Path, tmp: Path) -> None:
-    from lookalike_cli.models import DESCRIPTOR_FILE, LANDMARKS_FILE, models_folder
+    from lookalike_cli.face.models import DESCRIPTOR_FILE, LANDMARKS_FILE, models_folder
 
     (tmp / "models").mkdir()
     for name in (LANDMARKS_FILE, DESCRIPTOR_FILE):
@@ -121,7 +121,7 @@ def hold_lock(data: Path, tmp: Path) -> None:
 def models_with_descriptor(change: Callable[[bytes], bytes]) -> Callable[[Path, Path], None]:
     """A --models-dir at {tmp}/models: dlib's landmarks, and its descriptor model's bytes changed by ``change``."""
     def setup(data: Path, tmp: Path) -> None:
-        from lookalike_cli.models import DESCRIPTOR_FILE, LANDMARKS_FILE, models_folder
+        from lookalike_cli.face.models import DESCRIPTOR_FILE, LANDMARKS_FILE, models_folder
 
         (tmp / "models").mkdir()
         shutil.copy(models_folder() / LANDMARKS_FILE, tmp / "models")

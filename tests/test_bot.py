@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from lookalike_cli import bot
+from lookalike_cli.serving import bot
 from lookalike_cli.cli import cli
-from lookalike_cli.query import FaceResult, Match
+from lookalike_cli.answers.query import FaceResult, Match
 
 import hostile
 from conftest import DEMO, FIXTURES, hard_selfie

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from lookalike_cli.catalog import alias_problem, load_catalog
+from lookalike_cli.io.catalog import alias_problem, load_catalog
 from lookalike_cli.errors import LookalikeError
 
 
@@ -53,8 +53,8 @@ def test_alias_problem_accepts_ordinary_aliases():
 
 def test_a_large_catalog_loads_and_adds_the_photos_people(tmp_path, demo_gallery):
     """Every entry is kept in order, and the people found only in the images folder are added by alias."""
-    from lookalike_cli.filter import people_rows
-    from lookalike_cli.images import list_gallery
+    from lookalike_cli.stages.filter import people_rows
+    from lookalike_cli.imaging.images import list_gallery
 
     entries = [{"name": f"Person {i}", "alias": f"person-{i}", "role": "actor", "n_movies": i % 50}
                for i in range(2_000)]

@@ -10,13 +10,13 @@ from PIL import Image, ImageOps
 
 from lookalike_cli import build
 from lookalike_cli import calibrate
-from lookalike_cli.clean import clean_identities
-from lookalike_cli.embed import embed_faces
-from lookalike_cli.identity import dominant_identity, gallery_selection
+from lookalike_cli.stages.clean import clean_identities
+from lookalike_cli.stages.embed import embed_faces
+from lookalike_cli.face.identity import dominant_identity, gallery_selection
 from lookalike_cli.config import load_config
 from lookalike_cli.errors import LookalikeError
-from lookalike_cli.index import build_index
-from lookalike_cli.query import Lookalike
+from lookalike_cli.stages.index import build_index
+from lookalike_cli.answers.query import Lookalike
 
 from conftest import DEMO, FAST, shared_path
 

@@ -22,13 +22,15 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageOps
 
-from lookalike_cli import download, syncing
+from lookalike_cli.crawl import download
+
+from lookalike_cli.io import syncing
 from lookalike_cli.config import load_config
-from lookalike_cli.crawl import crawl, download_policy
-from lookalike_cli.download import DownloadFailed, non_public_kind, verified_image
-from lookalike_cli.images import list_gallery, sha256_of, verify_image
-from lookalike_cli.manifest import manifest_row, retryable
-from lookalike_cli.sources import rehost
+from lookalike_cli.crawl.run import crawl, download_policy
+from lookalike_cli.crawl.download import DownloadFailed, non_public_kind, verified_image
+from lookalike_cli.imaging.images import list_gallery, sha256_of, verify_image
+from lookalike_cli.crawl.manifest import manifest_row, retryable
+from lookalike_cli.crawl.sources import rehost
 
 import hostile
 from conftest import DEMO, REPO, run

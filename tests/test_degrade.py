@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lookalike_cli.degrade import blur, dark, degrade, gray, jpeg, parse_degradation, rotate, shrink
+from lookalike_cli.evaluation.degrade import blur, dark, degrade, gray, jpeg, parse_degradation, rotate, shrink
 from lookalike_cli.errors import LookalikeError
 
 

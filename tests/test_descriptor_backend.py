@@ -16,14 +16,14 @@ from PIL import Image
 
 from lookalike_cli import build
 from lookalike_cli.config import ImageConfig, load_config
-from lookalike_cli.embed import embed_faces
+from lookalike_cli.stages.embed import embed_faces
 from lookalike_cli.errors import LookalikeError
-from lookalike_cli.images import read_image
-from lookalike_cli.models import (DESCRIPTOR_FILE, EQUIVALENCE_TOLERANCE, LANDMARKS_FILE, MAX_DESCRIPTOR_MODEL_BYTES,
+from lookalike_cli.imaging.images import read_image
+from lookalike_cli.face.models import (DESCRIPTOR_FILE, EQUIVALENCE_TOLERANCE, LANDMARKS_FILE, MAX_DESCRIPTOR_MODEL_BYTES,
                                   FaceModels, descriptor_backend, dlib_descriptors, guard_chips, jittered_chips,
                                   models_folder, numpy_network)
-from lookalike_cli.query import Lookalike
-from lookalike_cli.resnet import read_dlib_network
+from lookalike_cli.answers.query import Lookalike
+from lookalike_cli.face.resnet import read_dlib_network
 
 from conftest import DEMO, FAST, FIXTURES, shared_path
 

@@ -13,14 +13,14 @@ from PIL import Image
 
 from lookalike_cli import build
 from lookalike_cli.config import ImageConfig, load_config
-from lookalike_cli.degrade import degrade, parse_degradation
+from lookalike_cli.evaluation.degrade import degrade, parse_degradation
 from lookalike_cli.errors import LookalikeError
-from lookalike_cli.filter import filter_images
-from lookalike_cli.images import read_image
-from lookalike_cli.models import CNN_DETECTOR_FILE, DESCRIPTOR_FILE, LANDMARKS_FILE, FaceModels, models_folder
-from lookalike_cli.answer_log import photo_status
-from lookalike_cli.query import Lookalike
-from lookalike_cli.recognizer import fallback_workers
+from lookalike_cli.stages.filter import filter_images
+from lookalike_cli.imaging.images import read_image
+from lookalike_cli.face.models import CNN_DETECTOR_FILE, DESCRIPTOR_FILE, LANDMARKS_FILE, FaceModels, models_folder
+from lookalike_cli.answers.log import photo_status
+from lookalike_cli.answers.query import Lookalike
+from lookalike_cli.answers.recognizer import fallback_workers
 
 from conftest import FAST, shared_path
 

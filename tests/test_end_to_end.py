@@ -9,10 +9,10 @@ import pytest
 from PIL import Image, ImageOps
 
 from lookalike_cli import build
-from lookalike_cli.search import ExactIndex, HnswIndex
-from lookalike_cli.artifacts import DataDir
+from lookalike_cli.gallery.search import ExactIndex, HnswIndex
+from lookalike_cli.io.artifacts import DataDir
 from lookalike_cli.config import load_config
-from lookalike_cli.filter import filter_images
+from lookalike_cli.stages.filter import filter_images
 
 from conftest import DEMO, FAST, FIXTURES, side_by_side
 

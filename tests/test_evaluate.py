@@ -11,11 +11,11 @@ from PIL import Image, ImageOps
 
 from lookalike_cli.cli import cli
 from lookalike_cli.errors import LookalikeError
-from lookalike_cli.evaluate import (EYE_BAND_ORDER, add_intruders, best_threshold, eye_band,
+from lookalike_cli.evaluation.evaluate import (EYE_BAND_ORDER, add_intruders, best_threshold, eye_band,
                                     identification_by_detector, margins, nearest_per_person, pair_distances,
                                     rank_people, same_alias, split_photos, spread, tar_at_far, top_k_accuracy,
                                     verification_accuracy)
-from lookalike_cli.models import Face
+from lookalike_cli.face.models import Face
 
 from conftest import DEMO, shared_path
 

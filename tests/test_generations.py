@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from lookalike_cli import LookalikeError, build
-from lookalike_cli.artifacts import DataDir
-from lookalike_cli.query import Lookalike
+from lookalike_cli.io.artifacts import DataDir
+from lookalike_cli.answers.query import Lookalike
 
 from conftest import DEMO, REPO
 
@@ -81,7 +81,7 @@ def test_copied_untarred_and_read_only_galleries_answer_like_the_original(built,
 REBUILDER = textwrap.dedent("""
     import sys
     from lookalike_cli import build_index, calibrate, clean_identities, load_config
-    from lookalike_cli.artifacts import DataDir
+    from lookalike_cli.io.artifacts import DataDir
 
     data, first, second, rebuilds = DataDir(sys.argv[1]), DataDir(sys.argv[2]), DataDir(sys.argv[3]), int(sys.argv[4])
     tables = [first.read("embeddings"), second.read("embeddings")]

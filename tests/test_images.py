@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from lookalike_cli.config import ImageConfig
-from lookalike_cli.images import (ImageRejected, ImageVerifier, decode_image, header_pixels, jpeg_scans, list_gallery,
+from lookalike_cli.imaging.images import (ImageRejected, ImageVerifier, decode_image, header_pixels, jpeg_scans, list_gallery,
                                   dim_tones, stretching_tones, tone_range, verify_image)
 
 import hostile

@@ -12,8 +12,9 @@ from PIL import Image
 
 from lookalike_cli.config import ImageConfig
 from lookalike_cli.errors import Failure, LookalikeError
-from lookalike_cli.images import ImageRejected, decode_image
-from lookalike_cli.parallel import ProcessPool, ProcessSlots, TaskFailed, WorkerPool, time_limit
+from lookalike_cli.imaging.images import ImageRejected, decode_image
+from lookalike_cli.runtime.local import LocalPool
+from lookalike_cli.runtime.pool import ProcessPool, ProcessSlots, TaskFailed, time_limit
 
 import hostile
 from conftest import encoded
@@ -56,7 +57,7 @@ def fail_to_start() -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_one_pool_serves_several_stages_and_initializes_each_worker_once(tmp_path: Path, workers: int):
     log = tmp_path / "initialized.txt"
-    with WorkerPool(workers, note_pid, (str(log),)) as pool:
+    with LocalPool(workers, note_pid, (str(log),)) as pool:
         first = list(pool.map(square_with_pid, range(20)))
         second = list(pool.map(square_with_pid, range(20, 30)))
     initialized = log.read_text().split()
@@ -68,7 +69,7 @@ def test_one_pool_serves_several_stages_and_initializes_each_worker_once(tmp_pat
 
 def test_a_worker_that_dies_fails_its_item_and_the_map_goes_on():
     failed = []
-    with WorkerPool(2, note_pid, (os.devnull,)) as pool:
+    with LocalPool(2, note_pid, (os.devnull,)) as pool:
         results = list(pool.map(exit_at_once, [3], failed=lambda item, failure: failed.append(failure)))
         assert [(f.reason, f.detail) for f in failed] == [("crashed", "the worker process died (exit code 3)")]
         assert results == [None]
@@ -76,7 +77,7 @@ def test_a_worker_that_dies_fails_its_item_and_the_map_goes_on():
 
 
 def test_an_item_over_its_time_limit_is_stopped_and_the_others_are_done():
-    with WorkerPool(2, note_pid, (os.devnull,)) as pool:
+    with LocalPool(2, note_pid, (os.devnull,)) as pool:
         started = time.monotonic()
         results = sorted(pool.map(sleep_then_double, [0.1, 30.0, 0.2, 0.3], failed=lambda item, failure:
                                   (item, failure.reason, failure.detail)), key=str)
@@ -85,7 +86,7 @@ def test_an_item_over_its_time_limit_is_stopped_and_the_others_are_done():
 
 
 def test_without_failed_a_failure_is_raised_and_an_error_of_the_function_always():
-    with WorkerPool(1, note_pid, (os.devnull,)) as pool:
+    with LocalPool(1, note_pid, (os.devnull,)) as pool:
         with pytest.raises(TaskFailed, match="crashed"):
             list(pool.map(kill_myself, [None]))
         with pytest.raises(ValueError, match="bad item"):
@@ -130,7 +131,7 @@ def test_decoding_over_the_decode_timeout_is_stopped_for_real():
 
 
 def test_ray_batches_shrink_to_single_items_as_the_work_runs_out():
-    from lookalike_cli.ray_engine import MAX_BATCH, QUEUED, batch_size
+    from lookalike_cli.runtime.ray_pool import MAX_BATCH, QUEUED, batch_size
 
     assert batch_size(1_000_000, 64) == MAX_BATCH
     assert batch_size(100, 2) == 100 // (4 * QUEUED * 2) < MAX_BATCH
@@ -161,16 +162,16 @@ def test_large_tasks_never_hold_every_worker():
     ("", "ConnectionError"),
 ])
 def test_an_engine_error_is_told_in_one_line(message, line):
-    from lookalike_cli.ray_engine import first_line
+    from lookalike_cli.runtime.ray_pool import first_line
     assert first_line(ConnectionError(message)) == line
 
 
 def test_what_ray_client_streams_from_the_head_is_a_debug_line(monkeypatch, caplog, capsys):
-    from lookalike_cli.ray_engine import CLIENT_SERVER_LOG, hear_client_server
+    from lookalike_cli.runtime.ray_pool import CLIENT_SERVER_LOG, hear_client_server
     streamed = logging.getLogger(CLIENT_SERVER_LOG)
     monkeypatch.setattr(streamed, "handlers", [])
     monkeypatch.setattr(streamed, "propagate", False)  # as Ray sets it: Python would print its warnings on stderr
-    caplog.set_level(logging.DEBUG, logger="lookalike_cli.ray_engine")
+    caplog.set_level(logging.DEBUG, logger="lookalike_cli.runtime.ray_pool")
     hear_client_server()
     hear_client_server()  # each engine's connection asks again: still one handler
     streamed.warning("SIGTERM handler is not set because current thread is not the main thread.\n")

@@ -25,9 +25,9 @@ from conftest import shared_path
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (make install has it)")
 
-from lookalike_cli import ray_engine  # noqa: E402
+from lookalike_cli.runtime import ray_pool as ray_engine  # noqa: E402
 from lookalike_cli.config import load_config  # noqa: E402
-from lookalike_cli.ray_engine import MAX_DEATHS, RayPool  # noqa: E402
+from lookalike_cli.runtime.ray_pool import MAX_DEATHS, RayPool  # noqa: E402
 
 import ray_tasks  # noqa: E402
 from ray_cluster import LoopbackCluster, ray_settings  # noqa: E402

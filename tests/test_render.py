@@ -5,8 +5,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from lookalike_cli.cli import cli
-from lookalike_cli.query import FaceResult, Match
-from lookalike_cli.render import MAX_PANELS, TILE, TILE_BACKGROUND, face_square, render_answer
+from lookalike_cli.answers.query import FaceResult, Match
+from lookalike_cli.answers.render import MAX_PANELS, TILE, TILE_BACKGROUND, face_square, render_answer
 
 from conftest import DEMO, FIXTURES, side_by_side
 
@@ -62,7 +62,7 @@ def test_face_square_keeps_a_margin_inside_the_image():
 def test_names_are_drawn_with_their_accents_and_the_percent_always_shows():
     from PIL import ImageDraw
 
-    from lookalike_cli.render import panel_title, picture_font
+    from lookalike_cli.answers.render import panel_title, picture_font
 
     font = picture_font(26)
 
@@ -80,11 +80,11 @@ def test_names_are_drawn_with_their_accents_and_the_percent_always_shows():
 def test_long_and_multi_line_names_are_shortened_with_an_ellipsis_everywhere(tmp_path):
     from PIL import ImageFont
 
-    from lookalike_cli.bot import caption
-    from lookalike_cli.catalog import SHOWN_NAME_CHARS, display_name
+    from lookalike_cli.serving.bot import caption
+    from lookalike_cli.io.catalog import SHOWN_NAME_CHARS, display_name
     from lookalike_cli.cli import format_photo
-    from lookalike_cli.query import PhotoResult
-    from lookalike_cli.render import shorten
+    from lookalike_cli.answers.query import PhotoResult
+    from lookalike_cli.answers.render import shorten
 
     huge = "Jean-Baptiste " * 80_000  # over a megabyte, as in a people table written before names were checked
     assert display_name("Ann\nLee") == "Ann Lee"

@@ -17,9 +17,9 @@ from PIL import Image
 
 from lookalike_cli.cli import cli
 from lookalike_cli.config import load_config
-from lookalike_cli.recognizer import Recognizer
-from lookalike_cli.serve import create_app, http_server, latency_percentiles
-from lookalike_cli.webpage import photo_url
+from lookalike_cli.answers.recognizer import Recognizer
+from lookalike_cli.serving.serve import create_app, http_server, latency_percentiles
+from lookalike_cli.serving.webpage import photo_url
 
 import hostile
 from conftest import DEMO, FAST, FIXTURES, hard_selfie

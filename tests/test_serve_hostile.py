@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from lookalike_cli.config import load_config
-from lookalike_cli.recognizer import Recognizer
-from lookalike_cli.serve import create_app, http_server
+from lookalike_cli.answers.recognizer import Recognizer
+from lookalike_cli.serving.serve import create_app, http_server
 
 import hostile
 from conftest import DEMO, FAST, encoded

@@ -6,7 +6,7 @@ import pytest
 
 from lookalike_cli import build
 from lookalike_cli.config import load_config
-from lookalike_cli.query import Lookalike
+from lookalike_cli.answers.query import Lookalike
 
 from conftest import FAST, shared_path
 

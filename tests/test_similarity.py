@@ -1,7 +1,7 @@
 
 import pytest
 
-from lookalike_cli.similarity import Calibration, calibration_from_distances, normal_cdf
+from lookalike_cli.gallery.similarity import Calibration, calibration_from_distances, normal_cdf
 
 
 def test_normal_cdf_known_values():

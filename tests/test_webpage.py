@@ -22,8 +22,8 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 
 from lookalike_cli import build
-from lookalike_cli.render import thumbnail_jpeg
-from lookalike_cli.webpage import PAGE_FILES, THUMBNAIL_SIDE
+from lookalike_cli.answers.render import thumbnail_jpeg
+from lookalike_cli.serving.webpage import PAGE_FILES, THUMBNAIL_SIDE
 
 from browser import chromium, full_page_screenshot, wait_for
 from conftest import DEMO, FIXTURES, REPO, encoded, hard_selfie, run

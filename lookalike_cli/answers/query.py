@@ -1,0 +1,207 @@
+"""Query: a photo in, for every face in it the nearest people of the gallery with a percent similarity."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from ..io.artifacts import DataDir
+from ..config import Config
+from ..errors import LookalikeError
+from ..gallery.generations import load_published
+from ..imaging.geometry import scale_box
+from ..imaging.images import ImageReason, ImageRejected, decode_image, read_image
+from ..face.models import CNN_DETECTOR_FILE, Face, FaceModels, model_id, models_folder, parse_embed_key
+from ..gallery.similarity import Calibration
+
+log = logging.getLogger(__name__)
+
+
+class Gate(Protocol):
+    """Slots shared by processes (``runtime.pool.ProcessSlots``; a semaphore would do in one process)."""
+
+    def acquire(self, block: bool = ...) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Match:
+    alias: str
+    name: str
+    distance: float
+    similarity: float
+    image: str
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    box: list[int]
+    matches: list[Match]
+    detector: str = "hog"  # which look of the detection chain found the face (models.Face.detector)
+
+
+@dataclass(frozen=True)
+class PhotoResult:
+    """A photo's answer: its faces (the ``query.max_faces`` largest, left to right) and how many smaller faces
+    were left out; or, for a photo that could not be used, the ``reason`` (``ImageReason``) and its detail."""
+
+    photo: str
+    faces: list[FaceResult] = field(default_factory=list)
+    faces_left_out: int = 0
+    reason: ImageReason | None = None
+    detail: str = ""
+    fallback_busy: bool = False  # HOG found no face and the detection fallback was not free to look again
+
+    @classmethod
+    def rejected(cls, photo: str, rejection: ImageRejected) -> PhotoResult:
+        return cls(photo=photo, reason=rejection.reason, detail=rejection.detail)  # type: ignore[arg-type]
+
+    @property
+    def error(self) -> str | None:
+        """"reason: detail" of a photo that could not be used."""
+        return f"{self.reason}: {self.detail}" if self.reason else None
+
+    def to_json(self, photo_url: Callable[[str], str] | None = None) -> dict:
+        """As ``query --json`` prints it: ``photo`` and ``faces``; ``faces_left_out`` when some were;
+        ``fallback_busy`` when no face was found but the fallback could not look (try again);
+        ``error`` ("reason: detail") and ``reason`` for a photo that could not be used. With ``photo_url``
+        (alias -> URL), each match has ``photo_url`` instead of ``image``, a path on this machine (for answers
+        sent to others)."""
+        result: dict = {"photo": self.photo, "faces": [asdict(face) for face in self.faces]}
+        if self.faces_left_out:
+            result["faces_left_out"] = self.faces_left_out
+        if self.fallback_busy:
+            result["fallback_busy"] = True
+        if self.reason:
+            result |= {"error": self.error, "reason": self.reason}
+        if photo_url is not None:
+            for face in result["faces"]:
+                for match in face["matches"]:
+                    del match["image"]
+                    match["photo_url"] = photo_url(match["alias"])
+        return result
+
+
+class Lookalike:
+    """A loaded gallery (index, calibration, names) and the face models: answers photos.
+
+    >>> engine = Lookalike("data/demo/out")
+    >>> engine.query_file("me.jpg").faces[0].matches[0].name
+    """
+
+    def __init__(self, data_dir: str | Path, config: Config = Config(), models: FaceModels | None = None,
+                 generation: str | None = None, fallback_gate: Gate | None = None):
+        """Load the gallery published in ``data_dir`` (the generation named, or the current one). With
+        ``fallback_gate`` (slots shared by processes), the detection fallback runs only while it can take a
+        slot at once: the recognition pool keeps its costly look off some workers."""
+        self.config = config
+        self.fallback_gate = fallback_gate
+        published = load_published(DataDir(data_dir), generation)
+        self.generation = published.generation
+        self.gallery = published.rows
+        self.names = published.names
+        self.meta = published.meta
+        self.index = published.index
+        self.calibration = Calibration(**{key: published.calibration[key]
+                                          for key in ("mean", "std", "count", "min_similarity")})
+        self.people = len({row["alias"] for row in self.gallery})
+        expected = parse_embed_key(self.meta["embed_key"])["model"]
+        if expected != model_id(config.runtime.models_dir):
+            raise LookalikeError(f"the gallery in {data_dir} was built with model {expected}, but the models "
+                                 f"in use are {model_id(config.runtime.models_dir)}: use the same --models-dir "
+                                 "or rebuild")
+        if config.detect.fallback:
+            models_folder(config.runtime.models_dir, CNN_DETECTOR_FILE)  # a missing model is said now, once
+        self._models = models
+
+    @property
+    def models(self) -> FaceModels:
+        if self._models is None:
+            self._models = FaceModels(self.config.runtime.models_dir)
+        return self._models
+
+    def nearest_people(self, descriptor: np.ndarray, top_k: int) -> list[Match]:
+        """The ``top_k`` nearest distinct people (each by their closest vector), with their representative photo."""
+        wanted = min(top_k, self.people)
+        k = min(len(self.index), top_k * 4 + 4)
+        while True:
+            ids, distances = self.index.search(descriptor[None, :], k)
+            best: dict[str, Match] = {}
+            for row_id, distance in zip(ids[0], distances[0]):
+                if row_id < 0:
+                    continue
+                row = self.gallery[row_id]
+                if row["alias"] not in best:
+                    best[row["alias"]] = Match(
+                        alias=row["alias"], name=self.names.get(row["alias"], row["alias"]),
+                        distance=float(distance), similarity=self.calibration.similarity(float(distance)),
+                        image=row["image"])
+            if len(best) >= wanted or k >= len(self.index):
+                return list(best.values())[:wanted]
+            k = min(len(self.index), k * 4)
+
+    def _described(self, image: np.ndarray) -> tuple[list[tuple[Face, np.ndarray]], int, bool]:
+        """The ``query.max_faces`` largest faces of an RGB image, left to right, each with its query
+        descriptor; how many smaller faces were left out; and whether the fallback was busy. When HOG finds
+        none, the detection fallback looks again (``detect.fallback``) if the gate lets it."""
+        detect, query = self.config.detect, self.config.query
+        found = self.models.find_faces(image, detect.upsample, detect.min_detection_score, detect.detect_max_size)
+        busy = False
+        if found:
+            kept = [self.models.face(image, box, score) for box, score in found[:query.max_faces]]
+        else:
+            found, busy = self._fallback(image) if detect.fallback else ([], False)
+            kept = found[:query.max_faces]
+        return ([(face, self.models.descriptor(image, face, query.query_num_jitters,
+                                               self.config.runtime.descriptor_backend))
+                 for face in sorted(kept, key=lambda f: (f.box[0], f.box[1]))], len(found) - len(kept), busy)
+
+    def _fallback(self, image: np.ndarray) -> tuple[list[Face], bool]:
+        """The fallback's faces, and whether it was busy (the gate taken by other processes: no look)."""
+        gate = self.fallback_gate
+        if gate is not None and not gate.acquire(False):
+            return [], True
+        try:
+            return self.models.fallback_faces(image, self.config.detect), False
+        finally:
+            if gate is not None:
+                gate.release()
+
+    def describe_faces(self, image: np.ndarray) -> list[tuple[Face, np.ndarray]]:
+        """The faces of an RGB image (the ``query.max_faces`` largest), left to right, with their descriptors."""
+        return self._described(image)[0]
+
+    def answer_image(self, image: np.ndarray, photo: str = "", top_k: int | None = None,
+                     scale: float = 1.0) -> PhotoResult:
+        """The answer for an RGB image: its faces with their nearest people. ``scale``: the photo's size over
+        the image's (see images.Decoded); the boxes are given in the photo's pixels."""
+        top_k = top_k or self.config.query.top_k
+        described, left_out, fallback_busy = self._described(image)
+        faces = [FaceResult(box=list(scale_box(face.box, 1 / scale)), matches=self.nearest_people(descriptor, top_k),
+                            detector=face.detector) for face, descriptor in described]
+        return PhotoResult(photo=photo, faces=faces, faces_left_out=left_out, fallback_busy=fallback_busy)
+
+    def query_image(self, image: np.ndarray, top_k: int | None = None) -> list[FaceResult]:
+        """The faces of an RGB image (the ``query.max_faces`` largest) with their nearest people."""
+        return self.answer_image(image, top_k=top_k).faces
+
+    def query_bytes(self, data: bytes, photo: str = "", top_k: int | None = None) -> PhotoResult:
+        """A photo's bytes (an upload, standard input): its faces and matches, or ``reason`` set."""
+        try:
+            decoded = decode_image(data, self.config.image)
+        except ImageRejected as exc:
+            return PhotoResult.rejected(photo, exc)
+        return self.answer_image(decoded.pixels, photo, top_k, decoded.scale)
+
+    def query_file(self, path: str | Path, top_k: int | None = None) -> PhotoResult:
+        """A photo file's faces and matches; an unusable file gives a result with ``reason`` set."""
+        try:
+            decoded = read_image(path, self.config.image)
+        except ImageRejected as exc:
+            return PhotoResult.rejected(str(path), exc)
+        return self.answer_image(decoded.pixels, str(path), top_k, decoded.scale)

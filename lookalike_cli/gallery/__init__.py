@@ -1,0 +1,1 @@
+"""The published gallery: generations, the search structures, distance to percent."""

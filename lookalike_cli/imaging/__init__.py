@@ -1,0 +1,2 @@
+"""Photos as pixels: the one policy every command decodes under (formats, bounds, time), gallery folders, tones and
+box geometry."""

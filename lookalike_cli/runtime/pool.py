@@ -1,0 +1,408 @@
+"""Worker processes for dlib and image work (dlib holds the GIL, so threads would not help), that outlive a task
+gone wrong.
+
+``ProcessPool`` runs tasks one at a time per worker process. A task fails, and the run goes on, when its worker
+dies (a crash in a decoder or in dlib), when it is not done by the deadline given with it, or when it overruns a
+time limit it set for a part of its work (``time_limit``, e.g. decoding an image): the worker is killed, which
+really stops the work, and a new one takes its place. The engines (``engines``) map a function over many items
+with it or with a Ray cluster.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+from tqdm import tqdm
+
+from ..errors import Failure, LookalikeError
+
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+STOP_GRACE = 2.0  # seconds a closing pool gives its idle workers to exit before they are killed
+
+
+class TaskFailed(Failure):
+    """A task that did not finish: its worker died (reason ``crashed``) or it ran past its deadline
+    (``timeout``). A task that overruns a ``time_limit`` fails with the failure given to it instead."""
+
+
+class ProcessSlots:
+    """At most ``count`` holders at a time among the processes given this object (it pickles to its folder), and
+    a holder that dies gives its slot back: slot i is an exclusive ``flock`` on file i of a private folder, which
+    the kernel releases with the process (a semaphore taken by a worker killed at its deadline is never given
+    back). ``acquire`` never waits. ``close`` (in the process that made it) removes the folder."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.folder = tempfile.mkdtemp(prefix="lookalike-slots-")
+        self._held: int | None = None  # the descriptor of this process's slot
+
+    def __getstate__(self) -> dict:
+        return {"count": self.count, "folder": self.folder, "_held": None}
+
+    def acquire(self, block: bool = False) -> bool:
+        """Take a free slot now (``block`` is not supported: never waits); False when all are held."""
+        for number in range(self.count):
+            fd = os.open(os.path.join(self.folder, str(number)), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self._held = fd
+            return True
+        return False
+
+    def release(self) -> None:
+        if self._held is not None:
+            os.close(self._held)  # closing the only descriptor of the file releases its lock
+            self._held = None
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def resolve_workers(workers: int) -> int:
+    """``workers``, or one per available core when 0."""
+    if workers > 0:
+        return workers
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_to_pool: Connection | None = None  # in a worker process: its pipe to the pool
+
+
+@contextmanager
+def time_limit(seconds: float, failure: Failure) -> Iterator[None]:
+    """Run the block within ``seconds``: in a ``ProcessPool`` worker, the pool kills this process when the
+    block runs over, and the task fails with ``failure``. Elsewhere (a command's own process) the block runs
+    unbounded."""
+    if _to_pool is None:
+        yield
+        return
+    _to_pool.send(("limit", time.monotonic() + seconds, failure))  # one clock for every process of the machine
+    try:
+        yield
+    finally:
+        _to_pool.send(("limit", None, None))
+
+
+def _serve(connection: Connection, initializer: Callable[..., None] | None, initargs: tuple) -> None:
+    """A worker process: run the initializer once, then one task after another until told to stop."""
+    global _to_pool
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the pool decides
+    try:
+        if initializer is not None:
+            initializer(*initargs)
+    except Exception as exc:
+        connection.send(("broken", str(exc) if isinstance(exc, LookalikeError) else f"{type(exc).__name__}: {exc}"))
+        return
+    _to_pool = connection
+    connection.send(("ready",))
+    while (task := connection.recv()) is not None:
+        func, args = task
+        try:
+            connection.send(("done", func(*args)))
+        except Exception as exc:
+            try:
+                connection.send(("error", exc))
+            except Exception:  # an exception that cannot be sent
+                connection.send(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
+
+
+@dataclass
+class _Task:
+    func: Callable[..., Any]
+    args: tuple
+    future: Future
+    deadline: float | None  # time.monotonic() by which it must be done
+    timeout: float | None
+    large: bool = False
+
+
+@dataclass
+class _Worker:
+    process: Any
+    connection: Connection
+    ready: bool = False
+    task: _Task | None = None
+    limit: tuple[float, Failure] | None = None  # (monotonic deadline, failure) of the time_limit in force
+
+    def overdue(self, now: float) -> Failure | None:
+        """The failure of its task if the task has run past its deadline or its time limit."""
+        task = self.task
+        if task is None:
+            return None
+        if self.limit is not None and now >= self.limit[0]:
+            return self.limit[1]
+        if task.deadline is not None and now >= task.deadline:
+            return TaskFailed("timeout", f"not done within {task.timeout:g} s")
+        return None
+
+
+class ProcessPool:
+    """``workers`` processes that each run ``initializer(*initargs)`` once (to load models), then tasks given to
+    ``submit``, first come first served. Processes start on the first ``submit`` (or ``start``) and are replaced
+    when they die or are killed over a deadline. Thread-safe; a supervising thread does all the bookkeeping."""
+
+    def __init__(self, workers: int, initializer: Callable[..., None] | None = None, initargs: tuple = ()):
+        self.size = workers
+        self.initializer = initializer
+        self.initargs = initargs
+        self._context = multiprocessing.get_context("forkserver")
+        self._lock = threading.Lock()
+        self._tasks: deque[_Task] = deque()
+        self._workers: list[_Worker] = []
+        self._broken: str | None = None
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        self.replaced = 0  # workers killed over a deadline or found dead, and replaced
+
+    def submit(self, func: Callable[..., R], *args: Any, timeout: float | None = None, large: bool = False) -> Future:
+        """Run ``func(*args)`` in a worker; the future fails with TaskFailed when the worker dies or the task is
+        not done ``timeout`` seconds from now (waiting included), or with the failure of an overrun
+        ``time_limit``, or with what ``func`` raised; with LookalikeError when workers cannot start. ``large``
+        tasks (expensive ones) leave a ready worker to the others (see _next_task), so that a burst of them never
+        holds every worker: a task that is not large may start before large ones that wait."""
+        future: Future = Future()
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("the pool is closed")
+            if self._broken:
+                future.set_exception(LookalikeError(self._broken))
+                return future
+            deadline = time.monotonic() + timeout if timeout else None
+            self._tasks.append(_Task(func, args, future, deadline, timeout, large))
+            self._ensure_thread()
+        self._wake()
+        return future
+
+    def start(self) -> None:
+        """Start the workers and wait until each has run its initializer; LookalikeError if one cannot."""
+        with self._lock:
+            self._ensure_thread()
+        self._wake()
+        while True:
+            with self._lock:
+                if self._broken:
+                    raise LookalikeError(self._broken)
+                if len(self._workers) == self.size and all(worker.ready for worker in self._workers):
+                    return
+            time.sleep(0.01)
+
+    @property
+    def queued(self) -> int:
+        """Tasks waiting for a worker."""
+        return len(self._tasks)
+
+    @property
+    def busy(self) -> int:
+        """Tasks in work."""
+        return sum(worker.task is not None for worker in self._workers)
+
+    def close(self) -> None:
+        """Cancel the waiting tasks, stop the workers (killing those in work) and the supervising thread."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            for task in self._tasks:
+                task.future.cancel()
+            self._tasks.clear()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+    def __enter__(self) -> ProcessPool:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # The supervising thread.
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._supervise, name="process-pool", daemon=True)
+            self._thread.start()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_write, b".")
+        except (BlockingIOError, OSError):  # the pipe is full (the thread will wake anyway) or closed
+            pass
+
+    def _supervise(self) -> None:
+        while True:
+            with self._lock:
+                if self._closing:
+                    break
+                self._fill()
+                self._dispatch()
+                waits = [self._wake_read] + [w.connection for w in self._workers] + \
+                        [w.process.sentinel for w in self._workers]
+                timeout = self._next_deadline()
+            ready = wait(waits, timeout)
+            with self._lock:
+                if self._wake_read in ready:
+                    while True:
+                        try:
+                            if not os.read(self._wake_read, 4096):
+                                break
+                        except BlockingIOError:
+                            break
+                for worker in list(self._workers):
+                    if worker in self._workers:  # not discarded by a worker before it
+                        self._receive(worker)
+                now = time.monotonic()
+                for worker in list(self._workers):
+                    failure = worker.overdue(now)
+                    if failure is not None:
+                        self._discard(worker, failure)
+                for task in [t for t in self._tasks if t.deadline is not None and now >= t.deadline]:
+                    self._tasks.remove(task)
+                    task.future.set_exception(TaskFailed("timeout", f"not done within {task.timeout:g} s"))
+        self._stop_workers()
+
+    def _fill(self) -> None:
+        """Start workers up to the pool's size (none once broken)."""
+        while not self._broken and len(self._workers) < self.size:
+            ours, theirs = self._context.Pipe()
+            process = self._context.Process(target=_serve, args=(theirs, self.initializer, self.initargs),
+                                            daemon=True, name="lookalike-worker")
+            process.start()
+            theirs.close()
+            self._workers.append(_Worker(process, ours))
+
+    def _dispatch(self) -> None:
+        for worker in self._workers:
+            while worker.ready and worker.task is None and (task := self._next_task()) is not None:
+                self._tasks.remove(task)
+                if not task.future.set_running_or_notify_cancel():
+                    continue  # cancelled while it waited
+                try:
+                    worker.connection.send((task.func, task.args))
+                except (OSError, ValueError):  # died meanwhile: the sentinel says so next
+                    pass
+                worker.task = task
+
+    def _next_task(self) -> _Task | None:
+        """The first waiting task that may start now: a large one only while another ready worker (not one that
+        is still starting, replacing a killed one) is left for the tasks that are not large; with a pool of one
+        worker, whenever it is free."""
+        large_running = sum(worker.task is not None and worker.task.large for worker in self._workers)
+        ready = sum(worker.ready for worker in self._workers)
+        may_start_large = self.size == 1 or large_running < ready - 1
+        return next((task for task in self._tasks if may_start_large or not task.large), None)
+
+    def _next_deadline(self) -> float | None:
+        times = [t.deadline for t in self._tasks if t.deadline is not None]
+        for worker in self._workers:
+            if worker.task is not None:
+                times += [worker.task.deadline] if worker.task.deadline is not None else []
+                times += [worker.limit[0]] if worker.limit is not None else []
+        return max(0.0, min(times) - time.monotonic()) if times else None
+
+    def _receive(self, worker: _Worker) -> None:
+        """Handle what a worker sent, or its death."""
+        try:
+            while worker.connection.poll():
+                message = worker.connection.recv()
+                kind = message[0]
+                if kind == "ready":
+                    worker.ready = True
+                elif kind == "limit":
+                    worker.limit = (message[1], message[2]) if message[1] is not None else None
+                elif kind == "broken":
+                    self._break(message[1])
+                    return
+                else:
+                    task, worker.task, worker.limit = worker.task, None, None
+                    if task is not None:
+                        (task.future.set_result if kind == "done" else task.future.set_exception)(message[1])
+        except (EOFError, OSError):
+            pass
+        if worker.process.exitcode is not None or not worker.process.is_alive():
+            if not worker.ready:
+                self._break(f"a worker process exited with code {worker.process.exitcode} while starting")
+            else:
+                self._discard(worker, TaskFailed("crashed", f"the worker process died ({_exit_name(worker)})"))
+
+    def _discard(self, worker: _Worker, failure: Failure) -> None:
+        """Kill a worker (if it still runs), fail its task with ``failure``; ``_fill`` replaces it."""
+        worker.process.kill()
+        worker.process.join()
+        worker.connection.close()
+        self._workers.remove(worker)
+        self.replaced += 1
+        if worker.task is not None:
+            log.info("task failed (%s); worker %d replaced", failure, worker.process.pid)
+            worker.task.future.set_exception(failure)
+
+    def _break(self, message: str) -> None:
+        """Workers cannot start: fail every task, now and later, with ``message``."""
+        self._broken = message
+        for task in self._tasks:
+            task.future.set_exception(LookalikeError(message))
+        self._tasks.clear()
+        for worker in list(self._workers):
+            self._discard(worker, LookalikeError(message))
+
+    def _stop_workers(self) -> None:
+        for worker in self._workers:
+            if worker.task is None:
+                try:
+                    worker.connection.send(None)
+                except (OSError, ValueError):
+                    pass
+            else:
+                worker.process.kill()
+                worker.task.future.cancel() or worker.task.future.set_exception(TaskFailed("crashed", "pool closed"))
+        deadline = time.monotonic() + STOP_GRACE
+        for worker in self._workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.connection.close()
+        self._workers.clear()
+
+
+def _exit_name(worker: _Worker) -> str:
+    code = worker.process.exitcode
+    if code is not None and code < 0:
+        return f"signal {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def progress(results: Iterable[R], total: int, desc: str, unit: str) -> Iterator[R]:
+    """``results`` as they come, counted on a progress bar."""
+    with tqdm(total=total, desc=desc, unit=unit, disable=None, leave=False) as bar:
+        for result in results:
+            bar.update()
+            yield result

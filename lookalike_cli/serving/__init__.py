@@ -1,0 +1,1 @@
+"""Front ends that strangers reach: the HTTP API with its web page, and the Telegram bot."""

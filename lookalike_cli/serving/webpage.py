@@ -1,0 +1,103 @@
+"""The web page of ``lookalike serve``, and the gallery's photos by URL.
+
+``GET /`` is a page for people (``web/index.html``, ``web/page.css`` and ``web/page.js``: package data, no CDN,
+no build step, nothing loaded from elsewhere): they pick a photo or take a selfie, the browser shrinks it and
+posts it to ``/query``, and the page shows each face beside its matches, then the answer picture.
+
+``GET /people/<alias>/photo`` is a person's representative photo as a JPEG of at most ``THUMBNAIL_SIDE`` pixels,
+with an ETag. The alias is looked up in the published gallery's rows, never joined to a path: no other file can
+be reached. Answers sent over HTTP give each match's ``photo_url`` instead of its path on this machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from functools import lru_cache
+from importlib import resources
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..config import Config
+from ..gallery.generations import published_photos
+from ..imaging.images import ImageRejected, read_image
+from ..answers.render import thumbnail_jpeg
+
+if TYPE_CHECKING:
+    from ..answers.recognizer import Recognizer
+
+log = logging.getLogger(__name__)
+
+THUMBNAIL_SIDE = 320  # pixels, longer side
+CACHED_THUMBNAILS = 1024  # thumbnails kept in memory (a few tens of kB each)
+THUMBNAIL_THREADS = 2  # gallery photos decoded at once for thumbnails
+PHOTO_MAX_AGE = 3600  # seconds a browser may reuse a thumbnail before asking again (with its ETag)
+PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
+              "/page.css": ("page.css", "text/css; charset=utf-8"),
+              "/page.js": ("page.js", "text/javascript; charset=utf-8")}
+# The page may load from and talk to this server only; blob: is the user's own photo and the answer picture.
+PAGE_HEADERS = {"content-security-policy": "default-src 'self'; img-src 'self' blob: data:; base-uri 'none'; "
+                                           "form-action 'none'; frame-ancestors 'none'",
+                "x-content-type-options": "nosniff", "referrer-policy": "no-referrer"}
+
+
+def photo_url(alias: str) -> str:
+    """Where the HTTP API serves a person's photo (relative to the server)."""
+    return f"/people/{quote(alias, safe='')}/photo"
+
+
+def revalidated(request: Request, body: bytes, media_type: str, cache_control: str) -> Response:
+    """``body`` with an ETag of its content, or 304 Not Modified when the client holds it already."""
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {"etag": etag, "cache-control": cache_control, **PAGE_HEADERS}
+    held = request.headers.get("if-none-match", "")
+    if etag in held or held.strip() == "*":  # "*": any version the client holds
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
+
+
+def page_file(body: bytes, media_type: str):
+    async def endpoint(request: Request) -> Response:
+        return revalidated(request, body, media_type, "no-cache")
+    return endpoint
+
+
+def page_routes(recognizer: Recognizer, config: Config) -> list[Route]:
+    """The routes of people's photos (of the generation the recognizer serves), and of the page unless
+    ``serve.page`` is off."""
+    import anyio.to_thread
+
+    limiter = anyio.CapacityLimiter(THUMBNAIL_THREADS)
+
+    @lru_cache(maxsize=2)
+    def photos(generation: str) -> dict[str, str]:
+        return published_photos(recognizer.data, generation)
+
+    @lru_cache(maxsize=CACHED_THUMBNAILS)
+    def thumbnail(path: str) -> bytes | None:
+        try:
+            return thumbnail_jpeg(read_image(path, config.image).pixels, THUMBNAIL_SIDE)
+        except ImageRejected as exc:
+            log.warning("cannot show the photo %s: %s", path, exc)
+            return None
+
+    async def person_photo(request: Request) -> Response:
+        alias = request.path_params["alias"]
+        path = photos(recognizer.generation).get(alias)
+        if path is None:
+            return JSONResponse({"error": "there is no such person in the gallery"}, status_code=404)
+        body = await anyio.to_thread.run_sync(thumbnail, path, limiter=limiter)
+        if body is None:
+            return JSONResponse({"error": "this person's photo cannot be read"}, status_code=404)
+        return revalidated(request, body, "image/jpeg", f"public, max-age={PHOTO_MAX_AGE}")
+
+    routes = [Route("/people/{alias}/photo", person_photo)]
+    if config.serve.page:
+        folder = resources.files(__package__) / "web"
+        routes += [Route(path, page_file(folder.joinpath(name).read_bytes(), media_type))
+                   for path, (name, media_type) in PAGE_FILES.items()]
+    return routes

@@ -1,0 +1,1 @@
+"""The build stages (filter, embed, clean, calibrate, index) and ``build``, which chains them."""

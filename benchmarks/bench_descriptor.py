@@ -112,8 +112,9 @@ def child(photo: str, repeats: int, with_numpy: bool) -> dict:
     """Medians of this process's descriptor paths (printed as JSON by the child)."""
     from common import dlib_build
     from lookalike_cli.config import ImageConfig
-    from lookalike_cli.imaging.images import read_image
-    from lookalike_cli.face.models import FaceModels, jittered_chips
+    from lookalike_cli.imaging.decode import read_image
+    from lookalike_cli.face.descriptors import jittered_chips
+    from lookalike_cli.face.models import FaceModels
 
     models = FaceModels()
     image = read_image(photo, ImageConfig()).pixels

@@ -27,7 +27,7 @@ def photos(full: bool) -> list[tuple[str, np.ndarray]]:
     from PIL import Image
 
     from lookalike_cli.config import ImageConfig
-    from lookalike_cli.imaging.images import read_image
+    from lookalike_cli.imaging.decode import read_image
 
     portraits = sorted((CONGRESS / "images").glob("*.jpg"))
     found = []

@@ -35,7 +35,7 @@ def child(photo: str, repeats: int) -> dict:
 
     from common import dlib_build
     from lookalike_cli.config import ImageConfig
-    from lookalike_cli.imaging.images import read_image
+    from lookalike_cli.imaging.decode import read_image
     from lookalike_cli.face.models import Face, FaceModels
 
     models = FaceModels()

@@ -46,7 +46,7 @@ def bare_dlib(images: list[Path], num_jitters: int) -> float:
     this process with the models loaded: the model calls without the stages' bookkeeping."""
     from lookalike_cli.config import Config
     from lookalike_cli.config import ImageConfig
-    from lookalike_cli.imaging.images import read_image
+    from lookalike_cli.imaging.decode import read_image
     from lookalike_cli.face.models import process_models
 
     detect = Config().detect

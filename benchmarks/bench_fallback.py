@@ -61,7 +61,7 @@ def photo_sets(models, detect, full: bool):
     photos in which HOG's first look finds no face, and (name, RGB array) of the images without a face."""
     from lookalike_cli.config import ImageConfig
     from lookalike_cli.evaluation.degrade import degrade, parse_degradation
-    from lookalike_cli.imaging.images import read_image
+    from lookalike_cli.imaging.decode import read_image
 
     photos = shared_photos("people/*/*")
     originals = {path: read_image(path, ImageConfig()).pixels for path in photos}
@@ -109,7 +109,7 @@ def budget_rows(models, detect, needing, empty, look: str, budgets) -> list[list
 def stretched_look(models, image: np.ndarray, detect) -> list:
     """The fallback's look at a dim photo as the chain takes it: the tone check, then (when dim) HOG's look
     through the stretch."""
-    from lookalike_cli.imaging.images import dim_tones
+    from lookalike_cli.imaging.tones import dim_tones
 
     tones = dim_tones(image, detect.fallback_stretch_span)
     return [] if tones is None else models.stretched_faces(image, detect, tones)
@@ -119,7 +119,7 @@ def per_query(engine_on, engine_off, ordinary, needing, empty, rounds: int) -> t
     """Median ms per photo of the whole answer (detect, describe, search), the chain on and off interleaved; and
     for the photos that need the fallback (all, and the dim ones) or have no face, each look of the chain timed on
     its own."""
-    from lookalike_cli.imaging.images import dim_tones, scaled_image
+    from lookalike_cli.imaging.tones import dim_tones, scaled_image
 
     models, detect = engine_on.models, engine_on.config.detect
     ratios = []

@@ -40,7 +40,7 @@ def stage_times(data_dir: Path, photos: list[Path]) -> dict[str, list[float]]:
 
     timed("import lookalike_cli.answers.query (numpy, pyarrow)", lambda: __import__("lookalike_cli.answers.query"))
     from lookalike_cli.config import Config
-    from lookalike_cli.imaging.images import read_image
+    from lookalike_cli.imaging.decode import read_image
     from lookalike_cli.face.models import Face, FaceModels
     from lookalike_cli.answers.query import Lookalike
 

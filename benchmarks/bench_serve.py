@@ -10,7 +10,7 @@ portraits (cached `lookalike build`); with no ../shared, over the 48-person demo
 (threads of this process, one keep-alive connection each) POST photos back to back for a fixed time after a
 warm-up; a 503 (queue full) is counted and retried after 50 ms. Photos: the demo selfie (225x275 px, 65 kB),
 and the 55 labelled photos of faces/people (150 to 2333 px, as they are), cycled. With --monitoring the server
-with the log writes it to benchmarks/results/serve-answers.jsonl (the README's `lookalike stats` report).
+with the log writes it to benchmarks/results/serve-answers.jsonl (the `lookalike stats` report of docs/operations.md).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def service_times(data_dir: Path, photo_sets: dict[str, list[bytes]]) -> dict[st
     """Median seconds of one query in this process (decode, detect, describe, search), no HTTP, no other
     query at the same time: what one worker needs per photo. Every 5th photo of a set, the selfie 5 times."""
     from lookalike_cli.config import ImageConfig
-    from lookalike_cli.imaging.images import decode_image
+    from lookalike_cli.imaging.decode import decode_image
     from lookalike_cli.answers.query import Lookalike
 
     engine = Lookalike(data_dir)
@@ -154,7 +154,8 @@ def monitoring_costs(data_dir: Path, answers: int = 20_000) -> dict[str, float]:
 
     from lookalike_cli.config import load_config
     from lookalike_cli.answers.monitor import Monitor
-    from lookalike_cli.answers.query import Lookalike, PhotoResult
+    from lookalike_cli.answers.query import Lookalike
+    from lookalike_cli.answers.results import PhotoResult
     from lookalike_cli.answers.recognizer import Recognizer
 
     result = PhotoResult("upload", Lookalike(data_dir).query_file(REPO / "data/demo/selfie.jpg").faces)

@@ -81,7 +81,7 @@ class Ways:
 def gallery_chips(models, rows) -> np.ndarray:
     """The aligned chips of gallery rows (their photos, boxes as embedded)."""
     from lookalike_cli.config import ImageConfig
-    from lookalike_cli.imaging.images import read_image
+    from lookalike_cli.imaging.decode import read_image
 
     return np.stack([models.chip(image, models.face(image, tuple(row["box"]), 0.0))
                      for row in rows for image in [read_image(row["path"], ImageConfig()).pixels]])
@@ -98,7 +98,7 @@ def main() -> None:
     from lookalike_cli.config import Config, ImageConfig
     from lookalike_cli.evaluation.degrade import degrade, parse_degradation
     from lookalike_cli.evaluation.evaluate import EYE_BANDS, same_alias
-    from lookalike_cli.imaging.images import read_image
+    from lookalike_cli.imaging.decode import read_image
     from lookalike_cli.face.models import FaceModels
 
     config = Config()

@@ -97,7 +97,7 @@ def versions() -> str:
 
 def dlib_build() -> str:
     """Which dlib this process runs: version, BLAS, AVX (what `lookalike info` prints)."""
-    from lookalike_cli.face.models import dlib_build_info
+    from lookalike_cli.face.descriptors import dlib_build_info
 
     info = dlib_build_info()
     return f"dlib {info['version']} (BLAS {'on' if info['blas'] else 'off'}, AVX {'on' if info['avx'] else 'off'})"

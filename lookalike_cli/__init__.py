@@ -11,7 +11,7 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Lookalike": "answers.query", "PhotoResult": "answers.query", "build": "stages.build",
+    "Lookalike": "answers.query", "PhotoResult": "answers.results", "build": "stages.build",
     "filter_images": "stages.filter", "embed_faces": "stages.embed", "clean_identities": "stages.clean",
     "calibrate": "stages.calibrate", "build_index": "stages.index",
     "Config": "config", "load_config": "config", "LookalikeError": "errors",

@@ -301,8 +301,8 @@ STDIN = Path("-")
 def standard_input(policy):
     """The bytes of standard input (a photo given as ``-``), at most ``policy.max_file_bytes``; a PhotoResult
     with the reason when there are more."""
-    from .imaging.images import ImageRejected, read_capped
-    from .answers.query import PhotoResult
+    from .answers.results import PhotoResult
+    from .imaging.decode import ImageRejected, read_capped
 
     try:
         return read_capped(sys.stdin.buffer, policy.max_file_bytes)
@@ -310,11 +310,12 @@ def standard_input(policy):
         return PhotoResult.rejected("-", exc)
 
 
-def answer_photo(engine, photo: Path, stdin):
-    """The answer for one PHOTO argument: a file, or ``-`` with the bytes (or the rejection) of standard input."""
+def answer_photo(engine, photo: Path, stdin, picture: bool):
+    """The answer (and with ``picture`` its PNG) for one PHOTO argument: a file, or ``-`` with the bytes (or the
+    rejection) of standard input."""
     if photo != STDIN:
-        return engine.query_file(photo)
-    return engine.query_bytes(stdin, "-") if isinstance(stdin, bytes) else stdin
+        return engine.answer_file(photo, picture)
+    return engine.answer_bytes(stdin, "-", picture) if isinstance(stdin, bytes) else (stdin, None)
 
 
 def check_new_file(path: Path | None) -> None:
@@ -365,14 +366,13 @@ def query_command(photos: tuple[Path, ...], data_dir: Path, as_json: bool, out: 
     check_new_file(out)
     engine = Lookalike(data_dir, config)
     stdin = standard_input(config.image) if STDIN in photos else None
-    results = query_files(engine, photos, config.answers, lambda photo: answer_photo(engine, photo, stdin))
-    if out is not None and results[0].faces:
+    answers = query_files(engine, photos, config.answers,
+                          lambda photo: answer_photo(engine, photo, stdin, picture=out is not None))
+    results = [result for result, _ in answers]
+    picture = answers[0][1]
+    if out is not None and picture is not None:
         from .files import write_bytes
-        from .imaging.images import decode_image, read_image
-        from .answers.render import render_png
 
-        decoded = decode_image(stdin, config.image) if photos[0] == STDIN else read_image(photos[0], config.image)
-        picture = render_png(decoded.pixels, results[0].faces, decoded.scale)
         check_new_file(out)
         write_bytes(out, picture)
     if as_json:
@@ -404,7 +404,7 @@ def serve_command(data_dir: Path, config) -> None:
     curl --data-binary @me.jpg http://127.0.0.1:8000/query
     curl -F photo=@me.jpg 'http://127.0.0.1:8000/query?format=png' -o answer.png
     """
-    from .serving.serve import serve
+    from .serving.api import serve
 
     serve(data_dir, config, on_ready=lambda url: click.echo(
         f"lookalike: answering photos of {data_dir} on {url}/query (Ctrl-C stops)"))
@@ -459,7 +459,7 @@ def info_command() -> None:
     """Show which dlib, descriptor backend and nmslib this installation runs, and how many cores it sees."""
     from importlib import metadata
 
-    from .face.models import descriptor_backend, dlib_build_info
+    from .face.descriptors import descriptor_backend, dlib_build_info
     from .runtime.pool import resolve_workers
 
     dlib = dlib_build_info()

@@ -17,7 +17,6 @@ from typing import Any
 from .errors import LookalikeError
 from .files import read_regular, reason
 
-
 MAX_CONFIG_BYTES = 1_000_000  # a config file is a few kB
 MAX_NUMBER = 10**15  # the largest magnitude of any number setting (bytes, pixels, counts overflow far beyond)
 MAX_SECONDS = 86_400.0  # a day: the longest timeout accepted (the OS's timers stop at about 24 days)
@@ -69,8 +68,8 @@ class RuntimeConfig:
                               "cluster)", min=0, max=256)
     models_dir: str = setting("", "folder with dlib's model files (empty: the face_recognition_models package)")
     descriptor_backend: str = setting("auto", "what computes face descriptors: dlib, or dlib's network run by numpy "
-                                              "(same numbers, several times faster); auto: numpy once it has "
-                                              "matched dlib on first use", choices=("auto", "dlib", "numpy"))
+                                              "(dlib's numbers within 1e-4, several times faster); auto: numpy once "
+                                              "it has matched dlib on first use", choices=("auto", "dlib", "numpy"))
     executor: str = setting("local", "where filter and embed run their dlib work: worker processes on this "
                                      "machine, or actors on a Ray cluster (pip install 'lookalike[ray]')",
                             choices=("local", "ray"))
@@ -378,7 +377,7 @@ def default_toml() -> str:
     lines = ["# lookalike's settings. Every key is also an option of the commands that use its section",
              "# (filter.max_tilt is --max-tilt); options given on the command line override this file.",
              "# Use another file with --config FILE or LOOKALIKE_CONFIG=FILE. These are the built-in defaults.",
-             "# Generated from lookalike_cli/config.py by `make settings`: edit that file, not this one."]
+             "# Generated from lookalike_cli/config.py by `make docs`: edit that file, not this one."]
     for section in SECTIONS:
         lines += ["", f"[{section}]"]
         for f in section_fields(section):
@@ -389,7 +388,7 @@ def default_toml() -> str:
 
 
 def settings_table() -> str:
-    """The README's table of every setting (Markdown)."""
+    """The table of every setting (Markdown), for docs/settings.md."""
     lines = ["| key | default | allowed | meaning |", "| --- | --- | --- | --- |"]
     for section in SECTIONS:
         for f in section_fields(section):

@@ -16,6 +16,8 @@ from typing import Any, BinaryIO
 
 from .errors import LookalikeError
 
+READ_SIZE = 1 << 16  # bytes read_capped asks a stream for at a time
+
 
 class NotRegularFile(OSError):
     """The path names a folder, a device, a FIFO or a socket."""
@@ -41,13 +43,29 @@ def open_regular(path: str | Path) -> BinaryIO:
         raise
 
 
+class OverLimit(OSError):
+    """A file or stream that holds more bytes than may be read of it."""
+
+    def __init__(self, limit: int):
+        super().__init__(errno.EFBIG, f"over the limit of {limit} bytes")
+
+
+def read_capped(stream: BinaryIO, limit: int) -> bytes:
+    """The bytes of a binary stream (a file, standard input, an HTTP response's raw body) to its end, read as
+    they arrive; OverLimit as soon as they pass ``limit`` (read no further)."""
+    chunks, size = [], 0
+    while chunk := stream.read1(READ_SIZE):
+        size += len(chunk)
+        if size > limit:
+            raise OverLimit(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def read_regular(path: str | Path, limit: int) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes; OSError otherwise (when over, read no further)."""
+    """The bytes of a regular file of at most ``limit`` bytes; OSError otherwise (OverLimit when over)."""
     with open_regular(path) as fh:
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise OSError(errno.EFBIG, f"over the limit of {limit} bytes")
-    return data
+        return read_capped(fh, limit)
 
 
 def open_regular_text(path: str | Path, **options) -> io.TextIOWrapper:

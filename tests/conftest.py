@@ -70,7 +70,7 @@ def hard_selfie() -> bytes:
 
     from lookalike_cli.config import ImageConfig
     from lookalike_cli.evaluation.degrade import degrade, parse_degradation
-    from lookalike_cli.imaging.images import read_image
+    from lookalike_cli.imaging.decode import read_image
 
     pixels = read_image(DEMO / "selfie.jpg", ImageConfig()).pixels
     return encoded(Image.fromarray(degrade(pixels, parse_degradation(HARD_SELFIE))), "PNG")

@@ -20,18 +20,18 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from lookalike_cli.answers.log import FIELDS, MATCH_FIELDS, STATUSES, AnswerLog, answer_entry, client_hash, \
+from lookalike_cli.answers.outcomes import OUTCOMES
+from lookalike_cli.answers.log import FIELDS, MATCH_FIELDS, AnswerLog, answer_entry, client_hash, \
     read_answers
 from lookalike_cli.answers.stats import HUB_ALPHA, HUB_RATIO, binomial_tail, histogram, hub_p_value
 from lookalike_cli.config import AnswersConfig
-from lookalike_cli.answers.query import FaceResult, Match, PhotoResult
+from lookalike_cli.answers.results import FaceResult, Match, PhotoResult
 
 from conftest import DEMO, FIXTURES, encoded, hard_selfie, run, side_by_side
 from fake_telegram import FakeTelegram
+from helpers import BODY_LIMIT, TOKEN, api, best_alias, descendants, photo, publish_without, raw_answer, reply, \
+    start_bot, stop_bot
 from servers import free_port, lookalike_serve, running, wait_until
-from test_bot import TOKEN, raw_answer, reply, start_bot, stop_bot
-from test_generations import publish_without
-from test_serve import BODY_LIMIT, api, best_alias, descendants, photo
 
 OPTIONAL = {"reason", "code", "client"}
 
@@ -47,7 +47,7 @@ def check_entry(entry: dict, channel: str, generation: str) -> None:
     """A well-formed line: its fields with their types, the channel and generation, nothing else."""
     assert set(FIELDS) <= set(entry) <= set(FIELDS) | OPTIONAL, entry
     assert all(isinstance(entry[key], kind) for key, kind in FIELDS.items()), entry
-    assert entry["channel"] == channel and entry["generation"] == generation and entry["status"] in STATUSES
+    assert entry["channel"] == channel and entry["generation"] == generation and entry["status"] in OUTCOMES
     assert entry["time"].endswith("Z") and entry["latency_ms"] >= 0
     assert entry["faces"] >= len(entry["matches"])  # found, and answered (at most query.max_faces)
     for match in entry["matches"]:

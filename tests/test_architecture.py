@@ -1,6 +1,7 @@
 """The wings of lookalike_cli/ keep their import rules (pyproject.toml's import-linter contracts), and no module
 imports itself round a circle."""
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -91,3 +92,14 @@ def test_a_circle_is_found():
     graph.add_import(importer="c", imported="a")
     graph.add_import(importer="c", imported="d")
     assert circles(graph) == [{"a", "b", "c"}]
+
+
+def test_no_test_module_imports_another():
+    """Tests share helpers through tests/helpers.py and conftest.py, never through each other."""
+    importing = {}
+    for path in sorted((REPO / "tests").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        names += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+        importing[path.name] = [name for name in names if name.startswith("test_")]
+    assert {name: modules for name, modules in importing.items() if modules} == {}

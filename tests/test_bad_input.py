@@ -1,6 +1,6 @@
 """Bad input of every kind gets one clear line and a non-zero exit, never a traceback, and loses nothing.
 
-The cases below are also the README's table "What happens when…": a test checks that the two agree.
+The cases below are also the tables of docs/operations.md, which `make docs` (tools/write_docs.py) writes from them.
 """
 
 from __future__ import annotations
@@ -20,18 +20,18 @@ from click.testing import CliRunner
 from lookalike_cli.cli import cli
 from lookalike_cli.config import load_config
 from lookalike_cli.stages.embed import embed_faces
-from lookalike_cli.imaging.images import printable_path
+from lookalike_cli.imaging.gallery import printable_path
 
 import hostile
-from conftest import DEMO, FAST, FIXTURES, REPO, corrupt_png, encoded, side_by_side
+from conftest import DEMO, FAST, FIXTURES, corrupt_png, encoded, side_by_side
 
 PHOTO = DEMO / "images" / "ami-bera.jpg"
 
 
 @dataclass(frozen=True)
 class Case:
-    when: str                       # the README's "when" column
-    says: str                       # a part of the one-line error, and the README's second column
+    when: str                       # the docs' "when" column
+    says: str                       # a part of the one-line error, and the docs' second column
     args: list[str]                 # the command; {data}, {tmp} and {photo} are filled in
     setup: Callable[[Path, Path], None] = lambda data, tmp: None  # prepares a copy of a built data dir
 
@@ -90,7 +90,7 @@ def truncate(path: Path) -> None:
 
 
 def models_without_cnn(data: Path, tmp: Path) -> None:
-    from lookalike_cli.face.models import DESCRIPTOR_FILE, LANDMARKS_FILE, models_folder
+    from lookalike_cli.face.model_files import DESCRIPTOR_FILE, LANDMARKS_FILE, models_folder
 
     (tmp / "models").mkdir()
     for name in (LANDMARKS_FILE, DESCRIPTOR_FILE):
@@ -121,7 +121,7 @@ def hold_lock(data: Path, tmp: Path) -> None:
 def models_with_descriptor(change: Callable[[bytes], bytes]) -> Callable[[Path, Path], None]:
     """A --models-dir at {tmp}/models: dlib's landmarks, and its descriptor model's bytes changed by ``change``."""
     def setup(data: Path, tmp: Path) -> None:
-        from lookalike_cli.face.models import DESCRIPTOR_FILE, LANDMARKS_FILE, models_folder
+        from lookalike_cli.face.model_files import DESCRIPTOR_FILE, LANDMARKS_FILE, models_folder
 
         (tmp / "models").mkdir()
         shutil.copy(models_folder() / LANDMARKS_FILE, tmp / "models")
@@ -171,7 +171,8 @@ CASES = [
                                                                                        "{data}"],
          lambda data, tmp: embed_faces(data, load_config(None, FAST))),
     Case("the index was built with another model", "was built with model other-model", QUERY,
-         lambda data, tmp: edit_json(published(data) / "index.json", embed_key="model=other-model;num_jitters=1")),
+         lambda data, tmp: edit_json(published(data) / "index.json",
+                                     embed_key="model=other-model;num_jitters=1;descriptor=dlib")),
     Case("--models-dir lacks dlib's files", "lacks shape_predictor_5_face_landmarks.dat",
          ["query", "{photo}", "--data-dir", "{data}", "--models-dir", "{tmp}"]),
     Case("`--descriptor-backend numpy` and the descriptor model is not dlib's network",
@@ -300,17 +301,6 @@ def test_no_traceback_even_from_a_subprocess(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lookalike_cli", "query", str(PHOTO), "--data-dir",
                              str(tmp_path / "none")], capture_output=True, text=True)
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-
-
-def readme_table(title: str) -> list[tuple[str, str]]:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text.split(f"### {title}\n", 1)[1].split("\n#", 1)[0]
-    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ")]
-    return [(a.strip(), b.strip().strip("`").strip()) for a, b in rows[2:]]
-
-
-def test_readme_table_lists_exactly_these_cases():
-    assert readme_table("What happens when…") == [(case.when, case.says) for case in CASES]
 
 
 # --- Images: what the filter (and query) make of every kind of file a crawl brings in --------------------------
@@ -487,25 +477,3 @@ def test_a_photo_over_the_decode_timeout_is_recorded_and_the_build_goes_on(tmp_p
     assert (rows["slow.jpg"]["reason"], rows["slow.jpg"]["detail"]) == ("timeout", hostile.DECODE_TIMED_OUT)
     assert "index: exact over 4 vectors" in result.output
 
-
-def test_readme_image_table_matches_the_cases():
-    assert readme_table("What happens to each kind of image") == [(w, r) for w, _, _, r in IMAGE_CASES]
-    assert readme_table("What happens to entries that are not image files") == [
-        (w, d) for w, _, _, d in LISTING_CASES]
-
-
-def markdown_tables() -> str:
-    """The README's two tables (run this file to print them after changing the cases)."""
-    lines = ["### What happens when…", "", "| when | lookalike says (one line, exit status 1) |", "| --- | --- |"]
-    lines += [f"| {case.when} | `` {case.says} `` |" for case in CASES]
-    lines += ["", "### What happens to each kind of image", "",
-              "| file | filter's reason (`ok`: accepted) |", "| --- | --- |"]
-    lines += [f"| {when} | `{reason}` |" for when, _, _, reason in IMAGE_CASES]
-    lines += ["", "### What happens to entries that are not image files", "",
-              "| entry | filter's reason `bad_file`, with this detail |", "| --- | --- |"]
-    lines += [f"| {when} | `{detail}` |" for when, _, _, detail in LISTING_CASES]
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(markdown_tables())

@@ -54,7 +54,7 @@ def test_alias_problem_accepts_ordinary_aliases():
 def test_a_large_catalog_loads_and_adds_the_photos_people(tmp_path, demo_gallery):
     """Every entry is kept in order, and the people found only in the images folder are added by alias."""
     from lookalike_cli.stages.filter import people_rows
-    from lookalike_cli.imaging.images import list_gallery
+    from lookalike_cli.imaging.gallery import list_gallery
 
     entries = [{"name": f"Person {i}", "alias": f"person-{i}", "role": "actor", "n_movies": i % 50}
                for i in range(2_000)]

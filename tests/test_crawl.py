@@ -25,12 +25,13 @@ from PIL import Image, ImageOps
 from lookalike_cli.crawl import download
 
 from lookalike_cli.io import syncing
-from lookalike_cli.config import load_config
+from lookalike_cli.config import CrawlConfig, choices_of, load_config
 from lookalike_cli.crawl.run import crawl, download_policy
 from lookalike_cli.crawl.download import DownloadFailed, non_public_kind, verified_image
-from lookalike_cli.imaging.images import list_gallery, sha256_of, verify_image
+from lookalike_cli.imaging.gallery import list_gallery, sha256_of
+from lookalike_cli.imaging.decode import verify_image
 from lookalike_cli.crawl.manifest import manifest_row, retryable
-from lookalike_cli.crawl.sources import rehost
+from lookalike_cli.crawl.sources import SOURCES, rehost
 
 import hostile
 from conftest import DEMO, REPO, run
@@ -84,6 +85,10 @@ def settings(**values):
 # --- pure helpers
 
 
+def test_the_engine_setting_offers_exactly_the_registered_sources():
+    assert choices_of(CrawlConfig, "engine") == tuple(SOURCES)
+
+
 def test_rehost_keeps_path_and_query():
     assert rehost("https://www.bing.com/images/async?q=a+b&first=0", "http://127.0.0.1:8000") == \
         "http://127.0.0.1:8000/images/async?q=a+b&first=0"
@@ -105,7 +110,7 @@ def test_the_extension_comes_from_the_decoded_format():
     assert verified_image(demo_photo("ami-bera"), config.crawl, verify)[0] == "jpg"
     with pytest.raises(DownloadFailed) as rejected:
         verified_image(b"GIF89a not really", config.crawl, verify)
-    assert rejected.value.status == "not_image"
+    assert rejected.value.reason == "not_image"
 
 
 def test_a_photo_that_decodes_too_slowly_is_a_timeout_row_and_the_crawl_goes_on(tmp_path):

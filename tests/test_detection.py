@@ -16,9 +16,10 @@ from lookalike_cli.config import ImageConfig, load_config
 from lookalike_cli.evaluation.degrade import degrade, parse_degradation
 from lookalike_cli.errors import LookalikeError
 from lookalike_cli.stages.filter import filter_images
-from lookalike_cli.imaging.images import read_image
-from lookalike_cli.face.models import CNN_DETECTOR_FILE, DESCRIPTOR_FILE, LANDMARKS_FILE, FaceModels, models_folder
-from lookalike_cli.answers.log import photo_status
+from lookalike_cli.imaging.decode import read_image
+from lookalike_cli.face.model_files import CNN_DETECTOR_FILE, DESCRIPTOR_FILE, LANDMARKS_FILE, models_folder
+from lookalike_cli.face.models import FaceModels
+from lookalike_cli.answers.outcomes import photo_status
 from lookalike_cli.answers.query import Lookalike
 from lookalike_cli.answers.recognizer import fallback_workers
 
@@ -142,7 +143,7 @@ def test_a_photo_without_a_face_still_has_no_face(engines):
     for height, width in [(2, 20_000), (20_000, 3), (1, 1)]:  # dlib's CNN fails on a copy a few pixels thin
         thin = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
         assert chain.query_image(thin) == [], (height, width)
-    assert chain.models._cnn is not None  # every look looked
+    assert chain.models.cnn_loaded  # every look looked
 
 
 def test_fallback_faces_must_pass_the_score_eye_distance_and_tilt_checks(missed, engines, chain_gallery):
@@ -171,7 +172,7 @@ def test_the_cnn_detector_loads_only_when_a_photo_needs_it(missed):
     assert len(models.find_faces(ordinary, detect.upsample, detect.min_detection_score, detect.detect_max_size)) == 1
     small = next(image for path, spec, image in missed if models.upsampled_faces(image, detect))
     assert [face.detector for face in models.fallback_faces(small, detect)] == ["hog-upsampled"]
-    assert models._cnn is None
+    assert not models.cnn_loaded
     blurred = next(image for path, spec, image in missed if not models.upsampled_faces(image, detect)
                    and models.cnn_faces(image, detect))
     loaded = models.cnn_detector

@@ -11,10 +11,11 @@ from PIL import Image, ImageOps
 
 from lookalike_cli.cli import cli
 from lookalike_cli.errors import LookalikeError
-from lookalike_cli.evaluation.evaluate import (EYE_BAND_ORDER, add_intruders, best_threshold, eye_band,
-                                    identification_by_detector, margins, nearest_per_person, pair_distances,
-                                    rank_people, same_alias, split_photos, spread, tar_at_far, top_k_accuracy,
-                                    verification_accuracy)
+from lookalike_cli.evaluation.evaluate import (EYE_BAND_ORDER, ProbeAnswers, add_intruders, best_threshold,
+                                               eye_band, format_report, gallery_variants, identification_by_detector,
+                                               margins, nearest_per_person, pair_distances, rank_people, same_alias,
+                                               split_photos, spread, tar_at_far, threshold_sweep, top_k_accuracy,
+                                               verification, verification_accuracy)
 from lookalike_cli.face.models import Face
 
 from conftest import DEMO, shared_path
@@ -122,6 +123,32 @@ def test_identification_by_detector_counts_faces_not_found_and_each_look_and_siz
     assert list(report["by_eye_distance"]) == EYE_BAND_ORDER
     nothing = identification_by_detector([None, None], [None, None], ["a", "b"])
     assert nothing["no_face"] == 2 and nothing["top1"] == 0.0 and nothing["top1_found"] is None
+
+
+def test_a_report_whose_probes_have_no_face_has_no_margin_and_is_formatted():
+    vectors = np.eye(4, 128, dtype=np.float32)
+    folders = np.array(["a", "a", "b", "b"], dtype=object)
+    everyone = np.ones(4, dtype=bool)
+    faceless = ProbeAnswers(people=["a", "b"], with_face=[], descriptors=np.empty((0, 128), np.float32),
+                            answers=[[], []])
+    variants = gallery_variants(faceless, vectors, folders, agreeing=everyone, genuine=everyone)
+    assert [variant["margin_median"] for variant in variants] == [None] * 6
+    report = {
+        "setup": {"people": 2, "probed_people": 2, "gallery_photos": 4, "probes": 2, "distractor_people": 0,
+                  "intruders_per_person": 0, "seed": 0},
+        "identification": {"probes": 2, "no_face": 2, "top1": 0.0, "top5": 0.0},
+        "verification": verification(*pair_distances(vectors, folders), threshold=0.6),
+        "calibration": {"mean": 1.2, "std": 0.1, "count": 4},
+        "similarity": {"correct": spread([]), "wrong": spread([])},
+        "index": {"backend": "exact", "vectors": 4, "recall_at_1": 1.0},
+        "cleaning": {"photos": 4, "genuine_rejected": 0, "intruders": 0, "intruders_rejected": 0,
+                     "sweep": threshold_sweep(faceless, vectors, folders, everyone, "mean")},
+        "gallery_variants": variants,
+    }
+    lines = format_report(report)
+    assert "TAR 0.0% at FAR 0.1% (distance < 1.414)" in lines[2]
+    shown = [line.split() for line in lines if line.startswith(("  off ", "  on "))]
+    assert [line[-1] for line in shown] == ["-"] * 6
 
 
 def altered_tree(root, people):

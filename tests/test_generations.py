@@ -13,8 +13,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute  # noqa: F401 (pa.compute)
 import pyarrow.parquet as pq
 import pytest
 
@@ -22,7 +20,8 @@ from lookalike_cli import LookalikeError, build
 from lookalike_cli.io.artifacts import DataDir
 from lookalike_cli.answers.query import Lookalike
 
-from conftest import DEMO, REPO
+from conftest import DEMO, REPO, run
+from helpers import publish_without
 
 PHOTO = DEMO / "selfie.jpg"
 REBUILDS = 40
@@ -164,51 +163,29 @@ def test_a_generation_being_loaded_is_kept_and_removed_by_a_later_publication(bu
     assert left == sorted(["CURRENT", third]) and second != third
 
 
-def legacy_layout(data: Path) -> None:
-    """Turn a data directory into the layout of lookalike before generations and content ids."""
-    for path in data.glob("*.parquet"):
+def as_schema_version(data: Path, version: int) -> None:
+    """Tag every artifact of a data directory, its generations' too, as written at schema ``version``."""
+    for path in data.rglob("*.parquet"):
         table = pq.read_table(path)
-        metadata = {k: v for k, v in table.schema.metadata.items() if not k.startswith(b"lookalike.i")}
-        pq.write_table(table.replace_schema_metadata(metadata), path)
-    stat = lambda name: f"{(data / name).stat().st_size}-{(data / name).stat().st_mtime_ns}"  # noqa: E731
-    for name, keys in (("clean.json", {"embeddings_id": "embeddings.parquet", "gallery_id": "gallery.parquet"}),
-                       ("calibration.json", {"gallery_id": "gallery.parquet"})):
-        meta = json.loads((data / name).read_text())
-        meta = {k: v for k, v in meta.items() if k not in ("id", "inputs")} | {
-            key: stat(source) for key, source in keys.items()}
-        (data / name).write_text(json.dumps(meta))
-    current = (data / "generations" / "CURRENT").read_text().strip()
-    (data / "index").mkdir()
-    shutil.move(data / "generations" / current / "index.json", data / "index" / "index.json")
-    shutil.rmtree(data / "generations")
+        metadata = table.schema.metadata
+        name = metadata[b"lookalike.artifact"].decode().partition("/")[0]
+        tagged = metadata | {b"lookalike.artifact": f"{name}/{version}".encode()}
+        pq.write_table(table.replace_schema_metadata(tagged), path)
+    for path in data.rglob("*.json"):
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"schema_version": version}))
 
 
-@pytest.mark.slow
-def test_a_data_directory_from_before_generations_is_published_by_index(built, engine, fast_config, tmp_path):
-    from lookalike_cli import build_index
-
+def test_a_data_directory_of_schema_version_1_is_told_to_run_the_stage_again(built, tmp_path):
     data = tmp_path / "old"
     shutil.copytree(built, data)
-    legacy_layout(data)
-    with pytest.raises(LookalikeError, match="built before galleries were published as generations: run "
-                                             "`lookalike index --data-dir .*` once"):
-        Lookalike(data, fast_config)
-    build_index(data, fast_config)
-    assert not (data / "index").exists()
-    assert answer(data, fast_config, engine.models) == answer(built, fast_config, engine.models)
-
-
-def publish_without(data: Path, alias: str, config) -> str:
-    """Publish a new generation of ``data`` whose gallery lacks ``alias`` (no dlib: from its embeddings)."""
-    from lookalike_cli import build_index, calibrate, clean_identities
-
-    store = DataDir(data)
-    with store.locked("test"):
-        embeddings = store.read("embeddings")
-        store.write("embeddings", embeddings.filter(pa.compute.not_equal(embeddings["alias"], alias)))
-        clean_identities(data, config)
-        calibrate(data, config)
-        return build_index(data, config).generation
+    as_schema_version(data, 1)
+    current = (data / "generations" / "CURRENT").read_text().strip()
+    for command, path, stage in (("query", f"generations/{current}/index.json", "index"),
+                                 ("index", "gallery.parquet", "clean")):
+        args = [PHOTO] if command == "query" else []
+        result = run(command, *args, "--data-dir", data, code=1)
+        assert result.output == (f"Error: {data / path} was written by another version of lookalike: run "
+                                 f"`lookalike {stage} --data-dir {data}` again\n")
 
 
 @pytest.mark.slow

@@ -9,8 +9,10 @@ import pytest
 from PIL import Image, ImageOps
 
 from lookalike_cli.config import ImageConfig
-from lookalike_cli.imaging.images import (ImageRejected, ImageVerifier, decode_image, header_pixels, jpeg_scans, list_gallery,
-                                  dim_tones, stretching_tones, tone_range, verify_image)
+from lookalike_cli.imaging.gallery import list_gallery
+from lookalike_cli.imaging.headers import header_pixels, jpeg_scans
+from lookalike_cli.imaging.decode import ImageRejected, ImageVerifier, decode_image, verify_image
+from lookalike_cli.imaging.tones import dim_tones, stretching_tones, tone_range
 
 import hostile
 from conftest import DEMO, corrupt_png, encoded

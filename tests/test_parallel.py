@@ -12,7 +12,7 @@ from PIL import Image
 
 from lookalike_cli.config import ImageConfig
 from lookalike_cli.errors import Failure, LookalikeError
-from lookalike_cli.imaging.images import ImageRejected, decode_image
+from lookalike_cli.imaging.decode import ImageRejected, decode_image
 from lookalike_cli.runtime.local import LocalPool
 from lookalike_cli.runtime.pool import ProcessPool, ProcessSlots, TaskFailed, time_limit
 
@@ -193,7 +193,8 @@ def test_process_slots_are_shared_by_processes_and_a_killed_holder_gives_its_slo
         with ProcessPool(1) as pool:
             assert pool.submit(hold_a_slot, slots).result(timeout=60)
             assert not slots.acquire(False)  # held by the worker
-            os.kill(pool._workers[0].process.pid, signal.SIGKILL)
+            [holder] = pool.worker_pids()
+            os.kill(holder, signal.SIGKILL)
             wait_until(lambda: slots.acquire(False), timeout=30, what="the dead holder's slot")
         slots.release()
         assert slots.acquire(False) and not slots.acquire(False)

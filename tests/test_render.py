@@ -5,14 +5,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from lookalike_cli.cli import cli
-from lookalike_cli.answers.query import FaceResult, Match
+from lookalike_cli.answers.results import FaceResult, Match
 from lookalike_cli.answers.render import MAX_PANELS, TILE, TILE_BACKGROUND, face_square, render_answer
 
-from conftest import DEMO, FIXTURES, side_by_side
-
-
-def two_people(demo_gallery) -> np.ndarray:
-    return np.asarray(side_by_side(demo_gallery / "ami-bera.jpg", demo_gallery / "bob-corker.jpg"))
+from conftest import DEMO, FIXTURES
+from helpers import two_people
 
 
 def test_query_out_draws_the_face_beside_its_match(built, tmp_path):
@@ -83,7 +80,7 @@ def test_long_and_multi_line_names_are_shortened_with_an_ellipsis_everywhere(tmp
     from lookalike_cli.serving.bot import caption
     from lookalike_cli.io.catalog import SHOWN_NAME_CHARS, display_name
     from lookalike_cli.cli import format_photo
-    from lookalike_cli.answers.query import PhotoResult
+    from lookalike_cli.answers.results import PhotoResult
     from lookalike_cli.answers.render import shorten
 
     huge = "Jean-Baptiste " * 80_000  # over a megabyte, as in a people table written before names were checked

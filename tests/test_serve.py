@@ -1,7 +1,6 @@
 """The HTTP API over real HTTP on 127.0.0.1: real worker processes, real dlib models, the demo gallery."""
 
 import base64
-import contextlib
 import io
 import os
 import signal
@@ -16,50 +15,19 @@ from click.testing import CliRunner
 from PIL import Image
 
 from lookalike_cli.cli import cli
-from lookalike_cli.config import load_config
-from lookalike_cli.answers.recognizer import Recognizer
-from lookalike_cli.serving.serve import create_app, http_server, latency_percentiles
+from lookalike_cli.serving.http import latency_percentiles
 from lookalike_cli.serving.webpage import photo_url
 
 import hostile
-from conftest import DEMO, FAST, FIXTURES, hard_selfie
-from servers import lookalike_serve, running, wait_until
-
-BODY_LIMIT = 600_000  # bytes: the demo portraits are about 60 kB, the no-face fixture 450 kB
-
-
-@contextlib.contextmanager
-def api(data_dir, **settings):
-    """The API over ``data_dir`` with test settings, on a free port of 127.0.0.1; yields an httpx client and
-    the recognizer."""
-    config = load_config(None, {**FAST, "max_body_bytes": BODY_LIMIT, **settings})
-    recognizer = Recognizer(data_dir, config)
-    recognizer.start()
-    try:
-        app = create_app(recognizer, config)
-        with running(app, http_server(app, config)) as url, httpx.Client(base_url=url, timeout=60) as client:
-            yield client, recognizer
-    finally:
-        recognizer.close()
+from conftest import DEMO, FIXTURES, hard_selfie
+from helpers import BODY_LIMIT, api, best_alias, descendants, photo
+from servers import lookalike_serve, wait_until
 
 
 @pytest.fixture(scope="module")
 def client(built):
     with api(built) as (client, _):
         yield client
-
-
-def worker_pids(recognizer: Recognizer) -> list[int]:
-    return [worker.process.pid for worker in recognizer._pool._workers]
-
-
-def photo(alias: str) -> bytes:
-    return (DEMO / "images" / f"{alias}.jpg").read_bytes()
-
-
-def best_alias(response: httpx.Response) -> str:
-    assert response.status_code == 200, response.text
-    return response.json()["photos"][0]["faces"][0]["matches"][0]["alias"]
 
 
 def test_raw_body_answers_the_json_of_query(client, engine):
@@ -123,16 +91,18 @@ def test_a_body_over_the_limit_is_413_with_or_without_content_length(client):
         assert client.post("/query", content=big).status_code == 413
         response = client.post("/query", content=chunks())
         assert response.status_code == 413 and "limit of 600000 bytes" in response.json()["error"]
+        assert response.json()["status"] == "too_big"
 
 
-@pytest.mark.parametrize("body, params, message", [
-    (b"<html>not a photo</html>", {}, "not a usable image: undecodable"),
-    (b"", {}, "send a photo"),
-    (b"GIF89a", {"format": "gif"}, "format must be json or png"),
+@pytest.mark.parametrize("body, params, message, status", [
+    (b"<html>not a photo</html>", {}, "not a usable image: undecodable", "rejected"),
+    (b"", {}, "send a photo", "bad_request"),
+    (b"GIF89a", {"format": "gif"}, "format must be json or png", "bad_request"),
 ])
-def test_bad_requests_are_400_with_a_reason(client, body, params, message):
+def test_bad_requests_are_400_with_a_reason(client, body, params, message, status):
     response = client.post("/query", content=body, params=params)
     assert response.status_code == 400 and message in response.json()["error"]
+    assert response.json()["status"] == status
 
 
 def test_a_multipart_form_without_a_file_is_400(client):
@@ -180,6 +150,7 @@ def test_a_full_queue_answers_503_with_retry_after(built):
         assert set(codes) == {200, 503} and codes.count(200) >= 2, codes
         busy = next(response for response in responses if response.status_code == 503)
         assert int(busy.headers["retry-after"]) >= 1 and "busy" in busy.json()["error"]
+        assert busy.json()["status"] == "busy"
         assert all(best_alias(r) == "ami-bera" for r in responses if r.status_code == 200)
         assert client.get("/stats").json()["requests"]["by_status"]["503"] == codes.count(503)
         assert client.post("/query", content=photo("bob-corker")).status_code == 200  # and it recovers
@@ -192,7 +163,7 @@ def test_a_worker_that_dies_costs_its_photo_a_500_then_it_is_replaced(built):
             ThreadPoolExecutor(1) as background:
         answer = background.submit(client.post, "/query", content=slow)
         wait_until(lambda: recognizer.in_work == 1, what="the photo to be in work")
-        for pid in worker_pids(recognizer):
+        for pid in recognizer.worker_pids():
             os.kill(pid, signal.SIGKILL)
         response = answer.result()
         assert response.status_code == 500 and "worker failed" in response.json()["error"]
@@ -216,20 +187,6 @@ def test_the_serve_command_runs_until_stopped(built, stop):
         assert len(workers) >= 2  # the forkserver and the worker (and multiprocessing's resource tracker)
     wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), timeout=10,
                what="the worker processes to end")
-
-
-def descendants(pid: int) -> set[int]:
-    """The processes below ``pid`` (Linux /proc)."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
 
 
 def test_serve_errors_are_one_line(tmp_path, built):

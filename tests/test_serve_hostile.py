@@ -20,7 +20,8 @@ from PIL import Image
 
 from lookalike_cli.config import load_config
 from lookalike_cli.answers.recognizer import Recognizer
-from lookalike_cli.serving.serve import create_app, http_server
+from lookalike_cli.serving.api import create_app
+from lookalike_cli.serving.http import http_server
 
 import hostile
 from conftest import DEMO, FAST, encoded
@@ -99,9 +100,9 @@ def by_status(client: httpx.Client) -> dict[str, int]:
 
 
 def worker_pid(recognizer: Recognizer) -> int:
-    wait_until(lambda: len(recognizer._pool._workers) == 1 and recognizer._pool._workers[0].ready,
-               what="a ready worker")
-    return recognizer._pool._workers[0].process.pid
+    """The process id of the recognizer's one worker, once it is ready."""
+    [pid] = wait_until(recognizer.ready_worker_pids, what="a ready worker")
+    return pid
 
 
 def peak_rss(pid: int, reset: bool = False) -> int:
@@ -117,8 +118,7 @@ def peak_rss(pid: int, reset: bool = False) -> int:
 def answered_right_after(client: httpx.Client, recognizer: Recognizer, since: float, deadline: float) -> None:
     """The worker is free again (idle, or replaced and ready) within ``deadline`` + MARGIN seconds of ``since``,
     and an ordinary selfie sent then is answered 200."""
-    pool = recognizer._pool
-    wait_until(lambda: pool.busy == 0 and all(worker.ready for worker in pool._workers) and pool._workers,
+    wait_until(lambda: recognizer.in_work == 0 and len(recognizer.ready_worker_pids()) == recognizer.workers,
                timeout=deadline + MARGIN, what="a free worker")
     assert time.monotonic() - since < deadline + MARGIN
     response = client.post("/query", content=SELFIE)
@@ -133,7 +133,7 @@ def test_a_jpeg_of_thousands_of_scans_is_refused_at_once(client, recognizer, log
     response = client.post("/query", content=hostile.repeated_scans_jpeg(6000, 3000))  # minutes of decoding
     assert response.status_code == 413
     assert response.json() == {"error": "the image is too large: too_large: a JPEG of 3010 scans is over the limit "
-                                        "of 100", "reason": "too_large"}
+                                        "of 100", "status": "rejected", "reason": "too_large"}
     answered_right_after(client, recognizer, started, 0)
     assert recognizer.workers_replaced == replaced and logged() == []
 
@@ -145,7 +145,7 @@ def test_a_slow_decode_is_stopped_at_the_decode_timeout(built, logged):
         response = client.post("/query", content=hostile.slow_jpeg())  # half a second of decoding and more
         assert response.status_code == 400
         assert response.json() == {"error": f"not a usable image: timeout: {hostile.DECODE_TIMED_OUT}",
-                                   "reason": "timeout"}
+                                   "status": "rejected", "reason": "timeout"}
         assert time.monotonic() - started < hostile.DECODE_TIMEOUT + MARGIN
         assert recognizer.workers_replaced == 1 and not Path(f"/proc/{pid}").exists()
         answered_right_after(client, recognizer, started, hostile.DECODE_TIMEOUT)
@@ -161,7 +161,7 @@ def test_a_photo_over_the_request_timeout_is_504_and_its_worker_is_freed(built, 
         started = time.monotonic()
         response = client.post("/query", content=hostile.collage(64))
         assert response.status_code == 504
-        assert response.json() == {"error": "the photo was not answered within 4 s"}
+        assert response.json() == {"error": "the photo was not answered within 4 s", "status": "timeout"}
         assert not Path(f"/proc/{pid}").exists() and recognizer.workers_replaced == 1  # its work was stopped
         answered_right_after(client, recognizer, started, 4.0)
         assert by_status(client) == {"200": 1, "504": 1}
@@ -214,7 +214,8 @@ def test_formats_not_accepted_are_415_without_decoding(client, logged, make, fou
     response = client.post("/query", content=make())
     assert response.status_code == 415
     assert response.json() == {"error": f"not a usable image: unsupported_format: {found} images are not accepted "
-                                        "(accepted: JPEG, PNG, WEBP, GIF, BMP)", "reason": "unsupported_format"}
+                                        "(accepted: JPEG, PNG, WEBP, GIF, BMP)", "status": "rejected",
+                               "reason": "unsupported_format"}
     assert logged() == []
 
 
@@ -259,10 +260,11 @@ def test_the_bytes_of_bodies_held_at_once_are_bounded(client, recognizer, logged
                    what="5.7 MB held")
         response = client.post("/query", content=bytes(1_000_000))
         assert response.status_code == 503
-        assert response.json() == {"error": "busy: the server holds as many photo bytes as it may, try again later"}
+        assert response.json() == {"error": "busy: the server holds as many photo bytes as it may, try again later",
+                                   "status": "busy"}
         answered_right_after(client, recognizer, time.monotonic(), 0)  # the places are free all along
         for sock in holders:  # the body timeout (2 s) answers them 408 and gives their bytes back
-            assert read_answer(sock) == (408, {"error": "the photo did not arrive within 2 s"})
+            assert read_answer(sock) == (408, {"error": "the photo did not arrive within 2 s", "status": "too_slow"})
     assert client.get("/stats").json()["bodies"] == {"receiving": 0, "bytes_held": 0, "bytes_limit": 6_000_000}
     assert logged() == []
 
@@ -324,7 +326,7 @@ def closed_by_server(sock: socket.socket) -> bool:
 def test_a_content_length_larger_than_the_body_is_408_and_frees_the_place(client, recognizer, logged):
     with raw_connection(client) as short:
         short.sendall(b"POST /query HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + SELFIE[:5000])
-        assert read_answer(short) == (408, {"error": "the photo did not arrive within 2 s"})
+        assert read_answer(short) == (408, {"error": "the photo did not arrive within 2 s", "status": "too_slow"})
     assert client.get("/stats").json()["bodies"]["receiving"] == 0
     answered_right_after(client, recognizer, time.monotonic(), 0)
     assert logged() == []

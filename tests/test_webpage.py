@@ -27,8 +27,8 @@ from lookalike_cli.serving.webpage import PAGE_FILES, THUMBNAIL_SIDE
 
 from browser import chromium, full_page_screenshot, wait_for
 from conftest import DEMO, FIXTURES, REPO, encoded, hard_selfie, run
+from helpers import api
 from servers import lookalike_serve
-from test_serve import api
 
 NO_FACE = "No face was found in this photo."
 NOT_AN_IMAGE = "This file is not a photo that can be opened."
@@ -210,7 +210,7 @@ def message_is(browser, sentence: str) -> str:
 
 def screenshot(browser, tmp_path: Path, name: str) -> Path:
     """A full-page screenshot in the test's folder (and in $LOOKALIKE_SCREENSHOTS, when set: `docs` for the
-    README's pictures)."""
+    pictures of docs/serve.md)."""
     path = full_page_screenshot(browser, tmp_path / name)
     if os.environ.get("LOOKALIKE_SCREENSHOTS"):
         shutil.copyfile(path, REPO / os.environ["LOOKALIKE_SCREENSHOTS"] / name)

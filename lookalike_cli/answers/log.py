@@ -31,42 +31,21 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..errors import LookalikeError
 from ..files import open_regular, reason
+from .outcomes import OUTCOMES, photo_status
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ..config import AnswersConfig
-    from .query import Lookalike, PhotoResult
+    from .query import Lookalike
+    from .results import PhotoResult
 
-# What a line's status says (the README's table lists the same).
-STATUSES = {
-    "ok": "faces found and answered",
-    "no_face": "the photo was read, but no face was found in it",
-    "fallback_busy": "HOG found no face, and the detection fallback was busy in the other workers (try again)",
-    "rejected": "the photo could not be used as an image (reason: undecodable, too_large...)",
-    "too_big": "the photo was over max_body_bytes and was not read",
-    "bad_request": "the request held no photo, or asked for something else",
-    "busy": "every worker was busy and the queue full (or the server had max_connections open)",
-    "too_slow": "the photo did not arrive within body_timeout, or its request's headers within header_timeout",
-    "gone": "the client went away before its photo was read",
-    "not_fetched": "the bot could not fetch the photo from Telegram (an error answer, or a failed connection)",
-    "timeout": "the photo was not answered within request_timeout",
-    "failed": "a recognition worker failed on the photo",
-}
-ANSWERED = ("ok", "no_face")  # the statuses that are not errors
 # The fields of a line and their JSON types (optional: "reason", "code", "client"; per match "detector").
 FIELDS = {"time": str, "channel": str, "generation": str, "status": str, "latency_ms": (int, float),
           "faces": int, "matches": list}
 MATCH_FIELDS = {"alias": str, "distance": (int, float), "similarity": (int, float)}
 MAX_LINE_BYTES = 1_000_000  # a longer line is not an entry of this log
 TIME_FORMAT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")  # as JsonLine writes it, UTC
-
-
-def photo_status(result: PhotoResult) -> str:
-    """The status of a photo that reached a recognition worker."""
-    if result.reason:
-        return "rejected"
-    return "ok" if result.faces else "fallback_busy" if result.fallback_busy else "no_face"
 
 
 def client_hash(client: str, salt: str) -> str:
@@ -207,7 +186,7 @@ def is_entry(value) -> bool:
     it, a known status, and its numbers in range (a latency and a distance of at least 0, a similarity from 0 to
     1; JSON's NaN and Infinity are none of these)."""
     return (isinstance(value, dict) and all(isinstance(value.get(key), kind) for key, kind in FIELDS.items())
-            and TIME_FORMAT.fullmatch(value["time"]) is not None and value["status"] in STATUSES
+            and TIME_FORMAT.fullmatch(value["time"]) is not None and value["status"] in OUTCOMES
             and 0 <= value["latency_ms"] < math.inf and value["faces"] >= 0
             and all(isinstance(match, dict) and all(isinstance(match.get(key), kind)
                                                      for key, kind in MATCH_FIELDS.items())
@@ -236,8 +215,9 @@ def read_answers(paths: Iterable[str | Path]) -> LogReading:
 
 
 def query_files(engine: Lookalike, paths: Iterable[str | Path], settings: AnswersConfig,
-                answer: Callable[[Any], PhotoResult] | None = None) -> list[PhotoResult]:
-    """``answer`` (by default ``engine.query_file``) of each path, each answer logged (channel "query") when
+                answer: Callable[[Any], tuple[PhotoResult, bytes | None]] | None = None,
+                ) -> list[tuple[PhotoResult, bytes | None]]:
+    """``answer`` (by default ``engine.answer_file``) of each path, each answer logged (channel "query") when
     ``settings.log`` is set."""
     answers = AnswerLog(settings) if settings.log else None
     if answers is not None:
@@ -246,8 +226,8 @@ def query_files(engine: Lookalike, paths: Iterable[str | Path], settings: Answer
     try:
         for path in paths:
             started = time.perf_counter()
-            result = (answer or engine.query_file)(path)
-            results.append(result)
+            result, picture = (answer or engine.answer_file)(path)
+            results.append((result, picture))
             if answers is not None:
                 answers.write(answer_entry("query", engine.generation, photo_status(result),
                                            time.perf_counter() - started, result))

@@ -1,4 +1,4 @@
-"""What ``serve`` and ``bot`` record of their answers: the answer log (``answer_log.py``) and Prometheus metrics.
+"""What ``serve`` and ``bot`` record of their answers: the answer log (``log.py``) and Prometheus metrics.
 
 Each app has a ``Monitor`` with a metrics registry of its own (not prometheus-client's global one), so that
 several servers in one process keep their own counts. Recording an answer costs a few counter updates and, with
@@ -12,23 +12,17 @@ from typing import TYPE_CHECKING
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 
-from .log import STATUSES, AnswerLog, answer_entry, client_hash, photo_status
 from ..config import Config
 from ..face.models import DETECTORS
+from .log import AnswerLog, answer_entry, client_hash
+from .outcomes import OUTCOMES
 
 if TYPE_CHECKING:
-    from .query import PhotoResult
     from .recognizer import Recognizer
+    from .results import PhotoResult
 
-# The status of an HTTP answer that no recognition worker gave a result for, by its code (other 4xx: bad_request).
-HTTP_STATUSES = {408: "too_slow", 413: "too_big", 499: "gone", 500: "failed", 503: "busy", 504: "timeout"}
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 FACE_BUCKETS = (0, 1, 2, 3, 5, 10, 20)
-
-
-def http_status(code: int, result: PhotoResult | None) -> str:
-    """The status of an HTTP answer: the photo's (see answer_log.photo_status) when a worker answered it."""
-    return photo_status(result) if result is not None else HTTP_STATUSES.get(code, "bad_request")
 
 
 class GalleryCollector:
@@ -61,9 +55,9 @@ class Monitor:
 
     def _add_metrics(self, recognizer: Recognizer) -> None:
         registry = self.registry
-        self.answers = Counter("lookalike_answers", "Photos answered, by status (see the README)", ["status"],
+        self.answers = Counter("lookalike_answers", "Photos answered, by status (see docs/operations.md)", ["status"],
                                registry=registry)
-        for status in STATUSES:
+        for status in OUTCOMES:
             self.answers.labels(status)  # every status shows, at 0 until it happens
         self.latency = Histogram("lookalike_answer_seconds", "Time from a photo's arrival to its answer, for "
                                  "photos a worker answered", buckets=LATENCY_BUCKETS, registry=registry)

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from ..io.artifacts import DataDir
 from ..config import Config
 from ..errors import LookalikeError
+from ..face.model_files import CNN_DETECTOR_FILE, model_id, models_folder, parse_embed_key
+from ..face.models import Face, FaceModels
 from ..gallery.generations import load_published
-from ..imaging.geometry import scale_box
-from ..imaging.images import ImageReason, ImageRejected, decode_image, read_image
-from ..face.models import CNN_DETECTOR_FILE, Face, FaceModels, model_id, models_folder, parse_embed_key
 from ..gallery.similarity import Calibration
+from ..imaging.decode import ImageRejected, decode_image, read_photo_file
+from ..imaging.geometry import scale_box
+from ..io.artifacts import DataDir
+from .results import FaceResult, Match, PhotoResult
 
 log = logging.getLogger(__name__)
 
@@ -27,64 +28,6 @@ class Gate(Protocol):
     def acquire(self, block: bool = ...) -> bool: ...
 
     def release(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class Match:
-    alias: str
-    name: str
-    distance: float
-    similarity: float
-    image: str
-
-
-@dataclass(frozen=True)
-class FaceResult:
-    box: list[int]
-    matches: list[Match]
-    detector: str = "hog"  # which look of the detection chain found the face (models.Face.detector)
-
-
-@dataclass(frozen=True)
-class PhotoResult:
-    """A photo's answer: its faces (the ``query.max_faces`` largest, left to right) and how many smaller faces
-    were left out; or, for a photo that could not be used, the ``reason`` (``ImageReason``) and its detail."""
-
-    photo: str
-    faces: list[FaceResult] = field(default_factory=list)
-    faces_left_out: int = 0
-    reason: ImageReason | None = None
-    detail: str = ""
-    fallback_busy: bool = False  # HOG found no face and the detection fallback was not free to look again
-
-    @classmethod
-    def rejected(cls, photo: str, rejection: ImageRejected) -> PhotoResult:
-        return cls(photo=photo, reason=rejection.reason, detail=rejection.detail)  # type: ignore[arg-type]
-
-    @property
-    def error(self) -> str | None:
-        """"reason: detail" of a photo that could not be used."""
-        return f"{self.reason}: {self.detail}" if self.reason else None
-
-    def to_json(self, photo_url: Callable[[str], str] | None = None) -> dict:
-        """As ``query --json`` prints it: ``photo`` and ``faces``; ``faces_left_out`` when some were;
-        ``fallback_busy`` when no face was found but the fallback could not look (try again);
-        ``error`` ("reason: detail") and ``reason`` for a photo that could not be used. With ``photo_url``
-        (alias -> URL), each match has ``photo_url`` instead of ``image``, a path on this machine (for answers
-        sent to others)."""
-        result: dict = {"photo": self.photo, "faces": [asdict(face) for face in self.faces]}
-        if self.faces_left_out:
-            result["faces_left_out"] = self.faces_left_out
-        if self.fallback_busy:
-            result["fallback_busy"] = True
-        if self.reason:
-            result |= {"error": self.error, "reason": self.reason}
-        if photo_url is not None:
-            for face in result["faces"]:
-                for match in face["matches"]:
-                    del match["image"]
-                    match["photo_url"] = photo_url(match["alias"])
-        return result
 
 
 class Lookalike:
@@ -190,18 +133,31 @@ class Lookalike:
         """The faces of an RGB image (the ``query.max_faces`` largest) with their nearest people."""
         return self.answer_image(image, top_k=top_k).faces
 
-    def query_bytes(self, data: bytes, photo: str = "", top_k: int | None = None) -> PhotoResult:
-        """A photo's bytes (an upload, standard input): its faces and matches, or ``reason`` set."""
+    def answer_bytes(self, data: bytes, photo: str = "", picture: bool = False,
+                     top_k: int | None = None) -> tuple[PhotoResult, bytes | None]:
+        """A photo's bytes (a file's, an upload, standard input), decoded once: its faces and matches (or
+        ``reason`` set), and with ``picture`` the answer drawn as a PNG (see render.render_png) when a face was
+        found."""
         try:
             decoded = decode_image(data, self.config.image)
         except ImageRejected as exc:
-            return PhotoResult.rejected(photo, exc)
-        return self.answer_image(decoded.pixels, photo, top_k, decoded.scale)
+            return PhotoResult.rejected(photo, exc), None
+        result = self.answer_image(decoded.pixels, photo, top_k, decoded.scale)
+        if not (picture and result.faces):
+            return result, None
+        from .render import render_png
+
+        return result, render_png(decoded.pixels, result.faces, decoded.scale)
+
+    def answer_file(self, path: str | Path, picture: bool = False,
+                    top_k: int | None = None) -> tuple[PhotoResult, bytes | None]:
+        """``answer_bytes`` of a photo file; an unusable file gives a result with ``reason`` set."""
+        try:
+            data = read_photo_file(path, self.config.image)
+        except ImageRejected as exc:
+            return PhotoResult.rejected(str(path), exc), None
+        return self.answer_bytes(data, str(path), picture, top_k)
 
     def query_file(self, path: str | Path, top_k: int | None = None) -> PhotoResult:
         """A photo file's faces and matches; an unusable file gives a result with ``reason`` set."""
-        try:
-            decoded = read_image(path, self.config.image)
-        except ImageRejected as exc:
-            return PhotoResult.rejected(str(path), exc)
-        return self.answer_image(decoded.pixels, str(path), top_k, decoded.scale)
+        return self.answer_file(path, top_k=top_k)[0]

@@ -17,13 +17,15 @@ import time
 from concurrent.futures import Future
 from pathlib import Path
 
-from ..io.artifacts import DataDir
 from ..config import Config
 from ..errors import LookalikeError
 from ..gallery.generations import current_generation, hold, published_summary
-from ..imaging.images import ImageRejected, decode_image, header_pixels
+from ..imaging.decode import ImageRejected
+from ..imaging.headers import header_pixels
+from ..io.artifacts import DataDir
 from ..runtime.pool import ProcessPool, ProcessSlots, TaskFailed, resolve_workers
-from .query import Gate, Lookalike, PhotoResult
+from .query import Gate, Lookalike
+from .results import PhotoResult
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +58,9 @@ def fallback_workers(workers: int) -> int:
 
 
 def recognize_photo(data: bytes, photo: str, picture: bool) -> tuple[PhotoResult, bytes | None]:
-    """In a worker: the answer for one photo's bytes (as ``query --json`` gives it), and its PNG picture when
-    ``picture`` is set and a face was found."""
+    """In a worker: ``Lookalike.answer_bytes`` of one photo."""
     assert _engine is not None, "load_engine must run first"
-    try:
-        decoded = decode_image(data, _engine.config.image)
-    except ImageRejected as exc:
-        return PhotoResult.rejected(photo, exc), None
-    result = _engine.answer_image(decoded.pixels, photo, scale=decoded.scale)
-    if not (picture and result.faces):
-        return result, None
-    from .render import render_png
-
-    return result, render_png(decoded.pixels, result.faces, decoded.scale)
+    return _engine.answer_bytes(data, photo, picture)
 
 
 class Recognizer:
@@ -183,6 +175,14 @@ class Recognizer:
     def workers_replaced(self) -> int:
         """Workers killed over a deadline or found dead, and replaced, since the start."""
         return self._pool.replaced
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the served generation's workers (see ProcessPool.worker_pids)."""
+        return self._pool.worker_pids()
+
+    def ready_worker_pids(self) -> list[int]:
+        """The process ids of the served generation's workers that have loaded it and take photos."""
+        return self._pool.ready_worker_pids()
 
     def place(self) -> Place:
         """A place for one photo, taken now (Busy when there is none), given back when its answer is done."""

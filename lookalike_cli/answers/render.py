@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from ..io.catalog import display_name
 from ..imaging.geometry import scale_box
+from ..io.catalog import display_name
 
 if TYPE_CHECKING:
-    from .query import FaceResult
+    from .results import FaceResult
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .log import ANSWERED, read_answers
-from ..io.artifacts import DataDir
 from ..gallery.generations import load_published
+from ..io.artifacts import DataDir
 from ..plots import png_bytes, require_matplotlib
+from .log import read_answers
+from .outcomes import ANSWERED
 
 HUB_RATIO = 5.0
 HUB_ALPHA = 0.01

@@ -35,7 +35,9 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 from urllib3.util.ssl_ import create_urllib3_context
 
 from ..config import CrawlConfig
-from ..imaging.images import ImageRejected
+from ..errors import Failure
+from ..files import OverLimit, read_capped
+from ..imaging.decode import ImageRejected
 
 # Decoded image format -> file extension (never the server's name or content type).
 EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp",
@@ -46,7 +48,6 @@ HEADERS = {
     "Accept-Language": "en-US,en;q=0.8",
 }
 MAX_REDIRECTS = 10
-READ_SIZE = 1 << 16
 # Kinds of addresses a URL from a stranger may not reach, in the order they are named.
 NON_PUBLIC = ("unspecified", "loopback", "link_local", "multicast", "private", "reserved")
 
@@ -54,16 +55,12 @@ NON_PUBLIC = ("unspecified", "loopback", "link_local", "multicast", "private", "
 _current = threading.local()
 
 
-@dataclass
-class DownloadFailed(Exception):
-    """A URL that gave no usable bytes: ``status`` as recorded in the manifest, ``detail`` for people."""
+class DownloadFailed(Failure):
+    """A URL that gave no usable bytes: the ``reason`` is the manifest's status; the HTTP status, if any."""
 
-    status: str
-    detail: str
-    http_status: int | None = None
-
-    def __str__(self) -> str:
-        return f"{self.status}: {self.detail}"
+    def __init__(self, reason: str, detail: str, http_status: int | None = None):
+        super().__init__(reason, detail)
+        self.http_status = http_status
 
 
 @dataclass(frozen=True)
@@ -98,7 +95,7 @@ def download(session: requests.Session, url: str, limits: CrawlConfig, check_add
         http_status = 200
         extension, width, height = verified_image(data, limits, verify)
     except DownloadFailed as exc:
-        return Attempt(exc.status, time.monotonic() - started, exc.detail, exc.http_status or http_status,
+        return Attempt(exc.reason, time.monotonic() - started, exc.detail, exc.http_status or http_status,
                        None if data is None else len(data))
     return Attempt("ok", time.monotonic() - started, http_status=200, size=len(data), data=data,
                    extension=extension, width=width, height=height, sha256=hashlib.sha256(data).hexdigest())
@@ -137,7 +134,7 @@ def fetch(session: requests.Session, url: str, timeout: float, max_bytes: int, c
                     if response.status_code != 200:
                         raise DownloadFailed("http_error", f"HTTP {response.status_code} {response.reason}",
                                              http_status)
-                    body = read_capped(response, max_bytes)
+                    body = read_body(response, max_bytes)
                     response.raw.release_conn()  # back to the pool (closing the response would close it)
                     return body
             url = requote_uri(urljoin(url, target))  # the redirect's body is never read: its connection closes
@@ -154,19 +151,18 @@ def fetch(session: requests.Session, url: str, timeout: float, max_bytes: int, c
         _current.deadline, _current.check_addresses = None, False
 
 
-def read_capped(response: requests.Response, max_bytes: int) -> bytes:
-    """The body of a streamed response, or DownloadFailed when it is over ``max_bytes`` (announced or read)."""
+def read_body(response: requests.Response, max_bytes: int) -> bytes:
+    """The body of a streamed response (gzip undone), or DownloadFailed when it is over ``max_bytes``
+    (announced or read)."""
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise DownloadFailed("too_large", f"{declared} bytes announced, over the limit of {max_bytes}",
                              response.status_code)
-    chunks, size = [], 0
-    while chunk := response.raw.read1(READ_SIZE, decode_content=True):
-        size += len(chunk)
-        if size > max_bytes:
-            raise DownloadFailed("too_large", f"over the limit of {max_bytes} bytes", response.status_code)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    response.raw.decode_content = True
+    try:
+        return read_capped(response.raw, max_bytes)
+    except OverLimit as exc:
+        raise DownloadFailed("too_large", exc.strerror, response.status_code) from None
 
 
 # --- the session: connections that keep the deadline and check addresses

@@ -24,17 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..io import syncing
+from ..config import Config, CrawlConfig, ImageConfig
+from ..errors import LookalikeError
 from ..files import write_bytes
+from ..imaging.decode import ImageVerifier
+from ..io import syncing
 from ..io.artifacts import Checkpoint, DataDir, rows_by_key
 from ..io.catalog import load_catalog
-from ..config import Config, CrawlConfig, ImageConfig
-from .download import Attempt, CrawlSession, Verify, download
-from ..errors import LookalikeError
-from ..imaging.images import ImageVerifier
-from .manifest import Record, manifest_key, manifest_row, retryable, without_credentials
-from .sources import Search, is_http_url, read_url_list
 from ..io.syncing import fsync_path
+from .download import Attempt, CrawlSession, Verify, download
+from .manifest import Record, manifest_key, manifest_row, retryable, without_credentials
+from .sources import SOURCES, Source, is_http_url
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,10 @@ SYNC_PAUSE = 0.2
 
 @dataclass(frozen=True)
 class PersonTask:
-    """One person to crawl: what to search (or which URLs to try), what is kept already, what to skip."""
+    """One person to crawl: what its source searches (None: nothing), what is kept already, what to skip."""
 
     alias: str
     query: str | None
-    urls: tuple[str, ...]
     kept: frozenset[str]
     skip: frozenset[str]
 
@@ -134,12 +133,12 @@ class Syncer:
 
 @dataclass(frozen=True)
 class Crawler:
-    """What the crawl threads share: the limits, the session, the search (None: URL lists), where rows go and
-    the images folder."""
+    """What the crawl threads share: the limits, the session, the source of URLs, where rows go and the images
+    folder."""
 
     limits: CrawlConfig
     session: CrawlSession
-    search: Search | None
+    source: Source
     syncer: Syncer
     images: Path
     stop: threading.Event
@@ -147,13 +146,11 @@ class Crawler:
 
     def crawl_person(self, task: PersonTask) -> int:
         """Try a person's candidate URLs, one at a time, until ``per_person`` photos are kept. Returns how
-        many are kept. URLs from a search come from strangers: their addresses are checked."""
+        many are kept. URLs from strangers (a search) are fetched from public addresses only."""
         kept = set(task.kept)
         tried = set(task.skip)
-        check_addresses = self.search is not None and not self.limits.allow_private_addresses
-        candidates = iter(task.urls) if self.search is None else \
-            self.search.image_urls(task.alias, task.query, self.syncer.add)
-        for url in candidates:
+        check_addresses = self.source.from_strangers and not self.limits.allow_private_addresses
+        for url in self.source.image_urls(self.session, task.alias, task.query, self.syncer.add):
             if self.stop.is_set():
                 break
             shown = without_credentials(url)
@@ -187,8 +184,7 @@ class Crawler:
         return row, *written
 
 
-def plan_person(person: dict, rows: list[dict], data: DataDir, config: CrawlConfig,
-                urls: dict[str, list[str]]) -> PersonTask:
+def plan_person(person: dict, rows: list[dict], data: DataDir, source: Source) -> PersonTask:
     """A person's task from their manifest rows: photos kept whose file is still there, URLs not to retry."""
     kept, skip = set(), set()
     for row in rows:
@@ -197,16 +193,10 @@ def plan_person(person: dict, rows: list[dict], data: DataDir, config: CrawlConf
             kept.add(row["sha256"])
         if not retryable(row) and (file_there or row["status"] not in ("ok", "duplicate")):
             skip.add(row["url"])
-    query = None if config.engine == "urls" else f"{person['name']} {config.query_suffix}".strip()
-    return PersonTask(person["alias"], query, tuple(urls.get(person["alias"], ())), frozenset(kept),
-                      frozenset(skip))
+    return PersonTask(person["alias"], source.query(person), frozenset(kept), frozenset(skip))
 
 
-def check_settings(config: CrawlConfig, urls: str | Path | None) -> None:
-    if config.engine == "urls" and urls is None:
-        raise LookalikeError("the urls engine needs a URL list: --urls FILE (CSV or Parquet with alias,url)")
-    if config.engine != "urls" and urls is not None:
-        raise LookalikeError(f"--urls is read by the urls engine only, not by {config.engine}: add --engine urls")
+def check_settings(config: CrawlConfig) -> None:
     if config.search_host and not (is_http_url(config.search_host) and urlsplit(config.search_host).path in ("", "/")):
         raise LookalikeError(f"search_host must look like http://host:port, got "
                              f"{without_credentials(config.search_host)!r}")
@@ -217,12 +207,12 @@ def crawl(catalog: str | Path, data_dir: str | Path, config: Config = Config(),
     """Download up to ``config.crawl.per_person`` photos of every catalog person into ``data_dir/images``
     and record every attempt in ``data_dir/crawl.parquet``; resumes where an earlier run stopped."""
     settings = config.crawl
-    check_settings(settings, urls)
+    check_settings(settings)
     people = load_catalog(catalog)
-    url_lists = read_url_list(urls, people) if urls is not None else {}
+    source = SOURCES[settings.engine](settings, None if urls is None else Path(urls), people)
     data = DataDir(data_dir)
     with data.locked("crawl"), ImageVerifier(download_policy(config)) as verifier:
-        return _crawl(data, people, url_lists, settings, verifier.verify)
+        return _crawl(data, people, source, settings, verifier.verify)
 
 
 def download_policy(config: Config) -> ImageConfig:
@@ -231,8 +221,7 @@ def download_policy(config: Config) -> ImageConfig:
     return dataclasses.replace(config.image, max_image_pixels=config.crawl.max_download_pixels)
 
 
-def _crawl(data: DataDir, people: list[dict], url_lists: dict[str, list[str]], settings: CrawlConfig,
-           verify: Verify) -> CrawlSummary:
+def _crawl(data: DataDir, people: list[dict], source: Source, settings: CrawlConfig, verify: Verify) -> CrawlSummary:
     from tqdm import tqdm
 
     try:
@@ -248,7 +237,7 @@ def _crawl(data: DataDir, people: list[dict], url_lists: dict[str, list[str]], s
     by_alias: dict[str, list[dict]] = defaultdict(list)
     for row in rows_by_key(previous, manifest_key).values():
         by_alias[row["alias"]].append(row)
-    tasks = [plan_person(person, by_alias[person["alias"]], data, settings, url_lists) for person in people]
+    tasks = [plan_person(person, by_alias[person["alias"]], data, source) for person in people]
     todo = [task for task in tasks if len(task.kept) < settings.per_person]
     log.info("crawl: %d people, %d already complete, %d to crawl with %s", len(people), len(tasks) - len(todo),
              len(todo), settings.engine)
@@ -262,8 +251,7 @@ def _crawl(data: DataDir, people: list[dict], url_lists: dict[str, list[str]], s
             ThreadPoolExecutor(settings.threads, thread_name_prefix="crawl") as pool, \
             tqdm(total=len(todo), desc="crawl people", unit="person", disable=None, leave=False) as people_bar, \
             tqdm(total=wanted, desc="crawl images", unit="image", disable=None, leave=False) as images_bar:
-        search = None if settings.engine == "urls" else Search(settings.engine, session, settings)
-        crawler = Crawler(settings, session, search, Syncer(made.put), data.images, threading.Event(), verify)
+        crawler = Crawler(settings, session, source, Syncer(made.put), data.images, threading.Event(), verify)
         waiting = iter(todo)
         running: dict = {}  # future -> alias; a few per thread, so that waiting on them stays cheap
         try:

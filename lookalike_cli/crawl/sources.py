@@ -1,4 +1,5 @@
-"""Where the crawl's URLs come from: an image search (icrawler's Bing or Baidu feeder for the result page URLs,
+"""Where the crawl's URLs come from: a ``Source`` per value of the ``crawl.engine`` setting, made by the factory
+that ``SOURCES`` lists under its name. An image search (icrawler's Bing or Baidu feeder for the result page URLs,
 its parser for the image URLs on them) or the user's list of alias,url rows (CSV or Parquet)."""
 
 from __future__ import annotations
@@ -9,17 +10,35 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
+from typing import Callable, Iterator, Protocol
 from urllib.parse import quote_plus, urlsplit, urlunsplit
 
-from ..io.catalog import alias_problem
+import requests
+
 from ..config import CrawlConfig
-from .download import DownloadFailed, fetch
 from ..errors import LookalikeError
 from ..files import open_regular, open_regular_text, reason
+from ..io.catalog import alias_problem
+from .download import DownloadFailed, fetch
 from .manifest import Record, manifest_row, without_credentials
 
 log = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    """Where the candidate photo URLs of each person come from."""
+
+    from_strangers: bool  # its URLs come from strangers: the addresses of their hosts are checked
+
+    def query(self, person: dict) -> str | None:
+        """What is searched for ``person`` (a catalog row), as the manifest records it; None: nothing is."""
+
+    def image_urls(self, session: requests.Session, alias: str, query: str | None, record: Record) -> Iterator[str]:
+        """A person's candidate URLs, best first; a failure of the source itself is ``record``ed as a row."""
+
+
+# A source made from the crawl settings, the --urls file given (or None) and the catalog's people.
+SourceFactory = Callable[[CrawlConfig, Path | None, list[dict]], Source]
 
 
 def rehost(url: str, host: str) -> str:
@@ -39,41 +58,47 @@ def is_http_url(url: object) -> bool:
 
 
 class Search:
-    """Image URLs for a query from icrawler's Bing or Baidu feeder (the result page URLs) and parser. Result
-    pages are fetched like photos (one deadline, ``max_search_page_bytes``), from the engine's host or
+    """Image URLs for a person's name from icrawler's Bing or Baidu feeder (the result page URLs) and parser.
+    Result pages are fetched like photos (one deadline, ``max_search_page_bytes``), from the engine's host or
     ``search_host``, which are trusted: their addresses are not checked."""
 
-    def __init__(self, engine: str, session, config: CrawlConfig):
+    from_strangers = True
+
+    def __init__(self, engine: str, config: CrawlConfig):
         from icrawler.builtin.baidu import BaiduFeeder, BaiduParser
         from icrawler.builtin.bing import BingFeeder, BingParser
-        from icrawler.utils import Signal
 
         self.feeder_class = {"bing": BingFeeder, "baidu": BaiduFeeder}[engine]
-        self.parser = {"bing": BingParser, "baidu": BaiduParser}[engine](1, Signal(), session)
-        self.session = session
+        self.parser_class = {"bing": BingParser, "baidu": BaiduParser}[engine]
         self.config = config
 
-    def pages(self, query: str) -> list[str]:
+    def query(self, person: dict) -> str:
+        return f"{person['name']} {self.config.query_suffix}".strip()
+
+    def pages(self, session: requests.Session, query: str) -> list[str]:
         """The result page URLs for ``query`` (a fresh feeder each time: its URL queue never forgets)."""
         from icrawler.utils import Signal
 
-        feeder = self.feeder_class(1, Signal(), self.session)
+        feeder = self.feeder_class(1, Signal(), session)
         feeder.out_queue.maxsize = 0  # the feeder blocks once its queue holds 5 pages otherwise
         feeder.feed(keyword=quote_plus(query), offset=0, max_num=self.config.search_results)
         pages = list(feeder.out_queue.queue)
         return [rehost(page, self.config.search_host) for page in pages] if self.config.search_host else pages
 
-    def image_urls(self, alias: str, query: str, record: Record) -> Iterator[str]:
+    def image_urls(self, session: requests.Session, alias: str, query: str | None, record: Record) -> Iterator[str]:
         """Image URLs, a result page at a time; a page that fails is recorded as a ``search_error`` row whose
         error starts with the reason (``too_large``, ``timeout``, ``http_error``...)."""
-        for page in self.pages(query):
+        from icrawler.utils import Signal
+
+        parser = self.parser_class(1, Signal(), session)
+        for page in self.pages(session, query):
             started = time.monotonic()
             origin = without_credentials("{0.scheme}://{0.netloc}".format(urlsplit(page)))
             try:
-                body = fetch(self.session, page, self.config.download_timeout, self.config.max_search_page_bytes,
+                body = fetch(session, page, self.config.download_timeout, self.config.max_search_page_bytes,
                              check_addresses=False, headers={"Referer": origin})
                 # icrawler 0.6.10's parsers read only the response's content
-                urls = [task["file_url"] for task in self.parser.parse(SimpleNamespace(content=body))]
+                urls = [task["file_url"] for task in parser.parse(SimpleNamespace(content=body))]
             except DownloadFailed as exc:
                 record(manifest_row(alias, query, page, "search_error", http_status=exc.http_status,
                                     error=str(exc), seconds=time.monotonic() - started))
@@ -86,6 +111,37 @@ class Search:
             if not urls:
                 return
             yield from urls
+
+
+def search_source(engine: str) -> SourceFactory:
+    """The factory of an image search by ``engine`` (``bing``, ``baidu``), which takes no URL list."""
+    def make(config: CrawlConfig, url_list: Path | None, people: list[dict]) -> Search:
+        if url_list is not None:
+            raise LookalikeError(f"--urls is read by the urls engine only, not by {engine}: add --engine urls")
+        return Search(engine, config)
+    return make
+
+
+class UrlList:
+    """The URLs of each person in the user's list, in its order; they are the user's: any address is fetched."""
+
+    from_strangers = False
+
+    def __init__(self, urls: dict[str, list[str]]):
+        self.urls = urls
+
+    @classmethod
+    def read(cls, config: CrawlConfig, url_list: Path | None, people: list[dict]) -> UrlList:
+        """The list given with --urls, its rows checked (see ``read_url_list``)."""
+        if url_list is None:
+            raise LookalikeError("the urls engine needs a URL list: --urls FILE (CSV or Parquet with alias,url)")
+        return cls(read_url_list(url_list, people))
+
+    def query(self, person: dict) -> None:
+        return None
+
+    def image_urls(self, session: requests.Session, alias: str, query: str | None, record: Record) -> Iterator[str]:
+        return iter(self.urls.get(alias, ()))
 
 
 def url_list_rows(path: Path) -> tuple[list[str], list[tuple]]:
@@ -138,3 +194,8 @@ def read_url_list(path: str | Path, people: list[dict]) -> dict[str, list[str]]:
     if unknown:
         log.warning("%s: %d URLs of people who are not in the catalog are left out", path, unknown)
     return urls
+
+
+# The sources by the name the ``crawl.engine`` setting gives them (its choices are these names).
+SOURCES: dict[str, SourceFactory] = {"bing": search_source("bing"), "baidu": search_source("baidu"),
+                                     "urls": UrlList.read}

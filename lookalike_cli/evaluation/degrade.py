@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import LookalikeError
 from ..imaging.geometry import shrink_factor
-from ..imaging.images import scaled_image
+from ..imaging.tones import scaled_image
 
 Step = tuple[str, float]
 MAX_SPEC_CHARS = 200  # a spec is a few steps

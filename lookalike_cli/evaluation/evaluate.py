@@ -21,24 +21,26 @@ import shutil
 import tempfile
 import time
 from collections import Counter, defaultdict
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from ..files import write_bytes, write_json
-from ..io.artifacts import DataDir
-from ..face.identity import dominant_identity, gallery_selection
-from ..config import CleanConfig, Config, ImageConfig, choices_of
-from .degrade import Step, degrade, parse_degradation
-from ..errors import LookalikeError
-from ..imaging.geometry import box_area
-from ..imaging.images import ImageRejected, list_gallery, read_image
-from ..face.models import DETECTORS, Face
-from ..stages.build import build
-from ..plots import png_bytes, require_matplotlib
 from ..answers.query import Lookalike
+from ..answers.results import Match
+from ..config import CleanConfig, Config, ImageConfig, choices_of
+from ..errors import LookalikeError
+from ..face.identity import dominant_identity, gallery_selection
+from ..face.models import DETECTORS, Face
+from ..files import write_bytes, write_json
 from ..gallery.search import ExactIndex
+from ..imaging.decode import ImageRejected, read_image
+from ..imaging.gallery import list_gallery
+from ..imaging.geometry import box_area
+from ..io.artifacts import EMBEDDING_SIZE, DataDir
+from ..plots import png_bytes, require_matplotlib
+from ..stages.build import build
+from .degrade import Step, degrade, parse_degradation
 
 log = logging.getLogger(__name__)
 
@@ -326,16 +328,88 @@ def degradation_rows(data: Path, probes: list[tuple[str, str]], config: Config,
     return rows
 
 
+@dataclass(frozen=True)
+class ProbeAnswers:
+    """The probes as the engine answered them: each probe's person, the probes in which a face was found (their
+    positions) and those faces' descriptors, and every probe's top answers (none without a face)."""
+
+    people: list[str]
+    with_face: list[int]
+    descriptors: np.ndarray  # len(with_face) x 128
+    answers: list[list[Match]]
+
+
+def answer_probes(engine: Lookalike, probes: list[tuple[str, str]], policy: ImageConfig) -> ProbeAnswers:
+    """The engine's answers to the (person, photo) ``probes``."""
+    answered = [(descriptor, matches) for _, descriptor, matches in probe_answers(engine, probes, policy)]
+    with_face = [i for i, (descriptor, _) in enumerate(answered) if descriptor is not None]
+    descriptors = np.array([answered[i][0] for i in with_face], dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
+    return ProbeAnswers([person for person, _ in probes], with_face, descriptors,
+                        [matches for _, matches in answered])
+
+
+def identification(probes: ProbeAnswers, vectors: np.ndarray, labels: np.ndarray, mode: str) -> dict:
+    """Top-1, top-5 and the median margin of the probes searched exactly in a gallery of ``vectors`` with
+    ``labels``, its vectors chosen by ``mode`` (a ``clean.gallery_vectors`` choice); a probe without a face
+    misses, and without a face whose person is in the gallery there is no margin (None)."""
+    selected, selected_labels, _ = gallery_selection(vectors, labels, mode)
+    gallery_people, nearest = nearest_per_person(probes.descriptors, selected, selected_labels)
+    ranked = dict(zip(probes.with_face, rank_people(gallery_people, nearest, TOP_K)))
+    answers = [ranked.get(i, []) for i in range(len(probes.people))]
+    margin = margins(gallery_people, nearest, [probes.people[i] for i in probes.with_face])
+    return {"top1": top_k_accuracy(answers, probes.people, 1), "top5": top_k_accuracy(answers, probes.people, TOP_K),
+            "margin_median": round(float(np.median(margin)), 4) if len(margin) else None}
+
+
+def gallery_variants(probes: ProbeAnswers, vectors: np.ndarray, folders: np.ndarray, agreeing: np.ndarray,
+                     genuine: np.ndarray) -> list[dict]:
+    """Identification for every way of cleaning the gallery photos (``vectors`` in their person's ``folders``):
+    off, on (the photos ``agreeing`` with their person's dominant identity) and, when some are intruders,
+    perfect (the ``genuine`` photos: what a crawl without intruders would give, the bound for cleaning), each
+    with every way of choosing gallery vectors."""
+    galleries = [("off", np.ones(len(vectors), dtype=bool)), ("on", agreeing)]
+    if not genuine.all():
+        galleries.append(("perfect", genuine))
+    return [{"cleaning": cleaning, "gallery_vectors": mode}
+            | identification(probes, vectors[kept], folders[kept], mode)
+            for cleaning, kept in galleries for mode in GALLERY_MODES]
+
+
+def threshold_sweep(probes: ProbeAnswers, vectors: np.ndarray, folders: np.ndarray, genuine: np.ndarray,
+                    mode: str) -> list[dict]:
+    """For each ``same_person_distance`` of SWEEP, the cleaning it makes of the gallery photos (``vectors`` in
+    their person's ``folders``, ``genuine`` where they show that person): genuine photos rejected, intruders
+    kept, and the identification from the photos kept, their vectors chosen by ``mode``."""
+    rows = []
+    for threshold in SWEEP:
+        kept = np.zeros(len(vectors), dtype=bool)
+        for folder in np.unique(folders):
+            photos = np.flatnonzero(folders == folder)
+            kept[photos] = dominant_identity(vectors[photos], threshold).kept
+        rows.append({"same_person_distance": threshold, "genuine_rejected": int((genuine & ~kept).sum()),
+                     "intruders_kept": int((~genuine & kept).sum())}
+                    | identification(probes, vectors[kept], folders[kept], mode))
+    return rows
+
+
+def verification(same: np.ndarray, different: np.ndarray, threshold: float) -> dict:
+    """Verification over the distances of all same-person and different-person pairs: the balanced accuracy at
+    ``threshold`` and at the best threshold, and the true-accept rate at a false-accept rate of FAR."""
+    tar, tar_threshold = tar_at_far(same, different, FAR)
+    best_accuracy, best = best_threshold(same, different)
+    return {"same_pairs": len(same), "different_pairs": len(different), "threshold": threshold,
+            "accuracy": verification_accuracy(same, different, threshold), "best_accuracy": best_accuracy,
+            "best_threshold": best, "far": FAR, "tar": tar, "tar_threshold": tar_threshold}
+
+
 def measure(data: Path, probes: list[tuple[str, str]], truth: dict[str, str], config: Config):
     """The report of a built evaluation gallery, and the same/different pair distances."""
     data = DataDir(data)
     engine = Lookalike(data.root, config)
-    answered = [(descriptor, matches) for _, descriptor, matches in probe_answers(engine, probes, config.image)]
-    people = [person for person, _ in probes]
-    with_face = [i for i, (descriptor, _) in enumerate(answered) if descriptor is not None]
-    queries = np.array([answered[i][0] for i in with_face], dtype=np.float32).reshape(-1, 128)
-    top = [answered[i][1][0] for i in with_face]
-    correct = [match.alias == people[i] for match, i in zip(top, with_face)]
+    answered = answer_probes(engine, probes, config.image)
+    top = [answered.answers[i][0] for i in answered.with_face]
+    correct = [match.alias == answered.people[i] for match, i in zip(top, answered.with_face)]
+    ranked = [[match.alias for match in matches] for matches in answered.answers]
 
     photo_rows, photo_vectors = data.vectors("embeddings")
     identities = {row["path"]: row for row in data.read("identities").to_pylist()}
@@ -344,60 +418,35 @@ def measure(data: Path, probes: list[tuple[str, str]], truth: dict[str, str], co
     agreeing = np.array([identities[row["path"]]["reason"] == "ok" for row in photo_rows], dtype=bool)
     genuine = identity == folders
 
-    def identification(vectors: np.ndarray, labels: np.ndarray, mode: str) -> dict:
-        selected, selected_labels, _ = gallery_selection(vectors, labels, mode)
-        gallery_people, nearest = nearest_per_person(queries, selected, selected_labels)
-        ranked = dict(zip(with_face, rank_people(gallery_people, nearest, TOP_K)))
-        answers = [ranked.get(i, []) for i in range(len(probes))]
-        margin = margins(gallery_people, nearest, [people[i] for i in with_face])
-        return {"top1": top_k_accuracy(answers, people, 1), "top5": top_k_accuracy(answers, people, TOP_K),
-                "margin_median": round(float(np.median(margin)), 4) if len(margin) else None}
-
-    galleries = [("off", np.ones(len(photo_rows), dtype=bool)), ("on", agreeing)]
-    if not genuine.all():  # what a crawl without intruders would give: the bound for cleaning
-        galleries.append(("perfect", genuine))
-    variants = [{"cleaning": cleaning, "gallery_vectors": mode} | identification(
-                    photo_vectors[mask], folders[mask], mode)
-                for cleaning, mask in galleries for mode in GALLERY_MODES]
-    sweep = []
-    for threshold in SWEEP:
-        kept = np.zeros(len(photo_rows), dtype=bool)
-        for folder in np.unique(folders):
-            rows = np.flatnonzero(folders == folder)
-            kept[rows] = dominant_identity(photo_vectors[rows], threshold).kept
-        sweep.append({"same_person_distance": threshold, "genuine_rejected": int((genuine & ~kept).sum()),
-                      "intruders_kept": int((~genuine & kept).sum())} | identification(
-                          photo_vectors[kept], folders[kept], config.clean.gallery_vectors))
-
-    same, different = pair_distances(np.concatenate([photo_vectors, queries]),
-                                     np.concatenate([identity, np.array([people[i] for i in with_face],
-                                                                        dtype=object)]))
-    tar, tar_threshold = tar_at_far(same, different, FAR)
-    best_accuracy, best = best_threshold(same, different)
-    exact_ids, _ = ExactIndex(data.vectors("gallery")[1]).search(queries, 1)
-    index_ids, _ = engine.index.search(queries, 1)
+    probe_people = np.array([answered.people[i] for i in answered.with_face], dtype=object)
+    same, different = pair_distances(np.concatenate([photo_vectors, answered.descriptors]),
+                                     np.concatenate([identity, probe_people]))
+    exact_ids, _ = ExactIndex(data.vectors("gallery")[1]).search(answered.descriptors, 1)
+    index_ids, _ = engine.index.search(answered.descriptors, 1)
     calibration = data.read("calibration")
     report = {
         "schema_version": 1,
-        "identification": {"probes": len(probes), "no_face": len(probes) - len(with_face),
-                           "top1": top_k_accuracy([[m.alias for m in a] for _, a in answered], people, 1),
-                           "top5": top_k_accuracy([[m.alias for m in a] for _, a in answered], people, TOP_K)},
-        "verification": {"same_pairs": len(same), "different_pairs": len(different),
-                         "threshold": config.clean.same_person_distance,
-                         "accuracy": verification_accuracy(same, different, config.clean.same_person_distance),
-                         "best_accuracy": best_accuracy, "best_threshold": best, "far": FAR, "tar": tar,
-                         "tar_threshold": tar_threshold},
+        "identification": {"probes": len(probes), "no_face": len(probes) - len(answered.with_face),
+                           "top1": top_k_accuracy(ranked, answered.people, 1),
+                           "top5": top_k_accuracy(ranked, answered.people, TOP_K)},
+        "verification": verification(same, different, config.clean.same_person_distance),
         "calibration": {key: calibration[key] for key in ("mean", "std", "count")},
         "similarity": {"correct": spread(m.similarity for m, ok in zip(top, correct) if ok),
                        "wrong": spread(m.similarity for m, ok in zip(top, correct) if not ok)},
         "index": {"backend": engine.meta["backend"], "vectors": engine.meta["size"],
-                  "recall_at_1": float(np.mean(index_ids[:, 0] == exact_ids[:, 0])) if len(queries) else 1.0},
+                  "recall_at_1": float(np.mean(index_ids[:, 0] == exact_ids[:, 0])) if answered.with_face else 1.0},
         "cleaning": {"photos": len(photo_rows), "genuine_rejected": int((genuine & ~agreeing).sum()),
                      "intruders": int((~genuine).sum()), "intruders_rejected": int((~genuine & ~agreeing).sum()),
-                     "sweep": sweep},
-        "gallery_variants": variants,
+                     "sweep": threshold_sweep(answered, photo_vectors, folders, genuine,
+                                              config.clean.gallery_vectors)},
+        "gallery_variants": gallery_variants(answered, photo_vectors, folders, agreeing, genuine),
     }
     return report, same, different
+
+
+def far_label(far: float) -> str:
+    """``FAR 0.1%``: a false-accept rate as the report shows it."""
+    return f"FAR {far * 100:g}%"
 
 
 def histogram_png(plt, same: np.ndarray, different: np.ndarray, report: dict) -> bytes:
@@ -410,7 +459,7 @@ def histogram_png(plt, same: np.ndarray, different: np.ndarray, report: dict) ->
     axes.axvline(verification["threshold"], color="black", linestyle="--",
                  label=f"same_person_distance {verification['threshold']:.2f}")
     axes.axvline(verification["tar_threshold"], color="red", linestyle=":",
-                 label=f"FAR 0.1% at {verification['tar_threshold']:.3f}")
+                 label=f"{far_label(verification['far'])} at {verification['tar_threshold']:.3f}")
     axes.set_xlabel("descriptor distance")
     axes.set_ylabel("density")
     axes.set_title("lookalike eval: distances between photos")
@@ -430,7 +479,7 @@ def format_report(report: dict) -> list[str]:
         f"({ident['no_face']} probes without a face)",
         f"  verification         accuracy {verif['accuracy']:.1%} at {verif['threshold']:.2f} "
         f"(best {verif['best_accuracy']:.1%} at {verif['best_threshold']:.3f}); "
-        f"TAR {verif['tar']:.1%} at FAR 0.1% (distance < {verif['tar_threshold']:.3f}); "
+        f"TAR {verif['tar']:.1%} at {far_label(verif['far'])} (distance < {verif['tar_threshold']:.3f}); "
         f"{verif['same_pairs']} same / {verif['different_pairs']} different pairs",
         f"  calibration          nearest other person {cal['mean']:.3f} +- {cal['std']:.3f} over {cal['count']}",
     ]
@@ -448,7 +497,8 @@ def format_report(report: dict) -> list[str]:
         "  cleaning  vectors   top-1   top-5   median margin (nearest other - right person)",
     ]
     lines += [f"  {v['cleaning']:8s}  {v['gallery_vectors']:8s}  {v['top1']:6.1%}  {v['top5']:6.1%}  "
-              f"{v['margin_median']:.3f}" for v in report["gallery_variants"]]
+              f"{'-' if v['margin_median'] is None else format(v['margin_median'], '.3f')}"
+              for v in report["gallery_variants"]]
     lines.append("  same_person_distance  genuine rejected  intruders kept  top-1")
     lines += [f"  {row['same_person_distance']:20.2f}  {row['genuine_rejected']:16d}  {row['intruders_kept']:14d}"
               f"  {row['top1']:6.1%}" for row in cleaning["sweep"]]

@@ -1,234 +1,46 @@
-"""dlib's face models: HOG detector, 5-point landmarks and the ResNet 128-d descriptor, and the CNN detector
-of the detection fallback (loaded when a photo first needs it).
+"""dlib's face models, loaded once per process: the HOG detector, 5-point landmarks, the face chips and their
+128-d descriptors (by the backend ``descriptors`` picks), and the detection chain, whose last look is the CNN
+detector (loaded when a photo first needs it).
 
-The model files come from the ``face_recognition_models`` package, or from a folder the user names;
-nothing is ever downloaded. Loading takes about half a second, so every process loads them once.
-
-Descriptors come from one of two backends that give the same numbers: dlib's own network, or the same network
-run by numpy (``resnet``: several times faster than the PyPI dlib, which has no BLAS). The numpy one is
-converted from the model file on first use and cached under ``cache_folder()`` by the file's SHA-256, and is
-used only once it has matched dlib on the faces of ``GUARD_CHIPS`` (the equivalence guard, whose outcome is
-cached beside it for the installed dlib and numpy).
+The model files come from the ``face_recognition_models`` package, or from a folder the user names
+(``model_files``); nothing is ever downloaded. Loading takes about half a second, so every process loads them once.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib.util
-import json
 import logging
-import math
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from ..config import DetectConfig, RuntimeConfig
-from ..errors import LookalikeError
-from ..imaging.geometry import (box_area, enlarging_factor, eye_distance, face_problem, head_tilt, pixels_factor, scale_box,
-                       shrink_factor)
-from ..imaging.images import Tones, dim_tones, scaled_image
+from ..imaging.geometry import (
+    box_area,
+    enlarging_factor,
+    eye_distance,
+    face_problem,
+    head_tilt,
+    pixels_factor,
+    scale_box,
+    shrink_factor,
+)
+from ..imaging.tones import Tones, dim_tones, scaled_image
+from .descriptors import descriptor_backend, dlib_descriptors, jittered_chips, load_dlib_encoder, numpy_network
+from .model_files import CNN_DETECTOR_FILE, LANDMARKS_FILE, model_id, models_error, models_folder
 
-LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
-DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
-CNN_DETECTOR_FILE = "mmod_human_face_detector.dat"
 Box = tuple[int, int, int, int]  # left, top, right, bottom
 CNN_MIN_SIDE = 40  # pixels: the CNN detector finds no smaller face, and fails on a copy a few pixels thin
 DETECTORS = ("hog", "hog-stretched", "hog-upsampled", "cnn")  # the looks of the detection chain (Face.detector)
 LANDMARK_MARGIN = 0.5  # around a face box, in box sizes: what the landmark model may read of the photo
 CHIP_PADDING = 0.25  # around the face in its chip: dlib's compute_face_descriptor default
-MAX_DESCRIPTOR_MODEL_BYTES = 64 << 20  # dlib's descriptor model has 22 MB: a larger file is not read
-EQUIVALENCE_TOLERANCE = 1e-4  # largest L2 difference from dlib's descriptors the numpy backend may show
-GUARD_CHIPS = Path(__file__).with_name("guard_chips.png")  # face chips side by side, each 150x150
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ..runtime.engines import Engine
     from .resnet import ResNet
-
-
-def models_folder(models_dir: str = "", *needed: str) -> Path:
-    """The folder holding dlib's model files: ``models_dir``, or the face_recognition_models package's; it must
-    hold the landmarks and descriptor models, and the ``needed`` files."""
-    if models_dir:
-        folder = Path(models_dir)
-    else:
-        spec = importlib.util.find_spec("face_recognition_models")
-        if spec is None or not spec.submodule_search_locations:
-            raise LookalikeError("the face_recognition_models package is not installed "
-                                 "(pip install face_recognition_models), and no --models-dir was given")
-        folder = Path(list(spec.submodule_search_locations)[0]) / "models"
-    missing = [name for name in (LANDMARKS_FILE, DESCRIPTOR_FILE, *needed) if not (folder / name).is_file()]
-    if missing:
-        raise LookalikeError(f"models folder {folder} lacks {', '.join(missing)}")
-    return folder
-
-
-def model_id(models_dir: str = "") -> str:
-    """Names the descriptor model (file name and size): descriptors from different models don't mix."""
-    path = models_folder(models_dir) / DESCRIPTOR_FILE
-    return f"{path.stem}:{path.stat().st_size}"
-
-
-def embed_key(models_dir: str, num_jitters: int, backend: str) -> str:
-    """What made a descriptor (model, jitters, and the descriptor backend): stored with every descriptor, the cache
-    key beside the image content and face box, and checked by queries against the models they use."""
-    return f"model={model_id(models_dir)};num_jitters={num_jitters};descriptor={backend}"
-
-
-def parse_embed_key(key: str) -> dict[str, str]:
-    """The parts of an ``embed_key``: {"model": ..., "num_jitters": ..., "descriptor": ...} (no "descriptor" in
-    keys made before there were two backends)."""
-    parts = dict(part.partition("=")[::2] for part in key.split(";"))
-    if not parts.get("model") or not parts.get("num_jitters", "").isdigit():
-        raise LookalikeError(f"descriptor key {key[:80]!r} is damaged: rebuild the gallery")
-    return parts
-
-
-def dlib_build_info() -> dict:
-    """Which dlib this process runs: its version, and whether it was built with BLAS and with AVX."""
-    import dlib
-
-    return {"version": dlib.__version__, "blas": bool(dlib.DLIB_USE_BLAS), "avx": bool(dlib.USE_AVX_INSTRUCTIONS)}
-
-
-def cache_folder() -> Path:
-    """Where lookalike keeps what it derives from the user's files: $XDG_CACHE_HOME/lookalike, or
-    ~/.cache/lookalike."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lookalike"
-
-
-def jittered_chips(chip: np.ndarray, count: int) -> np.ndarray:
-    """``count`` jittered copies of a square chip, made as dlib's jitter_image makes them for its descriptor:
-    the crop moved by up to 2 %, scaled to 97-100 %, turned by up to 3 degrees, mirrored half the time (no
-    colour change). The random generator is seeded by the chip's pixels: a face gets the same copies in any
-    process and any run."""
-    import dlib
-
-    rng = np.random.default_rng(np.frombuffer(hashlib.sha256(chip.tobytes()).digest(), dtype=np.uint32))
-    size = chip.shape[0]
-    side = size - 6  # dlib shrinks the chip's rectangle by 3 pixels on each side
-    copies = np.empty((count, *chip.shape), dtype=np.uint8)
-    for copy in copies:
-        shift_x, shift_y = (math.floor(rng.uniform(-0.02, 0.02) * side + 0.5) for _ in range(2))
-        box = int(side / rng.uniform(0.97, 0.99999))
-        left, top = size // 2 + shift_x - box // 2, size // 2 + shift_y - box // 2
-        crop = dlib.extract_image_chip(chip, dlib.chip_details(
-            dlib.rectangle(left, top, left + box - 1, top + box - 1), dlib.chip_dims(size, size),
-            math.radians(rng.uniform(-3, 3))))
-        copy[:] = crop[:, ::-1] if rng.random() > 0.5 else crop
-    return copies
-
-
-def guard_chips() -> np.ndarray:
-    """The faces of the equivalence guard as aligned chips, (N, 150, 150, 3) uint8."""
-    from PIL import Image
-
-    from .resnet import CHIP_SIZE
-
-    with Image.open(GUARD_CHIPS) as image:
-        strip = np.asarray(image.convert("RGB"))
-    return np.stack(np.split(strip, strip.shape[1] // CHIP_SIZE, axis=1))
-
-
-def dlib_descriptors(encoder, chips: np.ndarray) -> np.ndarray:
-    """(N, 128) float32 descriptors of aligned chips by dlib's network, as one batch."""
-    return np.asarray(encoder.compute_face_descriptor(list(chips), 0), dtype=np.float32)
-
-
-def load_dlib_encoder(folder: Path):
-    """dlib's descriptor network from the models folder."""
-    import dlib
-
-    try:
-        return dlib.face_recognition_model_v1(str(folder / DESCRIPTOR_FILE))
-    except RuntimeError as exc:
-        raise models_error(folder, exc) from None
-
-
-def models_error(folder: Path, exc: RuntimeError) -> LookalikeError:
-    """dlib's (multi-line) complaint about a model file, in one line."""
-    return LookalikeError(f"cannot load dlib models from {folder}: {' '.join(str(exc).split())}")
-
-
-def _converted_network(model: Path, path: Path) -> ResNet:
-    """The numpy network of ``model``, from ``path`` (its cached conversion), or converted into it."""
-    from ..files import write_bytes
-    from .resnet import convert, converted_bytes, load_converted, read_dlib_network
-
-    try:
-        return load_converted(path)
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError) as exc:
-        log.warning("converting %s again: %s", model, exc)
-    write_bytes(path, converted_bytes(convert(read_dlib_network(model.read_bytes()))))
-    return load_converted(path)
-
-
-def _guard(network: ResNet, folder: Path, path: Path, setup: dict) -> dict:
-    """The equivalence guard's outcome for ``setup`` (model, conversion, dlib build, numpy): read from
-    ``path``, or measured (numpy's descriptors of GUARD_CHIPS against dlib's) and written there."""
-    from ..files import write_json
-
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if record.get("setup") == setup:
-            return record
-    except (OSError, ValueError):
-        pass
-    chips = guard_chips()
-    differences = np.linalg.norm(network.descriptors(chips) - dlib_descriptors(load_dlib_encoder(folder), chips),
-                                 axis=1)
-    record = {"setup": setup, "chips": len(chips), "max_l2": float(differences.max())}
-    write_json(path, record)
-    return record
-
-
-def numpy_network(models_dir: str = "") -> ResNet:
-    """dlib's descriptor network run by numpy: converted from the model file on first use, cached by the file's
-    SHA-256, checked by the equivalence guard. A one-line LookalikeError when the file is not that network, or
-    when the guard found descriptors that differ from dlib's."""
-    from ..imaging.images import sha256_of
-    from .resnet import CONVERTED_FORMAT
-
-    folder = models_folder(models_dir)
-    size = (folder / DESCRIPTOR_FILE).stat().st_size
-    if size > MAX_DESCRIPTOR_MODEL_BYTES:
-        raise LookalikeError(f"not dlib's face recognition network: {folder / DESCRIPTOR_FILE} has {size} bytes, "
-                             f"more than {MAX_DESCRIPTOR_MODEL_BYTES}")
-    sha256 = sha256_of(folder / DESCRIPTOR_FILE)
-    cache = cache_folder() / "descriptor"
-    network = _converted_network(folder / DESCRIPTOR_FILE, cache / f"{sha256}.npz")
-    setup = {"model_sha256": sha256, "format": CONVERTED_FORMAT, "dlib": dlib_build_info(), "numpy": np.__version__}
-    record = _guard(network, folder, cache / f"{sha256}.guard.json", setup)
-    if record["max_l2"] > EQUIVALENCE_TOLERANCE:
-        raise LookalikeError(f"the numpy descriptors differ from dlib's by up to {record['max_l2']:.1e} (L2) on "
-                             f"the guard's faces, more than {EQUIVALENCE_TOLERANCE:g}")
-    return network
-
-
-@functools.lru_cache(maxsize=None)
-def descriptor_backend(models_dir: str = "", requested: str = "auto") -> str:
-    """The backend that computes this process's descriptors, "numpy" or "dlib": ``requested``; "auto" is numpy
-    when its network converts and passes the equivalence guard, else dlib with a warning (a failure with
-    "numpy" requested is an error)."""
-    if requested == "dlib":
-        return "dlib"
-    try:
-        numpy_network(models_dir)
-    except LookalikeError as exc:
-        if requested == "numpy":
-            raise
-        load_dlib_encoder(models_folder(models_dir))  # a file that dlib cannot read either is dlib's error
-        log.warning("%s: descriptors are computed by dlib", exc)
-        return "dlib"
-    return "numpy"
 
 
 @dataclass(frozen=True)
@@ -289,6 +101,11 @@ class FaceModels:
         return self._cnn
 
     @property
+    def cnn_loaded(self) -> bool:
+        """Whether the CNN detector has been loaded (it is, once a photo has needed it)."""
+        return self._cnn is not None
+
+    @property
     def network(self) -> ResNet:
         """The same network run by numpy (see numpy_network)."""
         if self._network is None:
@@ -299,7 +116,7 @@ class FaceModels:
                    tones: Tones | None = None) -> list[tuple[Box, float]]:
         """Boxes and HOG scores of the faces in an RGB image, largest first. With ``max_size``, detection runs
         on a shrunk copy of a larger image (the boxes are of the full one); with ``tones``, on a copy seen through
-        that table of levels (see images.dim_tones)."""
+        that table of levels (see tones.dim_tones)."""
         height, width = image.shape[:2]
         return self._hog_boxes(image, shrink_factor(width, height, max_size), upsample, min_score, tones)
 
@@ -348,7 +165,7 @@ class FaceModels:
 
     def fallback_faces(self, image: np.ndarray, settings: DetectConfig) -> list[Face]:
         """Faces of an image in which HOG's first look found none, from the first of these looks that finds
-        some: on a dim or flat photo (images.dim_tones), HOG again with its levels stretched; the enlarged HOG
+        some: on a dim or flat photo (tones.dim_tones), HOG again with its levels stretched; the enlarged HOG
         look; the CNN's. For a dim photo the last two look through the stretch too, as do the landmarks (only
         the copies each look makes and the faces' surroundings are stretched, never the whole photo)."""
         tones = dim_tones(image, settings.fallback_stretch_span)
@@ -391,18 +208,22 @@ class FaceModels:
                                                                   box[3] - top))
         return tuple((float(p.x + left), float(p.y + top)) for p in shape.parts())
 
+    def dlib_shape(self, face: Face):
+        """The face as dlib's functions take it (box and landmarks): a ``dlib.full_object_detection``."""
+        dlib = self._dlib
+        return dlib.full_object_detection(dlib.rectangle(*face.box),
+                                          [dlib.point(int(x), int(y)) for x, y in face.landmarks])
+
     def chip(self, image: np.ndarray, face: Face) -> np.ndarray:
         """The face's 150x150 aligned chip, as dlib's descriptor extracts it."""
         from .resnet import CHIP_SIZE
 
-        dlib = self._dlib
-        shape = dlib.full_object_detection(dlib.rectangle(*face.box),
-                                           [dlib.point(int(x), int(y)) for x, y in face.landmarks])
-        return dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+        return self._dlib.get_face_chip(image, self.dlib_shape(face), size=CHIP_SIZE, padding=CHIP_PADDING)
 
     def descriptor(self, image: np.ndarray, face: Face, num_jitters: int = 1, backend: str = "auto") -> np.ndarray:
         """The 128-d descriptor of a face by ``backend`` (see descriptor_backend): of its chip, or the mean over
-        ``num_jitters`` jittered copies of it (when > 1), run as one batch."""
+        ``num_jitters`` jittered copies of it (when > 1), run as one batch of the face's own: the same face and
+        settings give the same bits wherever and whenever it is computed on the same BLAS kernels."""
         chip = self.chip(image, face)
         chips = jittered_chips(chip, num_jitters) if num_jitters > 1 else chip[None]
         return self.chip_descriptors(chips, backend).mean(axis=0)

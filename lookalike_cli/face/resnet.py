@@ -411,7 +411,13 @@ class ResNet:
                 self.steps.append(step)
 
     def descriptors(self, chips: np.ndarray) -> np.ndarray:
-        """(N, 128) float32 descriptors of N aligned RGB chips, (N, 150, 150, 3) uint8, run as one batch."""
+        """(N, 128) float32 descriptors of N aligned RGB chips, (N, 150, 150, 3) uint8, run as one batch.
+
+        The same chips in the same batch give the same bits on the same BLAS kernels. In another batch a chip's
+        descriptor may differ in its last bits, far within models.EQUIVALENCE_TOLERANCE (2.4e-7 between batches
+        of 8 and 3 on OpenBLAS's Haswell kernels): BLAS chooses how to sum a matrix product by its shape, and
+        the batch's size is part of that shape. Running each chip alone would make the batch irrelevant, but
+        costs a fifth more time for 10 jittered copies."""
         if chips.ndim != 4 or chips.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
             raise ValueError(f"chips must be (N, {CHIP_SIZE}, {CHIP_SIZE}, 3), got {chips.shape}")
         x = (chips.astype(np.float32) - self.input_means) / np.float32(256)

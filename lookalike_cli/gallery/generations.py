@@ -29,8 +29,17 @@ import numpy as np
 
 from ..errors import LookalikeError
 from ..files import NotRegularFile, open_regular, read_regular, reason, write_bytes, write_json
-from ..io.artifacts import JSON_FIELDS, SCHEMA_VERSION, ArtifactProblem, DataDir, load_json, load_table, new_id, \
-    problem_message, table_id, table_vectors, write_table
+from ..io.artifacts import (
+    JSON_FIELDS,
+    SCHEMA_VERSION,
+    ArtifactProblem,
+    DataDir,
+    load_json,
+    load_table,
+    problem_message,
+    table_id,
+    table_vectors,
+)
 from ..io.syncing import fsync_path
 
 log = logging.getLogger(__name__)
@@ -79,18 +88,9 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _place(data: DataDir, name: str, folder: Path) -> str:
-    """Put an artifact into the staged generation (a hard link, or a copy); returns its content id. One written
-    before content ids is copied with a new id, so the generation lists ids only."""
-    source, target = data.path(name), folder / data.path(name).name
+    """Put an artifact into the staged generation (a hard link, or a copy); returns its content id."""
     identity = data.id_of(name)
-    if not identity.startswith("legacy:"):
-        _link_or_copy(source, target)
-        return identity
-    identity = new_id()
-    if source.suffix == ".json":
-        write_json(target, load_json(source, {}) | {"id": identity})
-    else:
-        write_table(target, name, load_table(source, name), {"lookalike.id": identity})
+    _link_or_copy(data.path(name), folder / data.path(name).name)
     return identity
 
 
@@ -149,9 +149,6 @@ def current_generation(data: DataDir) -> str:
     try:
         generation = read_regular(data.generations / CURRENT, MAX_CURRENT_BYTES).decode("utf-8").strip()
     except FileNotFoundError:
-        if (data.root / "index" / INDEX_FILE).exists():
-            raise LookalikeError(f"{data.root} was built before galleries were published as generations: run "
-                                 f"`{data.command('index')}` once to publish it") from None
         raise LookalikeError(f"{data.generations / CURRENT} does not exist: run "
                              f"`{data.command('index')}` first") from None
     except (OSError, UnicodeDecodeError) as exc:

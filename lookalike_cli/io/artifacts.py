@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ..errors import LookalikeError
+from ..errors import Failure, LookalikeError
 from ..files import open_regular, reason, temp_name, temp_path_for, write_json
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 EMBEDDING_SIZE = 128
 
 
@@ -149,13 +149,11 @@ def write_table(path: Path, artifact: str, rows: list[dict] | Any, metadata: dic
         raise LookalikeError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-class ArtifactProblem(Exception):
-    """Why an artifact file cannot be used: ``kind`` is missing, damaged or version."""
+class ArtifactProblem(Failure):
+    """Why an artifact file cannot be used: the ``reason`` is missing, damaged or version."""
 
-    def __init__(self, kind: str, detail: str = ""):
-        super().__init__(detail)
-        self.kind = kind
-        self.detail = detail
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason, detail)
 
 
 def load_table(path: Path, artifact: str, columns: Sequence[str] | None = None):
@@ -205,15 +203,15 @@ def load_json(path: Path, fields: dict[str, str]) -> dict:
 
 def problem_message(path: Path, problem: ArtifactProblem, command: str) -> str:
     """The one-line error for an artifact that cannot be used; ``command`` remakes it."""
-    if problem.kind == "missing":
+    if problem.reason == "missing":
         return f"{path} does not exist: run `{command}` first"
-    if problem.kind == "version":
+    if problem.reason == "version":
         return f"{path} was written by another version of lookalike: run `{command}` again"
     return f"{path} is damaged ({problem.detail}): run `{command}` again"
 
 
 def table_id(table_or_schema) -> str | None:
-    """The content id recorded in a Parquet artifact, or None for one written before ids."""
+    """The content id recorded in a Parquet artifact, or None when it has none."""
     value = (table_or_schema.schema.metadata if hasattr(table_or_schema, "schema") else
              table_or_schema.metadata or {}).get(b"lookalike.id")
     return value.decode() if value else None
@@ -222,11 +220,7 @@ def table_id(table_or_schema) -> str | None:
 def recorded_inputs(value) -> dict[str, str]:
     """The ids of the artifacts that an artifact (Table or JSON dict) was made from."""
     if isinstance(value, dict):
-        if "inputs" in value:
-            return dict(value["inputs"])
-        # written before content ids: size-mtime identities under these keys
-        return {key.removesuffix("_id"): f"legacy:{value[key]}" for key in ("gallery_id", "embeddings_id")
-                if key in value}
+        return dict(value.get("inputs", {}))
     raw = (value.schema.metadata or {}).get(b"lookalike.inputs")
     return json.loads(raw) if raw else {}
 
@@ -275,9 +269,6 @@ class DataDir:
             raise LookalikeError(problem_message(path, problem, self.command(artifact.stage))) from None
         if fresh:
             recorded = recorded_inputs(value)
-            if artifact.columns and table_id(value) is None:  # written before ids: the stage's JSON report says
-                report = next(a.name for a in ARTIFACTS.values() if a.stage == artifact.stage and not a.columns)
-                recorded = recorded_inputs(load_json(self.path(report), {})) if self.exists(report) else {}
             for source in artifact.made_from:
                 if recorded.get(source) != self.id_of(source):
                     raise LookalikeError(f"{path} is older than {self.path(source)}: "
@@ -285,7 +276,7 @@ class DataDir:
         return value
 
     def id_of(self, name: str) -> str:
-        """The content id of an artifact (size and time for one written before ids)."""
+        """The content id of an artifact; a one-line error when it has none."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -293,13 +284,16 @@ class DataDir:
         path = self.path(name)
         try:
             recorded = table_id(pq.read_schema(path)) if artifact.columns else load_json(path, {}).get("id")
-            stat = path.stat()
+            if not recorded:
+                raise ArtifactProblem("damaged", "it records no content id")
         except FileNotFoundError:
             raise LookalikeError(problem_message(path, ArtifactProblem("missing"),
                                                  self.command(artifact.stage))) from None
-        except (OSError, pa.ArrowException, ArtifactProblem) as exc:
+        except ArtifactProblem as problem:
+            raise LookalikeError(problem_message(path, problem, self.command(artifact.stage))) from None
+        except (OSError, pa.ArrowException) as exc:
             raise LookalikeError(f"{path} is damaged ({exc}): run `{self.command(artifact.stage)}` again") from None
-        return recorded or f"legacy:{stat.st_size}-{stat.st_mtime_ns}"
+        return recorded
 
     def vectors(self, name: str = "gallery"):
         """Rows (without descriptors) and the N x 128 float32 descriptor matrix of an artifact with an

@@ -30,7 +30,6 @@ from tqdm import tqdm
 
 from ..errors import Failure, LookalikeError
 
-
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -222,6 +221,16 @@ class ProcessPool:
     def busy(self) -> int:
         """Tasks in work."""
         return sum(worker.task is not None for worker in self._workers)
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the workers, those still running their initializer included."""
+        with self._lock:
+            return [worker.process.pid for worker in self._workers]
+
+    def ready_worker_pids(self) -> list[int]:
+        """The process ids of the workers that have run their initializer and take tasks."""
+        with self._lock:
+            return [worker.process.pid for worker in self._workers if worker.ready]
 
     def close(self) -> None:
         """Cancel the waiting tasks, stop the workers (killing those in work) and the supervising thread."""

@@ -4,9 +4,10 @@ A photo (or an image sent as a file) is answered with the best match of every fa
 picture of ``query --out``. Replies go through python-telegram-bot's AIORateLimiter (Telegram allows a bot
 about 30 messages a second). The token comes from ``LOOKALIKE_BOT_TOKEN`` and is never logged. The bot polls
 Telegram, or with ``webhook_url`` set, registers that webhook (with a fresh secret) and listens on host:port
-behind ``serve``'s HTTP guard (connections, header and body times), refusing a post without the secret before
+behind the HTTP guard (``http.py``) (connections, header and body times), refusing a post without the secret before
 reading its body.
-Every photo's answer is recorded by the monitor (``monitor.py``: the answer log, metrics on ``metrics_port``).
+Every photo's answer is recorded by the monitor (``answers/monitor.py``: the answer log, metrics on
+``metrics_port``); replies come from the outcomes' table (``answers/outcomes.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import threading
 import time
 from collections import Counter
@@ -33,20 +33,30 @@ from starlette.responses import Response
 from starlette.routing import Route
 from telegram import Message, Update
 from telegram.error import BadRequest, TelegramError
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, CommandHandler, ContextTypes, filters
-from telegram.ext import MessageHandler
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
 
-from ..answers.log import photo_status
-from ..io.catalog import display_name
-from ..config import Config
-from ..errors import LookalikeError
 from ..answers.monitor import Monitor
+from ..answers.outcomes import OUTCOMES, TOO_BIG, photo_status, rejection
 from ..answers.recognizer import Busy, RecognitionFailed, RecognitionTimeout, Recognizer
 from ..answers.render import MAX_PANELS
-from .serve import Counted, RequestStats, error, http_server, listen, stop_on_terminate
+from ..config import Config
+from ..errors import LookalikeError
+from ..files import OverLimit
+from ..io.catalog import display_name
+from .http import Counted, RequestStats, error, http_server, listen
+from .lifecycle import interrupt_on_terminate, serving_recognizer
+from .streams import read_capped_async
 
 if TYPE_CHECKING:
-    from ..answers.query import FaceResult, PhotoResult
+    from ..answers.results import FaceResult, PhotoResult
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +70,7 @@ HELP = ("Send me a photo of a face, a selfie works best, and I will tell you who
         "like, how much in percent, and show you both side by side.\n\n"
         "One person per photo is clearest; with several faces I answer each, left to right. Photos can be sent as "
         "a photo or as a file (JPEG, PNG, WebP...), up to {megabytes:g} MB.\n\n/help shows this again.")
-NO_FACE = ("I could not find a face in this photo. Try one where your face is well lit, looks at the camera and "
-           "is not too small.")
-BROKEN = "I could not open this file as an image. Please send a photo (JPEG, PNG, WebP...)."
-TOO_BIG = "This file is too big for me ({size}); please send a photo under {megabytes:g} MB."
-TOO_MANY_PIXELS = "This image has too many pixels for me; please send a smaller photo."
-BUSY = "I am answering a lot of photos right now. Please send yours again in a minute."
 ONE_AT_A_TIME = "I am still answering your last photos. Please send this one again once they are answered."
-TIMEOUT = "This photo took me too long. Please try again, or send a smaller one."
-TOO_SLOW = "Your photo did not reach me in time. Please send it again."
-FAILED = "Something went wrong with this photo, sorry. Please try another one."
 HARD_TO_SEE = ("(Your face was small or unclear in this photo, so I looked twice; a closer, sharper photo gives a "
                "surer answer.)")
 NOT_A_PHOTO = "Send me a photo of a face and I will tell you who you look like. /help says more."
@@ -112,30 +113,21 @@ def megabytes(size: int) -> str:
 
 
 class Refused(Exception):
-    """A photo the bot does not recognise: the answer's status (answer_log.STATUSES) and the reply saying why."""
+    """A photo the bot does not recognise: the answer's status (outcomes.OUTCOMES) and the reply saying why (by
+    default the status's)."""
 
-    def __init__(self, status: str, reply: str):
+    def __init__(self, status: str, reply: str = ""):
         super().__init__(status)
         self.status = status
-        self.reply = reply
-
-
-class FileTooLarge(Exception):
-    pass
+        self.reply = reply or OUTCOMES[status].reply
 
 
 async def fetch_capped(client: httpx.AsyncClient, url: str, limit: int) -> bytes:
-    """The body of a GET of ``url``, read as it arrives: FileTooLarge past ``limit`` bytes (read no further),
+    """The body of a GET of ``url``, read as it arrives: OverLimit past ``limit`` bytes (read no further),
     httpx.HTTPStatusError for an answer other than 2xx (a redirect is not followed)."""
     async with client.stream("GET", url) as response:
         response.raise_for_status()
-        chunks, size = [], 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise FileTooLarge()
-            chunks.append(chunk)
-    return b"".join(chunks)
+        return await read_capped_async(response.aiter_bytes(), limit)
 
 
 def caption(faces: list[FaceResult]) -> str:
@@ -202,30 +194,29 @@ class LookalikeBot:
         self.monitor.answered(status, time.perf_counter() - started, result, client=str(chat))
 
     async def answer(self, message: Message) -> tuple[str, PhotoResult | None]:
-        """Reply to a photo; returns the answer's status (see answer_log.STATUSES) and the worker's result."""
+        """Reply to a photo; returns the answer's status (see outcomes.OUTCOMES) and the worker's result."""
         try:
             with self.recognizer.place() as place:  # taken before the file is downloaded: bounded memory
                 data = await self.download(message)
                 name = getattr(message.document, "file_name", None) or "photo"
                 result, picture = await place.recognize(data, name, picture=True)
-        except Refused as refused:
-            await message.reply_text(refused.reply)
-            return refused.status, None
         except Busy:
-            await message.reply_text(BUSY)
-            return "busy", None
+            refused = Refused("busy")
         except RecognitionTimeout:
-            await message.reply_text(TIMEOUT)
-            return "timeout", None
+            refused = Refused("timeout")
         except RecognitionFailed:
-            await message.reply_text(FAILED)
-            return "failed", None
-        if result.reason or not result.faces:
-            await message.reply_text(TOO_MANY_PIXELS if result.reason == "too_large" else
-                                     BROKEN if result.reason else BUSY if result.fallback_busy else NO_FACE)
+            refused = Refused("failed")
+        except Refused as exc:
+            refused = exc
         else:
-            await message.reply_photo(picture, caption=caption(result.faces), filename="lookalike.png")
-        return photo_status(result), result
+            status = photo_status(result)
+            if result.faces:
+                await message.reply_photo(picture, caption=caption(result.faces), filename="lookalike.png")
+            else:
+                await message.reply_text(rejection(result.reason)[1] if result.reason else OUTCOMES[status].reply)
+            return status, result
+        await message.reply_text(refused.reply)
+        return refused.status, None
 
     def too_big(self, size: str) -> Refused:
         return Refused("too_big", TOO_BIG.format(size=size, megabytes=self.limit / 1_000_000))
@@ -239,18 +230,18 @@ class LookalikeBot:
         try:
             async with asyncio.timeout(self.download_seconds):
                 return await fetch_capped(self.http, (await attachment.get_file()).file_path, self.limit)
-        except FileTooLarge:
+        except OverLimit:
             raise self.too_big(f"over {megabytes(self.limit)}") from None
         except TimeoutError:
-            raise Refused("too_slow", TOO_SLOW) from None
+            raise Refused("too_slow") from None
         except BadRequest as exc:
             if "too big" in str(exc).lower():  # Telegram hands bots files of at most 20 MB
                 raise self.too_big("over 20 MB") from None
             log.info("cannot download a photo: %s", exc)
-            raise Refused("not_fetched", FAILED) from None
+            raise Refused("not_fetched") from None
         except (httpx.HTTPError, TelegramError) as exc:
             log.info("cannot download a photo: %s", exc)
-            raise Refused("not_fetched", FAILED) from None
+            raise Refused("not_fetched") from None
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("while answering an update: %s", context.error, exc_info=context.error)
@@ -286,13 +277,11 @@ def webhook_app(application: Application, secret: str, path: str, body_seconds: 
     async def receive_update(request: Request) -> Response:
         if not hmac.compare_digest(request.headers.get(SECRET_HEADER, "").encode(), secret.encode()):
             return error(403, "not this webhook's secret")
-        body = b""
         try:
             async with asyncio.timeout(body_seconds):
-                async for chunk in request.stream():
-                    body += chunk
-                    if len(body) > MAX_UPDATE_BYTES:
-                        return error(413, f"an update is at most {MAX_UPDATE_BYTES} bytes")
+                body = await read_capped_async(request.stream(), MAX_UPDATE_BYTES)
+        except OverLimit:
+            return error(413, f"an update is at most {MAX_UPDATE_BYTES} bytes")
         except TimeoutError:
             return error(408, f"the update did not arrive within {body_seconds:g} s")
         try:
@@ -306,7 +295,7 @@ def webhook_app(application: Application, secret: str, path: str, body_seconds: 
 
 
 def serve_metrics(monitor: Monitor, config: Config) -> Callable[[], None]:
-    """Answer Prometheus (GET /metrics) on host:``metrics_port`` behind serve's HTTP guard, from a thread with an
+    """Answer Prometheus (GET /metrics) on host:``metrics_port`` behind the HTTP guard, from a thread with an
     event loop of its own; returns what stops it."""
     if monitor.registry is None:
         raise LookalikeError("a metrics port is given, but metrics are off (--no-metrics)")
@@ -348,30 +337,17 @@ async def serve_webhook(application: Application, config: Config, url: str) -> N
 def run_bot(data_dir: str | Path, config: Config, token: str, on_ready: Callable[[str], None] = print) -> None:
     """Answer Telegram until interrupted: polling, or a webhook on ``host:port`` when ``webhook_url`` is set."""
     hide_token_in_logs(token)
-    recognizer = Recognizer(data_dir, config)
-    recognizer.start()
-    recognizer.watch(config.serve.reload_seconds)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGHUP, recognizer.check_now)
-    monitor, stop_metrics = None, None
-    try:
+    with serving_recognizer(data_dir, config) as recognizer, contextlib.ExitStack() as stack:
         monitor = Monitor(config, "bot", recognizer)
-        url, host, port = config.bot.webhook_url, config.serve.host, config.serve.port
+        stack.callback(monitor.close)
         if config.bot.metrics_port:
-            stop_metrics = serve_metrics(monitor, config)
+            stack.callback(serve_metrics(monitor, config))
         application = build_application(token, recognizer, config, monitor)
+        url, host, port = config.bot.webhook_url, config.serve.host, config.serve.port
         if url:
             on_ready(f"listening on {host}:{port} for the webhook {url}")
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGTERM, stop_on_terminate)  # uvicorn re-raises it after its graceful shutdown
-            with contextlib.suppress(KeyboardInterrupt):
+            with interrupt_on_terminate():
                 asyncio.run(serve_webhook(application, config, url))
         else:
             on_ready("polling Telegram")
             application.run_polling(allowed_updates=["message"])
-    finally:
-        if stop_metrics is not None:
-            stop_metrics()
-        if monitor is not None:
-            monitor.close()
-        recognizer.close()

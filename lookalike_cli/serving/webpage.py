@@ -12,6 +12,7 @@ be reached. Answers sent over HTTP give each match's ``photo_url`` instead of it
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from functools import lru_cache
 from importlib import resources
@@ -22,10 +23,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..answers.outcomes import page_messages
+from ..answers.render import thumbnail_jpeg
 from ..config import Config
 from ..gallery.generations import published_photos
-from ..imaging.images import ImageRejected, read_image
-from ..answers.render import thumbnail_jpeg
+from ..imaging.decode import ImageRejected, read_image
 
 if TYPE_CHECKING:
     from ..answers.recognizer import Recognizer
@@ -58,6 +60,15 @@ def revalidated(request: Request, body: bytes, media_type: str, cache_control: s
     if etag in held or held.strip() == "*":  # "*": any version the client holds
         return Response(status_code=304, headers=headers)
     return Response(body, media_type=media_type, headers=headers)
+
+
+def page_text(name: str) -> bytes:
+    """A file of the page; ``index.html`` with the outcomes' messages (``outcomes.page_messages``) in it."""
+    body = (resources.files(__package__) / "web" / name).read_bytes()
+    if name == "index.html":
+        messages = json.dumps(page_messages(), ensure_ascii=False).replace("</", "<\\/")  # stays in its <script>
+        body = body.replace(b"OUTCOMES_JSON", messages.encode())
+    return body
 
 
 def page_file(body: bytes, media_type: str):
@@ -97,7 +108,6 @@ def page_routes(recognizer: Recognizer, config: Config) -> list[Route]:
 
     routes = [Route("/people/{alias}/photo", person_photo)]
     if config.serve.page:
-        folder = resources.files(__package__) / "web"
-        routes += [Route(path, page_file(folder.joinpath(name).read_bytes(), media_type))
+        routes += [Route(path, page_file(page_text(name), media_type))
                    for path, (name, media_type) in PAGE_FILES.items()]
     return routes

@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import Config
+from ..face.models import model_workers
+from ..gallery.similarity import Calibration
 from ..io.artifacts import DataDir
 from .calibrate import calibrate
 from .clean import CleanSummary, clean_identities
-from ..config import Config
 from .embed import EmbedSummary, embed_faces
 from .filter import FilterSummary, filter_images
 from .index import IndexSummary, build_index
-from ..face.models import model_workers
-from ..gallery.similarity import Calibration
 
 
 @dataclass(frozen=True)

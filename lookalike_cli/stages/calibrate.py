@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.artifacts import DataDir
 from ..config import Config
 from ..errors import LookalikeError
 from ..gallery.search import ExactIndex
 from ..gallery.similarity import Calibration, calibration_from_distances
+from ..io.artifacts import DataDir
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.artifacts import DataDir
 from ..config import CleanConfig, Config
 from ..face.identity import PERSON_STATUSES, dominant_identity, gallery_selection
+from ..io.artifacts import DataDir
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,13 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..io.artifacts import Checkpoint, DataDir
 from ..config import Config, ImageConfig
 from ..errors import Failure
-from ..imaging.images import ImageRejected, read_image
-from ..face.models import Face, descriptor_backend, embed_key, model_workers, parse_embed_key, process_models
+from ..face.descriptors import descriptor_backend
+from ..face.model_files import embed_key, parse_embed_key
+from ..face.models import Face, model_workers, process_models
+from ..imaging.decode import ImageRejected, read_image
+from ..io.artifacts import Checkpoint, DataDir
 from ..runtime.engines import Engine
 
 log = logging.getLogger(__name__)

@@ -12,13 +12,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..io.artifacts import Checkpoint, DataDir
-from ..io.catalog import load_catalog, person_row
 from ..config import Config, DetectConfig, FilterConfig, ImageConfig
 from ..errors import Failure, LookalikeError
+from ..face.model_files import CNN_DETECTOR_FILE, models_folder
+from ..face.models import model_workers, process_models
+from ..imaging.decode import ImageRejected, read_image
+from ..imaging.gallery import GalleryImage, list_gallery, sha256_of
 from ..imaging.geometry import face_problem
-from ..imaging.images import GalleryImage, ImageRejected, list_gallery, read_image, sha256_of
-from ..face.models import CNN_DETECTOR_FILE, model_workers, models_folder, process_models
+from ..io.artifacts import Checkpoint, DataDir
+from ..io.catalog import load_catalog, person_row
 from ..runtime.engines import Engine
 
 log = logging.getLogger(__name__)

@@ -12,13 +12,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io.artifacts import DataDir
 from ..config import Config, IndexConfig
 from ..errors import LookalikeError
+from ..face.model_files import parse_embed_key
 from ..gallery.generations import publish, staging_folder
-from ..face.models import parse_embed_key
-from ..runtime.pool import resolve_workers
 from ..gallery.search import HnswIndex
+from ..io.artifacts import DataDir
+from ..runtime.pool import resolve_workers
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,4 @@ def build_index(data_dir: str | Path, config: Config = Config()) -> IndexSummary
             meta["file"] = HNSW_FILE
         seconds = time.perf_counter() - started
         generation = publish(data, folder, meta)
-        legacy = data.root / "index"
-        if legacy.is_dir():  # the index of a data directory from before generations
-            for path in legacy.iterdir():
-                path.unlink(missing_ok=True)
-            legacy.rmdir()
     return IndexSummary(backend=backend, vectors=len(rows), seconds=seconds, generation=generation)

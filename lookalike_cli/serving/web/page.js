@@ -7,19 +7,13 @@
   const WAIT_MS = 120000;  // a request not answered by then is given up
   const CROP_MARGIN = 0.6;  // around a face, in face sizes (as in the answer picture)
 
-  const SAY = {
-    hardToSee: "Your face was small or unclear in this photo, so it was looked for twice; a closer, sharper " +
-               "photo gives a surer answer.",
-    noFace: "No face was found in this photo. Try one where your face is well lit, looks at the camera " +
-            "and is not too small.",
-    notImage: "This file is not a photo that can be opened. Please choose a JPEG, PNG or WebP image.",
-    tooLarge: "This photo is too large for the server. Please choose a smaller one.",
-    busy: (seconds) => `The server is busy with other photos right now. Please try again in ${seconds} ` +
-                       `second${seconds === 1 ? "" : "s"}.`,
-    timeout: "Your photo took too long to answer. Please try again, or choose a smaller photo.",
-    failed: "Something went wrong with this photo on the server. Please try another one.",
-    offline: "The server could not be reached. Check your connection and try again.",
-  };
+  // How an answer ended, in people's words: the server's table of outcomes (answers/outcomes.py), in the page.
+  const OUTCOMES = JSON.parse(document.getElementById("outcomes").textContent);
+
+  function message(key, seconds = 0) {
+    const text = OUTCOMES.messages[key === "busy" && seconds === 1 ? "busyOneSecond" : key];
+    return text.replace("{seconds}", String(seconds));
+  }
 
   const $ = (id) => document.getElementById(id);
   let people = 0;  // the gallery's size, from /stats
@@ -93,17 +87,14 @@
     try { return JSON.parse(text); } catch (error) { return null; }
   }
 
-  // The plain sentence for an answer that is not a result.
+  // The plain sentence for an answer that is not a result: by the photo's rejection reason, the answer's status,
+  // or (an answer whose body says neither) its HTTP code.
   function problem(response, answer) {
+    if (response.status === 0) return message("offline");
     const reason = answer && answer.reason;
-    switch (response.status) {
-      case 0: return SAY.offline;
-      case 413: return SAY.tooLarge;
-      case 503: return SAY.busy(Math.max(1, parseInt(response.retryAfter, 10) || 60));
-      case 408: case 504: return SAY.timeout;
-      case 400: case 415: return reason === "timeout" ? SAY.timeout : SAY.notImage;
-      default: return SAY.failed;
-    }
+    const status = (answer && answer.status) || OUTCOMES.http[String(response.status)];
+    const key = (reason && OUTCOMES.rejections[reason]) || OUTCOMES.statuses[status] || "failed";
+    return message(key, Math.max(1, parseInt(response.retryAfter, 10) || 60));
   }
 
   function clearResults() {
@@ -191,7 +182,7 @@
       ({ blob: upload, canvas: picture } = await shrink(file));
     } catch (error) {  // the browser cannot read it: sent as it is, the server says what it is
       if (maxBytes && file.size > maxBytes) {
-        say(SAY.tooLarge, { error: true });
+        say(message("tooLarge"), { error: true });
         return;
       }
     }
@@ -209,13 +200,13 @@
     }
     const faces = result.photos[0].faces;
     if (!faces.length) {
-      say(result.photos[0].fallback_busy ? SAY.busy(5) : SAY.noFace, { error: true });
+      say(result.photos[0].fallback_busy ? message("busy", 5) : message("noFace"), { error: true });
       return;
     }
     const lookedTwice = faces.some((face) => face.detector && face.detector !== "hog");  // the detection fallback
     say((faces.length === 1 ? "Here is who you look like." :
          `${faces.length} faces were found; here is who each looks like, from the left.`) +
-        (lookedTwice ? ` ${SAY.hardToSee}` : ""));
+        (lookedTwice ? ` ${message("hardToSee")}` : ""));
     show(faces, picture);
     showPicture(result.picture);
   }

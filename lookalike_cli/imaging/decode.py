@@ -10,12 +10,7 @@ time limit that stops it for real in a pool's worker process (``runtime.pool.tim
 
 from __future__ import annotations
 
-import hashlib
 import io
-import itertools
-import os
-import re
-import stat
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,16 +19,17 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Literal
 
 import numpy as np
 
-from ..errors import Failure, LookalikeError
+from .. import files
+from ..errors import Failure
 from ..files import open_regular, reason
 from ..runtime.pool import ProcessPool, TaskFailed, resolve_workers, time_limit
+from .headers import jpeg_scans
 
 if TYPE_CHECKING:
     from ..config import ImageConfig
 
 EXIF_ORIENTATION = 0x0112
 TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # rotated by 90 degrees: width and height swap
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif")
 # A progressive JPEG holds about 10 scans (libjpeg's script: 10 for colour, 6 for grey); each scan is a pass over
 # every block of the image (about 40 ms at 36 Mpx here), so a file that repeats scans costs minutes to decode in a
 # few kB. Bounded are the scans, and the scans times the pixels: 25 passes over 40 Mpx (about a second).
@@ -51,91 +47,6 @@ class ImageRejected(Failure):
 # Why an image cannot be used: its file cannot be read, its bytes are no image (or a broken one), its format is
 # not accepted, it is over a bound (pixels, decoded bytes, JPEG scans), or decoding it took too long.
 ImageReason = Literal["unreadable", "undecodable", "unsupported_format", "too_large", "timeout"]
-
-
-@dataclass(frozen=True)
-class GalleryImage:
-    """One image file of one person, or a file that cannot be used (``problem`` says why)."""
-
-    alias: str
-    path: str
-    problem: str | None = None
-
-
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-
-
-def printable_path(path: Path) -> str:
-    """A path as text that can be stored and shown: bytes that are not UTF-8 as backslash escapes."""
-    return os.fsdecode(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def file_problem(path: Path, root: Path) -> str | None:
-    """Why a listed file cannot be read as a gallery photo, or None."""
-    try:
-        os.fsdecode(path).encode("utf-8")
-    except UnicodeEncodeError:
-        return "file name is not valid UTF-8"
-    try:
-        if path.is_symlink() and not path.resolve(strict=True).is_relative_to(root):
-            return "symbolic link points outside the images folder"
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return "broken symbolic link"
-    except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop (Python 3.11)
-        return "symbolic link loop" if "loop" in str(exc).lower() else f"cannot be read: {exc}"
-    if not stat.S_ISREG(mode):
-        return "not a regular file"
-    return None
-
-
-def _listed(folder: Path) -> tuple[list[Path], str | None]:
-    """The entries of a folder, sorted, or the reason it cannot be listed."""
-    try:
-        return sorted(folder.iterdir()), None
-    except OSError as exc:
-        return [], f"folder cannot be listed: {exc.strerror or exc}"
-
-
-def list_gallery(images_dir: str | Path) -> list[GalleryImage]:
-    """Images of a gallery tree: ``DIR/<alias>/*.jpg`` (several per person) or ``DIR/<alias>.jpg`` (one).
-    An entry that cannot be used (a broken or looping link, a name that is not UTF-8, a FIFO, a folder that
-    cannot be listed...) is listed with its ``problem``: one entry never stops the listing.
-
-    Sorted by alias, then path, so that every run sees the same order.
-    """
-    root = Path(images_dir).resolve()
-    entries, problem = _listed(root)
-    if problem:
-        raise LookalikeError(f"images folder {images_dir}: {problem}")
-    found: list[GalleryImage] = []
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            alias = printable_path(Path(entry.name))
-            folder_problem = None if alias == entry.name else "folder name is not valid UTF-8"
-            files, listing_problem = _listed(entry)
-            if listing_problem:
-                found.append(GalleryImage(alias, printable_path(entry), listing_problem))
-            for path in files:
-                if _is_image(path):
-                    found.append(GalleryImage(alias, printable_path(path),
-                                              folder_problem or file_problem(path, root)))
-        elif _is_image(entry):
-            found.append(GalleryImage(printable_path(Path(entry.stem)), printable_path(entry),
-                                      file_problem(entry, root)))
-    return sorted(found, key=lambda image: (image.alias, image.path))
-
-
-def sha256_of(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -284,79 +195,6 @@ def _open(data: bytes, policy: ImageConfig):
     return image
 
 
-# In a JPEG's entropy-coded data a 0xFF byte is followed by 0x00 (a stuffed byte) or a restart marker; any other
-# byte after it starts the next marker.
-_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
-_STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}  # markers without a length: TEM, RST0-7
-
-
-def jpeg_markers(data: bytes) -> Iterator[tuple[int, int]]:
-    """(marker, offset) of each marker of a JPEG's first image in order, found by walking the segments' lengths
-    and skipping each scan's entropy-coded data, decoding nothing; a fill byte shows as marker 0xFF."""
-    at = 2
-    while at + 4 <= len(data) and data[at] == 0xFF:
-        marker = data[at + 1]
-        yield marker, at
-        if marker == 0xFF:
-            at += 1
-        elif marker in _STANDALONE_MARKERS:
-            at += 2
-        elif marker == 0xD9:  # end of image
-            return
-        else:
-            at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
-            if marker == 0xDA:  # start of scan: its entropy-coded data runs to the next marker
-                following = _NEXT_MARKER.search(data, at)
-                if following is None:
-                    return
-                at = following.start()
-
-
-def jpeg_scans(data: bytes) -> int:
-    """The scans (SOS segments) of a JPEG's first image."""
-    return sum(marker == 0xDA for marker, _ in jpeg_markers(data))
-
-
-_SOF_MARKERS = {*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0)}
-HEADER_MARKERS = 64  # JPEG markers read at most before the frame header; more and the size counts as unknown
-
-
-def header_pixels(data: bytes) -> int | None:
-    """Width times height as the header of a JPEG, PNG, GIF, BMP or WebP declares it, read from a few fixed
-    bytes (for a JPEG, at most HEADER_MARKERS markers, none after its first scan) in pure Python: cheap and safe
-    enough for a server's event loop, where no decoder should run. None when the bytes are not one of these or
-    the header cannot be read."""
-    def number(start: int, size: int, order: str = "little") -> int:
-        return int.from_bytes(data[start:start + size], order)
-
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
-        return number(16, 4, "big") * number(20, 4, "big")
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return number(6, 2) * number(8, 2)
-    if data[:2] == b"BM" and len(data) >= 26:
-        if number(14, 4) == 12:  # the OS/2 header of 16-bit sizes
-            return number(18, 2) * number(20, 2)
-        return abs(int.from_bytes(data[18:22], "little", signed=True) *
-                   int.from_bytes(data[22:26], "little", signed=True))
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
-        chunk = data[12:16]
-        if chunk == b"VP8 ":
-            return (number(26, 2) & 0x3FFF) * (number(28, 2) & 0x3FFF)
-        if chunk == b"VP8L":
-            bits = number(21, 4)
-            return ((bits & 0x3FFF) + 1) * (((bits >> 14) & 0x3FFF) + 1)
-        if chunk == b"VP8X":
-            return (number(24, 3) + 1) * (number(27, 3) + 1)
-        return None
-    if data[:2] == b"\xff\xd8":
-        for marker, at in itertools.islice(jpeg_markers(data), HEADER_MARKERS):
-            if marker == 0xDA:  # a scan before any frame header: not a JPEG to guess about
-                return None
-            if marker in _SOF_MARKERS:
-                return number(at + 5, 2, "big") * number(at + 7, 2, "big") if at + 9 <= len(data) else None
-    return None
-
-
 def stored_bytes(mode: str, pixels: int) -> int:
     """The bytes Pillow takes for ``pixels`` of ``mode``: 1 a pixel for 1, L, P; 2 for 16-bit grey; 4 for every
     other mode, RGB included."""
@@ -453,62 +291,29 @@ def _pixels(image) -> np.ndarray:
 
 
 def read_capped(stream: BinaryIO, limit: int) -> bytes:
-    """At most ``limit`` bytes of a stream; ImageRejected (too_large) when it holds more, read no further."""
+    """``files.read_capped`` for an image: ImageRejected (too_large) when the stream holds more than ``limit``
+    bytes (read no further), (unreadable) when it cannot be read."""
     try:
-        data = stream.read(limit + 1)
+        return files.read_capped(stream, limit)
+    except files.OverLimit:
+        raise ImageRejected("too_large", f"the file is over the limit of {limit} bytes") from None
     except OSError as exc:
-        raise ImageRejected("unreadable", exc.strerror or str(exc)) from None
-    if len(data) > limit:
-        raise ImageRejected("too_large", f"the file is over the limit of {limit} bytes")
-    return data
+        raise ImageRejected("unreadable", reason(exc)) from None
 
 
-def read_image(path: str | Path, policy: ImageConfig) -> Decoded:
-    """Read and decode an image file (see decode_image): a regular file only (a FIFO or a device is never
-    read, so ``/dev/zero`` cannot fill memory), of at most ``policy.max_file_bytes``."""
+def read_photo_file(path: str | Path, policy: ImageConfig) -> bytes:
+    """The bytes of an image file: a regular file only (a FIFO or a device is never read, so ``/dev/zero``
+    cannot fill memory), of at most ``policy.max_file_bytes``; ImageRejected otherwise."""
     try:
         photo = open_regular(path)
     except OSError as exc:
         raise ImageRejected("unreadable", reason(exc)) from None
     with photo:
-        data = read_capped(photo, policy.max_file_bytes)
-    return decode_image(data, policy)
+        return read_capped(photo, policy.max_file_bytes)
 
 
-TONE_CUTOFF = 0.01  # share of the darkest, and of the brightest, pixels that tone_range leaves out
-TONE_SAMPLE = 250_000  # pixels of an image tone_range reads, at most
-MIN_TONE_SPAN = 8  # levels: an image spanning fewer is one flat colour, with nothing to stretch
-Tones = np.ndarray  # 256 uint8 levels, indexed by a pixel's level: ``tones[image]`` is the image seen through it
+def read_image(path: str | Path, policy: ImageConfig) -> Decoded:
+    """Read and decode an image file (see read_photo_file and decode_image)."""
+    return decode_image(read_photo_file(path, policy), policy)
 
 
-def tone_range(image: np.ndarray) -> tuple[int, int]:
-    """The brightness levels (0-255) between which an RGB image's pixels lie, its darkest and brightest
-    TONE_CUTOFF aside (read on every n-th pixel, at most TONE_SAMPLE of them)."""
-    pixels = image.reshape(-1, 3)
-    sample = pixels[::max(1, -(-len(pixels) // TONE_SAMPLE))]
-    luma = sample @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    low, high = np.quantile(luma, [TONE_CUTOFF, 1 - TONE_CUTOFF])
-    return round(low), round(high)
-
-
-def stretching_tones(low: int, high: int) -> Tones:
-    """The table that stretches levels ``low``..``high`` to 0..255 (levels outside clipped); applied to every
-    channel alike, it keeps colours' hue."""
-    levels = (np.arange(256, dtype=np.float32) - low) * (255 / max(high - low, 1))
-    return np.clip(np.rint(levels), 0, 255).astype(np.uint8)
-
-
-def dim_tones(image: np.ndarray, max_span: int) -> Tones | None:
-    """For a dim or flat image, one whose tone_range spans fewer than ``max_span`` levels (and at least
-    MIN_TONE_SPAN), the table that stretches that range to 0..255; else None."""
-    low, high = tone_range(image)
-    return stretching_tones(low, high) if MIN_TONE_SPAN <= high - low < max_span else None
-
-
-def scaled_image(image: np.ndarray, factor: float) -> np.ndarray:
-    """An RGB array resized by ``factor`` (bilinear; at least 1x1 pixel)."""
-    from PIL import Image
-
-    height, width = image.shape[:2]
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))

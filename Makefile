@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEMO_DATA ?= data/demo/out
 PYTEST_ARGS ?=
 
-.PHONY: install demo page test clean bench bench-full dlib-blas-wheel dlib-blas settings
+.PHONY: install demo page test clean bench bench-full dlib-blas-wheel dlib-blas docs
 
 install: $(VENV)/.installed
 
@@ -44,9 +44,11 @@ page: install
 	$(BIN)/lookalike build --images data/demo/images --catalog data/demo/catalog.json --data-dir $(DEMO_DATA)
 	$(BIN)/lookalike serve --data-dir $(DEMO_DATA) --top-k 3
 
-# configs/default.toml and the README's settings table, from lookalike_cli/config.py
-settings: install
-	$(BIN)/python tools/write_settings.py
+# The generated text of the docs (tools/write_docs.py; tests/test_docs.py checks it): configs/default.toml and the
+# table of docs/settings.md from lookalike_cli/config.py, docs/cli.md from every --help, and the tables of
+# docs/operations.md and docs/crawl.md from the tests' cases.
+docs: install
+	$(BIN)/python tools/write_docs.py
 
 # Speed figures, side by side in one run, written to benchmarks/results/ (see benchmarks/RESULTS.md).
 bench: $(VENV)/.bench

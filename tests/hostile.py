@@ -23,6 +23,39 @@ def repeated_scans_jpeg(side: int, repeats: int) -> bytes:
     return data[:end] + last_scan * repeats + data[end:]
 
 
+def tiny_jpeg() -> bytes:
+    return encoded(Image.new("RGB", (1, 1), (120, 130, 140)), "JPEG")
+
+
+def comment_bomb_jpeg(segments: int) -> bytes:
+    """A 1x1 JPEG with ``segments`` empty comment segments between its frame header and its scan (4 bytes each):
+    Pillow walks every one of them in Python before it decodes a pixel."""
+    data = tiny_jpeg()
+    scan = data.index(b"\xff\xda")
+    return data[:scan] + b"\xff\xfe\x00\x02" * segments + data[scan:]
+
+
+def fill_bomb_jpeg(fill: int) -> bytes:
+    """A 1x1 JPEG with ``fill`` 0xFF fill bytes before its scan's marker (as many as a marker may have before it)."""
+    data = tiny_jpeg()
+    scan = data.index(b"\xff\xda")
+    return data[:scan] + b"\xff" * fill + data[scan:]
+
+
+def rle8_bmp(width: int, height: int) -> bytes:
+    """A BMP of ``width`` x ``height`` grey pixels, run-length encoded (RLE8: a row is a few runs of 255 pixels),
+    the compression Pillow expands in Python (a few tens of kB of short runs took it 12-30 s)."""
+    runs = b"\xff\x00" * (width // 255) + (bytes([width % 255, 0]) if width % 255 else b"")
+    pixels = (runs + b"\x00\x00") * height + b"\x00\x01"  # each row ends with 0 0; the bitmap with 0 1
+    palette = bytes(value for level in range(256) for value in (level, level, level, 0))
+    offset = 14 + 40 + len(palette)
+    info = (40).to_bytes(4, "little") + width.to_bytes(4, "little") + height.to_bytes(4, "little") + \
+        (1).to_bytes(2, "little") + (8).to_bytes(2, "little") + (1).to_bytes(4, "little") + \
+        len(pixels).to_bytes(4, "little") + bytes(8) + (256).to_bytes(4, "little") + bytes(4)
+    return b"BM" + (offset + len(pixels)).to_bytes(4, "little") + bytes(4) + offset.to_bytes(4, "little") + \
+        info + palette + pixels
+
+
 def slow_jpeg() -> bytes:
     """The slowest JPEG the image bounds let through: 27 scans over 36 Mpx (0.55-0.9 s of decoding here)."""
     return repeated_scans_jpeg(6000, 17)

@@ -23,7 +23,7 @@ from .. import files
 from ..errors import Failure
 from ..files import open_regular, reason
 from ..runtime.pool import ProcessPool, TaskFailed, resolve_workers, time_limit
-from .headers import jpeg_scans
+from .headers import RLE_BMP, JpegTooComplex, bmp_compression, jpeg_scans
 
 if TYPE_CHECKING:
     from ..config import ImageConfig
@@ -175,6 +175,15 @@ def _open(data: bytes, policy: ImageConfig):
     if found not in accepted:
         raise ImageRejected("unsupported_format", f"{found} images are not accepted (accepted: "
                                                   f"{', '.join(policy.image_formats.split())})")
+    scans = 0
+    if found in JPEG_FORMATS:  # its markers bounded before Pillow walks them
+        try:
+            scans = jpeg_scans(data, MAX_JPEG_SCANS)
+        except JpegTooComplex as exc:
+            raise ImageRejected("too_large", str(exc)) from None
+    elif found == "BMP" and bmp_compression(data) in RLE_BMP:
+        raise ImageRejected("unsupported_format", "a run-length-encoded (RLE4, RLE8) BMP is not accepted: its "
+                                                  "decoder takes seconds per megapixel")
     try:
         image = Image.open(io.BytesIO(data), formats=accepted)
     except Image.UnidentifiedImageError:
@@ -185,13 +194,9 @@ def _open(data: bytes, policy: ImageConfig):
     width, height = image.size
     if width * height > policy.max_image_pixels:
         raise ImageRejected("too_large", f"{width}x{height} pixels is over the limit of {policy.max_image_pixels}")
-    if image.format in JPEG_FORMATS:
-        scans = jpeg_scans(data)
-        if scans > MAX_JPEG_SCANS:
-            raise ImageRejected("too_large", f"a JPEG of {scans} scans is over the limit of {MAX_JPEG_SCANS}")
-        if scans * width * height > MAX_JPEG_SCAN_PIXELS:
-            raise ImageRejected("too_large", f"a JPEG of {scans} scans over {width}x{height} pixels is over the limit "
-                                             f"of {MAX_JPEG_SCAN_PIXELS} scanned pixels")
+    if scans * width * height > MAX_JPEG_SCAN_PIXELS:
+        raise ImageRejected("too_large", f"a JPEG of {scans} scans over {width}x{height} pixels is over the limit "
+                                         f"of {MAX_JPEG_SCAN_PIXELS} scanned pixels")
     return image
 
 

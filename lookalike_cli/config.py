@@ -284,8 +284,10 @@ def _check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is float and isinstance(value, float) and not math.isfinite(value):
         raise LookalikeError(f"config key {where} must be a finite number, got {value!r}")
-    if kind in (int, float) and number and abs(value) > MAX_NUMBER:
-        raise LookalikeError(f"config key {where} must be between -{MAX_NUMBER} and {MAX_NUMBER}, got {value!r}")
+    if kind in (int, float) and number and abs(value) > MAX_NUMBER:  # said in the setting's own range
+        low = -MAX_NUMBER if f.metadata["min"] is None else f.metadata["min"]
+        high = MAX_NUMBER if f.metadata["max"] is None else f.metadata["max"]
+        raise LookalikeError(f"config key {where} must be between {low} and {high}, got {value!r}")
     if kind is float and number:
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -176,6 +177,10 @@ class Webhook:
     url: str
     port: int
     secret: str
+    log: Path  # the bot's output so far
+
+    def logged(self) -> str:
+        return self.log.read_text()
 
 
 @contextlib.contextmanager
@@ -193,9 +198,10 @@ def webhook_bot(data_dir, tmp_path, *options: str):
             assert process.poll() is None, "the bot stopped"
             assert registered[0]["url"] == webhook and len(registered[0]["secret_token"]) >= 32
             wait_until(lambda: listening(port), what="the webhook's server")
-            yield Webhook(fake, webhook, port, registered[0]["secret_token"])
+            yield Webhook(fake, webhook, port, registered[0]["secret_token"], tmp_path / "bot.log")
         finally:
-            stop_bot(process, log)
+            output = stop_bot(process, log)
+    assert "Traceback" not in output, output[-3000:]
 
 
 @pytest.mark.slow
@@ -219,6 +225,13 @@ def test_the_webhook_keeps_the_limits_of_serve(built, tmp_path):
         too_long = bot.MAX_UPDATE_BYTES + 1
         assert raw_answer(hook.port, with_secret + f"Content-Length: {too_long}\r\n\r\n".encode() + b"{" * too_long) \
             == b"HTTP/1.1 413 Request Entity Too Large"
+        # with the secret, 100 MB announced: refused from the header, not waited for
+        assert raw_answer(hook.port, with_secret + b"Content-Length: 100000000\r\n\r\n") == \
+            b"HTTP/1.1 413 Request Entity Too Large"
+        with socket.create_connection(("127.0.0.1", hook.port), timeout=60) as gone:  # goes away mid-body
+            gone.sendall(with_secret + b"Content-Length: 1000\r\n\r\n{\"update_id\": ")
+            time.sleep(0.2)
+        wait_until(lambda: "went away before its update was read" in hook.logged(), what="the disconnect's line")
         assert raw_answer(hook.port, with_secret + b"Content-Length: 8\r\n\r\nnot json") == \
             b"HTTP/1.1 400 Bad Request"
         with contextlib.ExitStack() as stack:  # idle connections: 4 at most, each closed at the header timeout
@@ -253,3 +266,15 @@ def test_captions_name_each_face_with_its_percent():
     assert bot.caption([face("Ann", 0.874), found_late]).splitlines()[-1] == bot.HARD_TO_SEE
     assert bot.caption([dataclasses.replace(face("Ann", 0.874), detector="cnn")]).splitlines() == [
         "You look like Ann: 87% alike.", bot.HARD_TO_SEE]
+
+
+def test_a_caption_of_emoji_names_stays_within_telegrams_utf16_limit():
+    """Telegram counts a caption in UTF-16 units: 8 names of 60 emoji were 1,100 of them in 600 characters."""
+    emoji = "\U0001F600" * 100
+    faces = [FaceResult(box=[0, 0, 1, 1], matches=[Match(f"p{i}", emoji, 0.5, 0.5, "x.jpg")], detector="cnn")
+             for i in range(bot.MAX_PANELS + 2)]
+    text = bot.caption(faces)
+    assert bot.utf16_units(text) <= bot.CAPTION_UNITS < bot.utf16_units(bot.caption_with_names_of(faces, 60))
+    lines = text.splitlines()
+    assert len(lines) == bot.MAX_PANELS + 3 and lines[-1] == bot.HARD_TO_SEE and lines[-2] == "(and 2 more faces)"
+    assert all(line.endswith("…: 50%") for line in lines[1:bot.MAX_PANELS + 1])  # each name shortened, percent kept

@@ -40,7 +40,8 @@ def test_overrides_beat_the_file(tmp_path):
     ({"filter": {"min_eye_distance": float("inf")}}, "filter.min_eye_distance must be a finite number"),
     ({"serve": {"request_timeout": 3e6}}, "serve.request_timeout must be at most 86400"),
     ({"image": {"decode_timeout": 1e9}}, "image.decode_timeout must be at most 86400"),
-    ({"image": {"max_file_bytes": 10**30}}, "image.max_file_bytes must be between -1000000000000000 and "),
+    ({"image": {"max_file_bytes": 10**30}}, "image.max_file_bytes must be between 1 and 1000000000000000, got"),
+    ({"runtime": {"workers": 10**16}}, "runtime.workers must be between 0 and 256, got"),  # its own range
     ({"filter": {"min_eye_distance": 10**400}}, "filter.min_eye_distance must be between"),
 ])
 def test_bad_values_name_the_key(data, message):

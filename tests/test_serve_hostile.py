@@ -395,8 +395,17 @@ def test_a_client_that_disconnects_mid_body_is_one_debug_line(client, caplog, lo
 
 def test_errors_outside_query_are_json_too(client):
     assert client.get("/nowhere").json() == {"error": "Not Found"}
+    total = client.get("/stats").json()["requests"]["total"]
     response = client.get("/query")
     assert response.status_code == 405 and response.json() == {"error": "Method Not Allowed"}
+    assert client.get("/stats").json()["requests"]["total"] == total  # asked for nothing: no answer counted
+
+
+def test_every_answer_says_nosniff(client):
+    """A browser never takes a JSON answer (a stranger's text in an error) for a page."""
+    for response in (client.get("/nowhere"), client.post("/query", content=b"<html>not a photo</html>"),
+                     client.get("/stats"), client.get("/healthz"), client.get("/")):
+        assert response.headers.get_list("x-content-type-options") == ["nosniff"], response.url
 
 
 def test_stats_show_the_limits_in_force(client):

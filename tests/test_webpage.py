@@ -12,6 +12,7 @@ import re
 import shutil
 import sys
 import threading
+import unicodedata
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,7 @@ from selenium.webdriver.common.keys import Keys
 
 from lookalike_cli import build
 from lookalike_cli.answers.render import thumbnail_jpeg
-from lookalike_cli.serving.webpage import PAGE_FILES, THUMBNAIL_SIDE
+from lookalike_cli.serving.webpage import PAGE_FILES, THUMBNAIL_SIDE, person_photo_path
 
 from browser import chromium, full_page_screenshot, wait_for
 from conftest import DEMO, FIXTURES, REPO, encoded, hard_selfie, run
@@ -148,6 +149,13 @@ def test_nothing_but_a_gallery_person_is_reached(client, path):
     assert response.status == 404 and response.getheader("content-type") != "image/jpeg", (path, body[:200])
     assert b"root:" not in body and b"PAR1" not in body
     assert client.get("/people/ami-bera/photo").status_code == 200  # the real one is there
+
+
+def test_an_alias_typed_decomposed_names_the_same_person():
+    """The catalog keeps aliases composed (NFC); a URL may carry them decomposed (NFD), as some systems type them."""
+    photos = {unicodedata.normalize("NFC", "tony-cárdenas"): "/gallery/tony.jpg"}
+    assert person_photo_path(photos, unicodedata.normalize("NFD", "tony-cárdenas")) == "/gallery/tony.jpg"
+    assert person_photo_path(photos, "tony-cardenas") is None
 
 
 @pytest.mark.slow

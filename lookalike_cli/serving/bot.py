@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from telegram import Message, Update
@@ -50,8 +50,8 @@ from ..answers.render import MAX_PANELS
 from ..config import Config
 from ..errors import LookalikeError
 from ..files import OverLimit
-from ..io.catalog import display_name
-from .http import Counted, RequestStats, error, http_server, listen
+from ..io.catalog import SHOWN_NAME_CHARS, display_name
+from .http import CLIENT_GONE, Counted, RequestStats, error, http_server, listen
 from .lifecycle import interrupt_on_terminate, serving_recognizer
 from .streams import read_capped_async
 
@@ -64,6 +64,7 @@ TOKEN_VARIABLE = "LOOKALIKE_BOT_TOKEN"
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
 MAX_UPDATE_BYTES = 1_000_000  # an update Telegram posts to the webhook: a message is a few kB
 PHOTOS_PER_CHAT = 2  # photos of one chat in work at once; more are turned away, so that no chat takes every place
+CAPTION_UNITS = 1024  # Telegram's bound on a photo's caption, in UTF-16 code units
 UPDATES_PER_PLACE = 4  # updates handled at once, per place of the recognizer: those without a place are told BUSY
 
 HELP = ("Send me a photo of a face, a selfie works best, and I will tell you who of my {people} people you look "
@@ -130,16 +131,31 @@ async def fetch_capped(client: httpx.AsyncClient, url: str, limit: int) -> bytes
         return await read_capped_async(response.aiter_bytes(), limit)
 
 
+def utf16_units(text: str) -> int:
+    """The length of ``text`` as Telegram counts it: in UTF-16 code units (a character beyond the BMP, an emoji,
+    counts twice)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
 def caption(faces: list[FaceResult]) -> str:
     """The text sent with the picture: the best match of each face, with its percent, and a hint when the
-    detection fallback had to find the faces. Names are shortened, so that the caption stays within Telegram's
-    limit (MAX_PANELS lines of at most ~70 characters, and the hint)."""
+    detection fallback had to find the faces. Names are shortened, as much as it takes for the caption to stay
+    within Telegram's CAPTION_UNITS (MAX_PANELS lines of names, and the hint)."""
+    for limit in range(SHOWN_NAME_CHARS, 0, -1):
+        text = caption_with_names_of(faces, limit)
+        if utf16_units(text) <= CAPTION_UNITS:
+            break
+    return text
+
+
+def caption_with_names_of(faces: list[FaceResult], limit: int) -> str:
+    """The caption, with names of at most ``limit`` characters."""
     if len(faces) == 1:
         best = faces[0].matches[0]
-        lines = [f"You look like {display_name(best.name)}: {best.similarity:.0%} alike."]
+        lines = [f"You look like {display_name(best.name, limit)}: {best.similarity:.0%} alike."]
     else:
         lines = [f"I found {len(faces)} faces; left to right they look like:"]
-        lines += [f"{number}. {display_name(face.matches[0].name)}: {face.matches[0].similarity:.0%}"
+        lines += [f"{number}. {display_name(face.matches[0].name, limit)}: {face.matches[0].similarity:.0%}"
                   for number, face in enumerate(faces[:MAX_PANELS], 1)]
         if len(faces) > MAX_PANELS:
             lines.append(f"(and {len(faces) - MAX_PANELS} more faces)")
@@ -272,16 +288,23 @@ def build_application(token: str, recognizer: Recognizer, config: Config, monito
 
 def webhook_app(application: Application, secret: str, path: str, body_seconds: float) -> Starlette:
     """The webhook's one route, POST ``path``: an update with the secret header is put on the application's
-    queue (200); no secret 403, its body unread; a body over MAX_UPDATE_BYTES 413, not JSON of an update 400, not
-    complete within ``body_seconds`` 408."""
+    queue (200); no secret 403, its body unread; a body over MAX_UPDATE_BYTES 413 (from its Content-Length, when
+    it says), not JSON of an update 400, not complete within ``body_seconds`` 408; a client gone before its body is
+    a debug line."""
     async def receive_update(request: Request) -> Response:
         if not hmac.compare_digest(request.headers.get(SECRET_HEADER, "").encode(), secret.encode()):
             return error(403, "not this webhook's secret")
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_UPDATE_BYTES:  # refused from the header, no byte read
+            return error(413, f"an update is at most {MAX_UPDATE_BYTES} bytes")
         try:
             async with asyncio.timeout(body_seconds):
                 body = await read_capped_async(request.stream(), MAX_UPDATE_BYTES)
         except OverLimit:
             return error(413, f"an update is at most {MAX_UPDATE_BYTES} bytes")
+        except ClientDisconnect:
+            log.debug("the webhook's client went away before its update was read")
+            return Response(status_code=CLIENT_GONE)  # not sent: there is no one to send it to
         except TimeoutError:
             return error(408, f"the update did not arrive within {body_seconds:g} s")
         try:

@@ -39,6 +39,7 @@ LATENCY_WINDOW = 10_000  # latencies kept for the percentiles of /stats
 CLIENT_GONE = 499  # counted for a client that disconnected before its answer (nginx's code)
 REFUSED = "lookalike.refused"  # scope key: the status the protocol answered for a request left without a body
 LINGER = 2.0  # seconds a refused connection is read (and dropped) before it is closed
+NOSNIFF = (b"x-content-type-options", b"nosniff")
 AnswerRecorder = Callable[[int, float, Any, "str | None"], None]  # (HTTP status, seconds, result, client)
 
 
@@ -87,32 +88,41 @@ def error(code: int, message: str, headers: dict | None = None, **fields) -> JSO
 
 
 class Counted:
-    """An ASGI app that counts every answer of ``app`` on ``path`` in ``stats`` by status, with its latency, the
-    app's result (``request.state.result``) and the client's address. ``http_server`` serves it."""
+    """An ASGI app that counts every answer of ``app`` to ``method`` ``path`` in ``stats`` by status, with its
+    latency, the app's result (``request.state.result``) and the client's address (a request for another method
+    is no answer). Every response says ``X-Content-Type-Options: nosniff``, so that no browser takes a JSON error
+    for a page. ``http_server`` serves it."""
 
-    def __init__(self, app: Starlette, stats: RequestStats, path: str = "/query"):
+    def __init__(self, app: Starlette, stats: RequestStats, path: str = "/query", method: str = "POST"):
         self.app = app
         self.stats = stats
         self.path = path
+        self.method = method
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] != self.path:
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        counted = scope["path"] == self.path and scope["method"] == self.method
         started = time.perf_counter()
 
-        async def send_counted(message):
+        async def send_marked(message):
             if message["type"] == "http.response.start":
-                client = scope.get("client")
-                self.stats.record(message["status"], time.perf_counter() - started,
-                                  scope.get("state", {}).get("result"), client[0] if client else None)
+                headers = [(name, value) for name, value in message.get("headers", [])
+                           if name.lower() != NOSNIFF[0]]
+                message = {**message, "headers": [*headers, NOSNIFF]}
+                if counted:
+                    client = scope.get("client")
+                    self.stats.record(message["status"], time.perf_counter() - started,
+                                      scope.get("state", {}).get("result"), client[0] if client else None)
             await send(message)
-        return await self.app(scope, receive, send_counted)
+        return await self.app(scope, receive, send_marked)
 
 
 def raw_response(status: int, message: str, headers: Sequence[str] = ()) -> bytes:
     """An HTTP/1.1 error answer as bytes (for the protocol, which answers before a request is parsed)."""
     body = json.dumps({"error": message}).encode()
     head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "content-type: application/json",
+            f"{NOSNIFF[0].decode()}: {NOSNIFF[1].decode()}",
             f"content-length: {len(body)}", "connection: close", *headers]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import unicodedata
 from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING
@@ -62,6 +63,11 @@ def revalidated(request: Request, body: bytes, media_type: str, cache_control: s
     return Response(body, media_type=media_type, headers=headers)
 
 
+def person_photo_path(photos: dict[str, str], alias: str) -> str | None:
+    """The photo of the person ``alias`` names, typed composed or decomposed (the catalog keeps aliases in NFC)."""
+    return photos.get(unicodedata.normalize("NFC", alias))
+
+
 def page_text(name: str) -> bytes:
     """A file of the page; ``index.html`` with the outcomes' messages (``outcomes.page_messages``) in it."""
     body = (resources.files(__package__) / "web" / name).read_bytes()
@@ -97,8 +103,7 @@ def page_routes(recognizer: Recognizer, config: Config) -> list[Route]:
             return None
 
     async def person_photo(request: Request) -> Response:
-        alias = request.path_params["alias"]
-        path = photos(recognizer.generation).get(alias)
+        path = person_photo_path(photos(recognizer.generation), request.path_params["alias"])
         if path is None:
             return JSONResponse({"error": "there is no such person in the gallery"}, status_code=404)
         body = await anyio.to_thread.run_sync(thumbnail, path, limiter=limiter)

@@ -199,6 +199,14 @@ class ServeConfig:
                                      max=MAX_SECONDS)
     max_connections: int = setting(128, "open HTTP connections at most; one more is answered 503 and closed",
                                    min=1, max=100_000)
+    max_client_photos: int = setting(2, "photos of one client (an HTTP address, a Telegram chat) in work at once, "
+                                        "received, waiting or being answered; more are answered 429 (the bot: told "
+                                        "to wait), so that one client cannot take every worker", min=1,
+                                     max=10_000)
+    max_client_connections: int = setting(16, "open HTTP connections from one client address at most, so that "
+                                              "one client cannot hold them all; one more is answered 503 and "
+                                              "closed (behind a proxy every client has its address: raise it)",
+                                          min=1, max=100_000)
     header_timeout: float = setting(10.0, "seconds a client may take to send a request's headers", min=0.01,
                                     max=MAX_SECONDS)
     body_timeout: float = setting(60.0, "seconds a client may take to send a photo once its headers arrived (the "

@@ -16,7 +16,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED", REPO.parent / "shared"))
 
 # Fast settings for tests: no jitter (10 jitters cost 10x and change nothing that is tested here).
-FAST = {"num_jitters": 1, "workers": 2}
+# The tests' servers answer many clients of one address (127.0.0.1): no per-address share of photos, but where said.
+FAST = {"num_jitters": 1, "workers": 2, "max_client_photos": 1000}
 # The demo selfie made small, compressed and blurred: HOG finds no face in it (even enlarged, and after the web
 # page re-encodes it as a JPEG of any quality), dlib's CNN does.
 HARD_SELFIE = "shrink:160,jpeg:35,blur:4"

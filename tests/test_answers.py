@@ -350,7 +350,7 @@ def test_a_killed_server_leaves_a_readable_log(built, tmp_path):
     path = tmp_path / "answers.jsonl"
 
     process = subprocess.Popen([sys.executable, "-m", "lookalike_cli", "serve", "--data-dir", str(built),
-                                "--port", "0", "--workers", "1", "--log", str(path)],
+                                "--port", "0", "--workers", "1", "--log", str(path), "--max-client-photos", "3"],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = process.stdout.readline()
     assert " on http://" in line, line

@@ -125,7 +125,7 @@ def test_one_chat_has_at_most_two_photos_in_work_and_others_are_answered_meanwhi
     wait_until(lambda: len(telegram.replies(40)) == 6 and telegram.replies(41), what="7 replies")
     answers = telegram.replies(40)
     assert sorted(sent.method for sent in answers) == ["sendMessage"] * 4 + ["sendPhoto"] * 2
-    assert {sent.text for sent in answers if sent.method == "sendMessage"} == {bot.ONE_AT_A_TIME}
+    assert {sent.text for sent in answers if sent.method == "sendMessage"} == {outcomes.ONE_AT_A_TIME}
     assert telegram.replies(41)[0].method == "sendPhoto"
 
 

@@ -19,7 +19,8 @@ from lookalike_cli.config import ImageConfig, load_config
 from lookalike_cli.stages.embed import embed_faces
 from lookalike_cli.errors import LookalikeError
 from lookalike_cli.imaging.decode import read_image
-from lookalike_cli.face.descriptors import EQUIVALENCE_TOLERANCE, MAX_DESCRIPTOR_MODEL_BYTES, descriptor_backend, dlib_descriptors, guard_chips, jittered_chips, numpy_network
+from lookalike_cli.face.descriptors import (EQUIVALENCE_TOLERANCE, MAX_DESCRIPTOR_MODEL_BYTES, descriptor_backend,
+                                           dlib_descriptors, guard_chips, jittered_chips, numpy_network)
 from lookalike_cli.face.model_files import DESCRIPTOR_FILE, LANDMARKS_FILE, models_folder
 from lookalike_cli.face.models import FaceModels
 from lookalike_cli.answers.query import Lookalike

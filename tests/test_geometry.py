@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from lookalike_cli.imaging.geometry import (box_area, enlarging_factor, eye_centers, eye_distance, face_problem, head_tilt,
-                                    pixels_factor, scale_box, shrink_factor)
+from lookalike_cli.imaging.geometry import (box_area, enlarging_factor, eye_centers, eye_distance, face_problem,
+                                            head_tilt, pixels_factor, scale_box, shrink_factor)
 
 LEVEL = [(128, 100), (108, 100), (58, 100), (78, 100), (93, 138)]  # dlib 5-point order, level eyes
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -283,6 +284,47 @@ def test_connections_over_the_limit_are_answered_503_and_closed(client, logged):
     assert by_status(client)["503"] == before + 1 and logged() == []
 
 
+def test_one_address_holding_connections_leaves_room_for_the_others(built):
+    """A client at 127.0.0.2 opens 140 idle connections (more than --max-connections, 128): it gets
+    --max-client-connections (16) of them, the rest are answered 503 at once, and a client at 127.0.0.1 is
+    answered."""
+    with api(built, **{**LIMITS, "max_connections": 128}) as (client, _, _), contextlib.ExitStack() as stack:
+        hoard = [stack.enter_context(socket.create_connection(address(client), timeout=60,
+                                                              source_address=("127.0.0.2", 0)))
+                 for _ in range(140)]
+        time.sleep(0.5)  # let the server accept them
+        response = client.post("/query", content=SELFIE)
+        assert response.status_code == 200 and response.json()["photos"][0]["faces"]
+        answered, _, _ = select.select(hoard, [], [], 5)
+        assert len(answered) == 140 - 16
+        assert {(status, body["error"]) for status, body in map(read_answer, answered)} == {
+            (503, "over 16 connections are open from your address: use those, or try again later")}
+
+
+def post_from(client: httpx.Client, source: str, body: bytes, length: int | None = None) -> socket.socket:
+    """A connection from the address ``source`` that posts ``body`` to /query (declaring ``length`` bytes)."""
+    sock = socket.create_connection(address(client), timeout=60, source_address=(source, 0))
+    head = f"POST /query HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {length or len(body)}\r\n\r\n"
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def test_one_address_has_at_most_its_share_of_photos_in_work(built):
+    """Two photos from 127.0.0.2 whose bodies arrive slowly hold that address's share (--max-client-photos, 2):
+    a third from it is answered 429 at once, while 127.0.0.1 is answered; once they end, 127.0.0.2 is again."""
+    with api(built, **{**LIMITS, "max_client_photos": 2}) as (client, _, _), contextlib.ExitStack() as stack:
+        slow = [stack.enter_context(post_from(client, "127.0.0.2", SELFIE[:10], len(SELFIE))) for _ in range(2)]
+        time.sleep(0.3)  # let the server read their headers
+        with post_from(client, "127.0.0.2", SELFIE) as third:
+            status, body = read_answer(third)
+        assert status == 429 and body == {"error": "your address has 2 photos in work already: wait for their "
+                                                   "answers", "status": "too_many"}
+        assert client.post("/query", content=SELFIE).status_code == 200  # from 127.0.0.1
+        assert [read_answer(sock)[0] for sock in slow] == [408, 408]  # at the body timeout
+        with post_from(client, "127.0.0.2", SELFIE) as again:
+            assert read_answer(again)[0] == 200
+
+
 def test_headers_not_sent_in_time_are_408(client, logged):
     before = by_status(client).get("408", 0)
     started = time.monotonic()
@@ -410,8 +452,9 @@ def test_every_answer_says_nosniff(client):
 
 def test_stats_show_the_limits_in_force(client):
     assert client.get("/stats").json()["limits"] == {
-        "max_connections": 12, "header_timeout_s": 2.0, "body_timeout_s": 2.0, "max_body_bytes": 2_000_000,
-        "max_body_chunks": 1000, "queue_size": 2, "request_timeout_s": 30.0, "large_photo_pixels": 16_000_000,
+        "max_connections": 12, "max_client_connections": 16, "max_client_photos": 1000, "header_timeout_s": 2.0,
+        "body_timeout_s": 2.0, "max_body_bytes": 2_000_000, "max_body_chunks": 1000, "queue_size": 2, "request_timeout_s": 30.0,
+        "large_photo_pixels": 16_000_000,
         "image_formats": ["JPEG", "PNG", "WEBP", "GIF", "BMP"], "max_image_pixels": 40_000_000,
         "max_decoded_bytes": 200_000_000, "max_jpeg_scans": 100, "max_jpeg_scan_pixels": 1_000_000_000,
         "decode_timeout_s": 10.0, "max_faces": 10}

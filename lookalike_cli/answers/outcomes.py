@@ -31,6 +31,7 @@ BROKEN = "I could not open this file as an image. Please send a photo (JPEG, PNG
 TOO_BIG = "This file is too big for me ({size}); please send a photo under {megabytes:g} MB."
 TOO_MANY_PIXELS = "This image has too many pixels for me; please send a smaller photo."
 BUSY = "I am answering a lot of photos right now. Please send yours again in a minute."
+ONE_AT_A_TIME = "I am still answering your last photos. Please send this one again once they are answered."
 TIMEOUT = "This photo took me too long. Please try again, or send a smaller one."
 TOO_SLOW = "Your photo did not reach me in time. Please send it again."
 FAILED = "Something went wrong with this photo, sorry. Please try another one."
@@ -45,6 +46,7 @@ PAGE_MESSAGES = {
     "tooLarge": "This photo is too large for the server. Please choose a smaller one.",
     "busy": "The server is busy with other photos right now. Please try again in {seconds} seconds.",
     "busyOneSecond": "The server is busy with other photos right now. Please try again in 1 second.",
+    "oneAtATime": "Your last photos are still being answered. Please wait for them, then try this one again.",
     "timeout": "Your photo took too long to answer. Please try again, or choose a smaller photo.",
     "failed": "Something went wrong with this photo on the server. Please try another one.",
     "offline": "The server could not be reached. Check your connection and try again.",
@@ -63,6 +65,8 @@ OUTCOMES = {outcome.status: outcome for outcome in (
             "(`?format=gif`)", 400, "", "notImage"),
     Outcome("busy", "every worker busy and the queue full, or `--max-connections` open", 503, BUSY,
             "busy"),
+    Outcome("too_many", "the client already had `--max-client-photos` photos in work", 429, ONE_AT_A_TIME,
+            "oneAtATime"),
     Outcome("too_slow", "the photo did not arrive within `--body-timeout`, or the headers within "
             "`--header-timeout`", 408, TOO_SLOW, "timeout"),
     Outcome("gone", "the client went away before its photo was read (counted, never sent)", 499, "", ""),

@@ -1,8 +1,8 @@
 """Descriptor backends: dlib's own network, or the same network run by numpy (``resnet``: several times faster than
-the PyPI dlib, which has no BLAS), which agree within ``EQUIVALENCE_TOLERANCE``. The numpy one is converted from the model file on
-first use and cached under ``cache_folder()`` by the file's SHA-256, and is used only once it has matched dlib on
-the faces of ``GUARD_CHIPS`` (the equivalence guard, whose outcome is cached beside it for the installed dlib and
-numpy).
+the PyPI dlib, which has no BLAS), which agree within ``EQUIVALENCE_TOLERANCE``. The numpy one is converted from
+the model file on first use and cached under ``cache_folder()`` by the file's SHA-256, and is used only once it
+has matched dlib on the faces of ``GUARD_CHIPS`` (the equivalence guard, whose outcome is cached beside it for the
+installed dlib and numpy).
 """
 
 from __future__ import annotations

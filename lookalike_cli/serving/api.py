@@ -44,6 +44,7 @@ from ..answers.recognizer import Busy, RecognitionFailed, RecognitionTimeout, Re
 from ..answers.results import PhotoResult
 from ..config import Config
 from ..imaging.decode import MAX_JPEG_SCAN_PIXELS, MAX_JPEG_SCANS
+from .fairness import PhotosPerClient, TooMany
 from .http import CLIENT_GONE, REFUSED, Counted, RequestStats, error, http_server, listen
 from .lifecycle import interrupt_on_terminate, serving_recognizer
 from .webpage import page_routes, photo_url
@@ -165,7 +166,9 @@ async def drop_rest_of_body(request: Request, max_bytes: int, seconds: float) ->
 def limits_in_force(config: Config) -> dict:
     """The bounds every request meets, as /stats shows them."""
     serve, image = config.serve, config.image
-    return {"max_connections": serve.max_connections, "header_timeout_s": serve.header_timeout,
+    return {"max_connections": serve.max_connections, "max_client_connections": serve.max_client_connections,
+            "max_client_photos": serve.max_client_photos,
+            "header_timeout_s": serve.header_timeout,
             "body_timeout_s": serve.body_timeout, "max_body_bytes": serve.max_body_bytes,
             "max_body_chunks": serve.max_body_chunks, "queue_size": serve.queue_size,
             "request_timeout_s": serve.request_timeout, "large_photo_pixels": serve.large_photo_pixels,
@@ -187,6 +190,7 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
     serving = config.serve
     limit = serving.max_body_bytes
     bodies = BodyBytes(recognizer.capacity * limit)
+    photos = PhotosPerClient(serving.max_client_photos)  # per client address
 
     async def answer(request: Request) -> Response:
         output = request.query_params.get("format", "json")
@@ -202,16 +206,22 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
         try:
             if recognizer.pending >= recognizer.capacity:  # from the headers: no byte of the body is read
                 raise Busy()
-            async with bodies.reading(request, limit) as limited:
-                bodies.receiving += 1
-                try:
-                    async with asyncio.timeout(serving.body_timeout):
-                        data, name = await read_photo(limited, limit)
-                finally:
-                    bodies.receiving -= 1
-                if not data:
-                    return refusal("bad_request", "send a photo as the request body, or as a multipart file")
-                result, picture = await recognizer.recognize(data, name, picture=with_picture or output == "png")
+            with photos.holding(request.client.host if request.client else ""):
+                async with bodies.reading(request, limit) as limited:
+                    bodies.receiving += 1
+                    try:
+                        async with asyncio.timeout(serving.body_timeout):
+                            data, name = await read_photo(limited, limit)
+                    finally:
+                        bodies.receiving -= 1
+                    if not data:
+                        return refusal("bad_request", "send a photo as the request body, or as a multipart file")
+                    result, picture = await recognizer.recognize(data, name,
+                                                                 picture=with_picture or output == "png")
+        except TooMany:
+            retry = stats.retry_after(0, 1)
+            return refusal("too_many", f"your address has {photos.limit} photos in work already: wait for their "
+                                       "answers", {"Retry-After": str(retry)})
         except Busy as exc:
             retry = stats.retry_after(recognizer.queue_depth, recognizer.workers)
             why = str(exc) or "every worker is taken and the queue is full"

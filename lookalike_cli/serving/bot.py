@@ -21,7 +21,6 @@ import os
 import secrets
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
@@ -52,6 +51,7 @@ from ..errors import LookalikeError
 from ..files import OverLimit
 from ..io.catalog import SHOWN_NAME_CHARS, display_name
 from .http import CLIENT_GONE, Counted, RequestStats, error, http_server, listen
+from .fairness import PhotosPerClient, TooMany
 from .lifecycle import interrupt_on_terminate, serving_recognizer
 from .streams import read_capped_async
 
@@ -63,7 +63,6 @@ log = logging.getLogger(__name__)
 TOKEN_VARIABLE = "LOOKALIKE_BOT_TOKEN"
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
 MAX_UPDATE_BYTES = 1_000_000  # an update Telegram posts to the webhook: a message is a few kB
-PHOTOS_PER_CHAT = 2  # photos of one chat in work at once; more are turned away, so that no chat takes every place
 CAPTION_UNITS = 1024  # Telegram's bound on a photo's caption, in UTF-16 code units
 UPDATES_PER_PLACE = 4  # updates handled at once, per place of the recognizer: those without a place are told BUSY
 
@@ -71,7 +70,6 @@ HELP = ("Send me a photo of a face, a selfie works best, and I will tell you who
         "like, how much in percent, and show you both side by side.\n\n"
         "One person per photo is clearest; with several faces I answer each, left to right. Photos can be sent as "
         "a photo or as a file (JPEG, PNG, WebP...), up to {megabytes:g} MB.\n\n/help shows this again.")
-ONE_AT_A_TIME = "I am still answering your last photos. Please send this one again once they are answered."
 HARD_TO_SEE = ("(Your face was small or unclear in this photo, so I looked twice; a closer, sharper photo gives a "
                "surer answer.)")
 NOT_A_PHOTO = "Send me a photo of a face and I will tell you who you look like. /help says more."
@@ -173,7 +171,7 @@ class LookalikeBot:
         self.limit = config.serve.max_body_bytes
         self.download_seconds = config.serve.body_timeout
         self._http: httpx.AsyncClient | None = None
-        self.in_work: Counter[int] = Counter()  # photos in work per chat (all in the bot's event loop)
+        self.photos = PhotosPerClient(config.serve.max_client_photos)  # per chat
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -196,17 +194,12 @@ class LookalikeBot:
     async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         started, chat = time.perf_counter(), message.chat_id
-        if self.in_work[chat] >= PHOTOS_PER_CHAT:
-            await message.reply_text(ONE_AT_A_TIME)
-            status, result = "busy", None
-        else:
-            self.in_work[chat] += 1
-            try:
+        try:
+            with self.photos.holding(chat):
                 status, result = await self.answer(message)
-            finally:
-                self.in_work[chat] -= 1
-                if not self.in_work[chat]:
-                    del self.in_work[chat]
+        except TooMany:
+            await message.reply_text(OUTCOMES["too_many"].reply)
+            status, result = "too_many", None
         self.monitor.answered(status, time.perf_counter() - started, result, client=str(chat))
 
     async def answer(self, message: Message) -> tuple[str, PhotoResult | None]:

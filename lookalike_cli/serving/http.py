@@ -1,8 +1,9 @@
 """The HTTP guard: a uvicorn server whose every connection is bounded before an app sees a request.
 
-Connections (``max_connections``: one more is answered 503 and closed), the time to send a request's headers
-(``header_timeout``: 408), the chunks of a chunked body (``max_body_chunks``: 400), a request h11 cannot parse
-(400): each is refused by the HTTP protocol itself (``guarded_protocol``), as JSON, and counted. ``serve``'s API
+Connections (``max_connections`` in all and ``max_client_connections`` from one address: one more is answered
+503 and closed), the time to send a request's headers (``header_timeout``: 408), the chunks of a chunked body
+(``max_body_chunks``: 400), a request h11 cannot parse (400): each is refused by the HTTP protocol itself
+(``guarded_protocol``), as JSON, and counted. ``serve``'s API
 and the bot's webhook and metrics listen behind it.
 
 Why not uvicorn's own limits: ``limit_concurrency`` counts connections and tasks together and refuses only once
@@ -142,9 +143,9 @@ class ClientWarningsAsDebug(logging.LoggerAdapter):
 
 def guarded_protocol(limits: ServeConfig, stats: RequestStats) -> type:
     """uvicorn's h11 protocol, keeping the limits a request meets before the app: a connection over
-    ``max_connections`` is answered 503 and closed, headers not complete within ``header_timeout`` 408, a
-    chunked body in more than ``max_body_chunks`` chunks 400, a request h11 cannot parse 400: always JSON,
-    counted in ``stats``."""
+    ``max_connections``, or over ``max_client_connections`` from one client address, is answered 503 and closed,
+    headers not complete within ``header_timeout`` 408, a chunked body in more than ``max_body_chunks`` chunks
+    400, a request h11 cannot parse 400: always JSON, counted in ``stats``."""
     import h11
     from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
     from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -164,6 +165,8 @@ def guarded_protocol(limits: ServeConfig, stats: RequestStats) -> type:
                     raise h11.RemoteProtocolError(self.refusal)
             return event
 
+    per_client: Counter[str] = Counter()  # open connections by client address, across this server's connections
+
     class GuardedProtocol(H11Protocol):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
@@ -175,9 +178,14 @@ def guarded_protocol(limits: ServeConfig, stats: RequestStats) -> type:
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
+            self.address = self.client[0] if self.client else ""
+            per_client[self.address] += 1
             if len(self.connections) > limits.max_connections:
                 self.refuse(503, f"over {limits.max_connections} connections are open: try again later",
                             ["retry-after: 1"])
+            elif per_client[self.address] > limits.max_client_connections:
+                self.refuse(503, f"over {limits.max_client_connections} connections are open from your address: "
+                                 "use those, or try again later", ["retry-after: 1"])
             else:
                 self.await_head()
 
@@ -214,6 +222,9 @@ def guarded_protocol(limits: ServeConfig, stats: RequestStats) -> type:
 
         def connection_lost(self, exc) -> None:
             self.stop_head_timer()
+            per_client[self.address] -= 1
+            if not per_client[self.address]:
+                del per_client[self.address]
             super().connection_lost(exc)
 
         def send_400_response(self, msg: str) -> None:
@@ -226,6 +237,7 @@ def guarded_protocol(limits: ServeConfig, stats: RequestStats) -> type:
             if self.refused or self.transport.is_closing():
                 return
             self.refused = True
+            self.connections.discard(self)  # lingering, it holds no place of max_connections (its address's, yes)
             self.stop_head_timer()
             if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 self.transport.write(raw_response(status, message, headers))

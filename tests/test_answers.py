@@ -20,10 +20,9 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from lookalike_cli.answers.log import FIELDS, MATCH_FIELDS, AnswerLines, AnswerLog, answer_entry, client_hash
 from lookalike_cli.answers.outcomes import OUTCOMES
-from lookalike_cli.answers.log import FIELDS, MATCH_FIELDS, AnswerLog, answer_entry, client_hash, \
-    read_answers
-from lookalike_cli.answers.stats import HUB_ALPHA, HUB_RATIO, binomial_tail, histogram, hub_p_value
+from lookalike_cli.answers.stats import HUB_ALPHA, HUB_RATIO, binomial_tail, hub_p_value, similarity_bin
 from lookalike_cli.config import AnswersConfig
 from lookalike_cli.answers.results import FaceResult, Match, PhotoResult
 
@@ -86,9 +85,9 @@ def test_a_hub_is_far_above_one_in_n_and_not_chance():
     assert HUB_RATIO * 10 / people < 3 and binomial_tail(3, 10, 1 / people) > HUB_ALPHA / people
 
 
-def test_histogram_bins_cover_zero_to_one():
-    assert histogram([0.0, 0.04, 0.05, 0.5, 0.99, 1.0], 20) == [2, 1] + [0] * 8 + [1] + [0] * 8 + [2]
-    assert histogram([], 4) == [0, 0, 0, 0]
+def test_similarity_bins_cover_zero_to_one():
+    assert [similarity_bin(value, 20) for value in (0.0, 0.04, 0.05, 0.5, 0.99, 1.0)] == [0, 0, 1, 10, 19, 19]
+    assert similarity_bin(-0.5, 4) == 0 and similarity_bin(1.5, 4) == 3
 
 
 def test_the_client_hash_depends_on_the_salt_and_hides_the_client():
@@ -106,10 +105,11 @@ def test_the_log_rotates_by_size_and_keeps_whole_lines(tmp_path):
     files = sorted(tmp_path.iterdir())
     assert [file.name for file in files] == ["answers.jsonl", "answers.jsonl.1", "answers.jsonl.2"]
     assert all(file.stat().st_size <= 2000 for file in files)
-    reading = read_answers(files)
-    kept = len(reading.entries)
+    reading = AnswerLines(files)
+    entries = list(reading)
+    kept = len(entries)
     assert reading.skipped == 0 and 20 < kept < 100  # whole lines; the oldest were rotated away, the newest kept
-    assert sorted(entry["latency_ms"] for entry in reading.entries) == [10.0 * n for n in range(100 - kept, 100)]
+    assert sorted(entry["latency_ms"] for entry in entries) == [10.0 * n for n in range(100 - kept, 100)]
 
 
 def test_a_torn_last_line_is_skipped_and_the_next_writer_starts_a_new_line(tmp_path):
@@ -118,12 +118,13 @@ def test_a_torn_last_line_is_skipped_and_the_next_writer_starts_a_new_line(tmp_p
                                                                               answer("ami-bera")))
     nested = "[" * 100_000  # not this log's: JSON nested deeper than Python's parser goes
     path.write_text(whole + "\n" + nested + "\n" + whole[:len(whole) // 2])  # killed in the middle of a line
-    assert read_answers([path]).skipped == 2 and len(read_answers([path]).entries) == 1
+    reading = AnswerLines([path])
+    assert len(list(reading)) == 1 and reading.skipped == 2
     log = AnswerLog(AnswersConfig(log=str(path)))
     log.write(answer_entry("http", "g1", "busy", 0.0))
     log.close()
-    reading = read_answers([path])
-    assert [entry["status"] for entry in reading.entries] == ["ok", "busy"] and reading.skipped == 2
+    reading = AnswerLines([path])
+    assert [entry["status"] for entry in reading] == ["ok", "busy"] and reading.skipped == 2
 
 
 def test_lines_whose_time_status_or_numbers_are_not_the_writer_s_are_skipped(tmp_path):
@@ -139,8 +140,8 @@ def test_lines_whose_time_status_or_numbers_are_not_the_writer_s_are_skipped(tmp
     lines.append(json.dumps(entry | {"time": "\u202e2026-01-01T00:00:00.000Z"}))  # a right-to-left override
     lines.append(json.dumps(entry | {"status": "x" * 100_000}))
     path.write_text("\n".join(lines) + "\n")
-    reading = read_answers([path])
-    assert len(reading.entries) == 1 and reading.skipped == 8
+    reading = AnswerLines([path])
+    assert len(list(reading)) == 1 and reading.skipped == 8
 
 
 # Writes answers 1 to 7 to the log file argv[1]: 2 and 3, then 5, while the file may grow by 20 bytes only (as on
@@ -174,8 +175,8 @@ def test_answers_the_log_cannot_take_are_lost_whole_and_said_once(tmp_path):
         stopped, f"WARNING the answer log {path} is written again (answers not logged: 2)",
         stopped, f"WARNING the answer log {path} is written again (answers not logged: 1)",
         stopped, f"WARNING the answer log {path} was closed while it could not be written (answers not logged: 1)"]
-    reading = read_answers([path])  # the lines cut short by the limit were ended, and are skipped
-    assert [entry["latency_ms"] for entry in reading.entries] == [1000, 4000, 6000] and reading.skipped == 3
+    reading = AnswerLines([path])  # the lines cut short by the limit were ended, and are skipped
+    assert [entry["latency_ms"] for entry in reading] == [1000, 4000, 6000] and reading.skipped == 3
 
 
 def test_query_answers_even_when_its_log_cannot_be_written(built, caplog):
@@ -382,19 +383,20 @@ def test_a_killed_server_leaves_a_readable_log(built, tmp_path):
         for pid in orphans:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    written = read_answers([path])
-    assert len(written.entries) >= 5 and written.skipped == 0
+    reading = AnswerLines([path])
+    written = list(reading)
+    assert len(written) >= 5 and reading.skipped == 0
     assert path.read_bytes().endswith(b"\n")  # each line is written whole, in one write
     with open(path, "ab") as fh:
         fh.write(path.read_bytes().splitlines()[0][:40])  # as if killed in the middle of a line
     report = json.loads(run("stats", "--log", path, "--data-dir", built, "--json").output)
-    assert report["skipped_lines"] == 1 and report["entries"] == len(written.entries)
-    assert report["statuses"]["ok"] == len(written.entries) and report["top"][0]["alias"] == "bob-corker"
+    assert report["skipped_lines"] == 1 and report["entries"] == len(written)
+    assert report["statuses"]["ok"] == len(written) and report["top"][0]["alias"] == "bob-corker"
     with lookalike_serve(built, "--log", str(path)) as (url, _):  # appends to the same log, on a line of its own
         assert httpx.post(f"{url}/query", content=photo("ami-bera"), timeout=60).status_code == 200
-        wait_until(lambda: len(read_answers([path]).entries) == len(written.entries) + 1, timeout=30,
+        wait_until(lambda: len(list(AnswerLines([path]))) == len(written) + 1, timeout=30,
                    what="the new server's line")
-    assert read_answers([path]).entries[-1]["matches"][0]["alias"] == "ami-bera"
+    assert list(AnswerLines([path]))[-1]["matches"][0]["alias"] == "ami-bera"
 
 
 # --- bot -----------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ keyed hash of the client tells one client's answers apart without saying who it 
 The lines are written by a thread of the serving process (a logging ``QueueListener``), so that an answer never
 waits for the disk, into a file rotated by size (``RotatingFileHandler``: FILE, then FILE.1 ... FILE.N) and only
 ever appended to. A process killed in the middle of a line leaves it torn: a writer that opens a file not ending
-in a newline starts on a new line, and ``read_answers`` skips every line that is not a whole entry.
+in a newline starts on a new line, and ``AnswerLines`` skips every line that is not a whole entry.
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ import queue
 import re
 import sys
 import time
-from dataclasses import dataclass
 from logging.handlers import QueueListener, RotatingFileHandler
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from ..errors import LookalikeError
 from ..files import open_regular, reason
@@ -175,12 +174,6 @@ class AnswerLog:
             self._handler.close()
 
 
-@dataclass(frozen=True)
-class LogReading:
-    entries: list[dict]
-    skipped: int  # lines that are not a whole entry: torn by a crash, or not this log's
-
-
 def is_entry(value) -> bool:
     """Whether a parsed line is an answer entry: every field there, with its type, a time as the writer writes
     it, a known status, and its numbers in range (a latency and a distance of at least 0, a similarity from 0 to
@@ -194,24 +187,31 @@ def is_entry(value) -> bool:
                     for match in value["matches"]))
 
 
-def read_answers(paths: Iterable[str | Path]) -> LogReading:
-    """The entries of answer logs, skipping (and counting) lines that are not whole entries."""
-    entries, skipped = [], 0
-    for path in paths:
-        try:
-            with open_regular(path) as fh:
-                for line in iter(lambda: fh.readline(MAX_LINE_BYTES + 1), b""):
-                    try:
-                        value = json.loads(line) if len(line) <= MAX_LINE_BYTES else None
-                    except (ValueError, RecursionError):  # a torn line (not JSON, not UTF-8), or not this log's
-                        value = None
-                    if is_entry(value):
-                        entries.append(value)
-                    elif line.strip():
-                        skipped += 1
-        except OSError as exc:
-            raise LookalikeError(f"cannot read the answer log {path}: {exc.strerror or exc}") from None
-    return LogReading(entries, skipped)
+class AnswerLines:
+    """The entries of answer logs, read a line at a time each time they are iterated, so that memory does not grow
+    with the logs; ``skipped`` counts the lines of the last pass that were not whole entries (torn by a crash, or
+    not this log's)."""
+
+    def __init__(self, paths: Iterable[str | Path]):
+        self.paths = list(paths)
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        self.skipped = 0
+        for path in self.paths:
+            try:
+                with open_regular(path) as fh:
+                    for line in iter(lambda: fh.readline(MAX_LINE_BYTES + 1), b""):
+                        try:
+                            value = json.loads(line) if len(line) <= MAX_LINE_BYTES else None
+                        except (ValueError, RecursionError):  # a torn line (not JSON, not UTF-8), or not this log's
+                            value = None
+                        if is_entry(value):
+                            yield value
+                        elif line.strip():
+                            self.skipped += 1
+            except OSError as exc:
+                raise LookalikeError(f"cannot read the answer log {path}: {exc.strerror or exc}") from None
 
 
 def query_files(engine: Lookalike, paths: Iterable[str | Path], settings: AnswersConfig,

@@ -13,12 +13,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from ..gallery.generations import load_published
 from ..io.artifacts import DataDir
 from ..plots import png_bytes, require_matplotlib
-from .log import read_answers
+from .log import AnswerLines
 from .outcomes import ANSWERED
 
 HUB_RATIO = 5.0
@@ -53,30 +53,36 @@ def hub_p_value(count: int, total: int, people: int) -> float | None:
     return p_value if p_value < HUB_ALPHA / people else None
 
 
-def histogram(values: Sequence[float], bins: int, low: float = 0.0, high: float = 1.0) -> list[int]:
-    """Counts of ``values`` in ``bins`` equal bins over [low, high] (the last bin includes ``high``; values
+def similarity_bin(value: float, bins: int, low: float = 0.0, high: float = 1.0) -> int:
+    """The bin of ``value`` among ``bins`` equal bins over [low, high] (the last bin includes ``high``; values
     outside go to the first or last bin)."""
-    counts = [0] * bins
-    for value in values:
-        counts[min(bins - 1, max(0, int((value - low) / (high - low) * bins)))] += 1
-    return counts
+    return min(bins - 1, max(0, int((value - low) / (high - low) * bins)))
 
 
 def answer_stats(log_paths: Iterable[str | Path], data_dir: str | Path, top: int = 10) -> dict:
-    """The report of answer logs against the current generation of ``data_dir`` (see the module's docstring)."""
+    """The report of answer logs against the current generation of ``data_dir`` (see the module's docstring), in
+    one pass over the logs: memory grows with the gallery and the hours the logs span, not with their lines."""
     log_paths = list(log_paths)
-    reading = read_answers(log_paths)
     published = load_published(DataDir(data_dir))
     photo = {}
     for row in published.rows:
         photo.setdefault(row["alias"], row["image"])
     names = published.names
-    entries = reading.entries
-    top1 = Counter(match["alias"] for entry in entries for match in entry["matches"])
+    lines = AnswerLines(log_paths)
+    entries, first, last = 0, None, None
+    top1, statuses, generations, per_hour = Counter(), Counter(), Counter(), Counter()
+    similarities = [0] * SIMILARITY_BINS
+    for entry in lines:
+        entries += 1
+        first, last = min(first or entry["time"], entry["time"]), max(last or entry["time"], entry["time"])
+        statuses[entry["status"]] += 1
+        generations[entry["generation"]] += 1
+        per_hour[entry["time"][:13]] += 1
+        for match in entry["matches"]:
+            top1[match["alias"]] += 1
+            similarities[similarity_bin(match["similarity"], SIMILARITY_BINS)] += 1
     matched = {alias: count for alias, count in top1.items() if alias in photo}
     faces, people = sum(matched.values()), len(photo)
-    statuses = Counter(entry["status"] for entry in entries)
-    similarities = [match["similarity"] for entry in entries for match in entry["matches"]]
     hubs = []
     for alias, count in sorted(matched.items(), key=lambda item: (-item[1], item[0])):
         p_value = hub_p_value(count, faces, people)
@@ -84,12 +90,11 @@ def answer_stats(log_paths: Iterable[str | Path], data_dir: str | Path, top: int
             hubs.append({"alias": alias, "name": names.get(alias, alias), "count": count,
                          "times_expected": round(count * people / faces, 1), "p_value": p_value,
                          "image": photo[alias]})
-    times = sorted(entry["time"] for entry in entries)
     return {
-        "logs": [str(path) for path in log_paths], "entries": len(entries), "skipped_lines": reading.skipped,
-        "first": times[0] if times else None, "last": times[-1] if times else None,
+        "logs": [str(path) for path in log_paths], "entries": entries, "skipped_lines": lines.skipped,
+        "first": first, "last": last,
         "generation": published.generation,
-        "answers_by_generation": dict(Counter(entry["generation"] for entry in entries).most_common()),
+        "answers_by_generation": dict(generations.most_common()),
         "statuses": dict(statuses.most_common()),
         "errors": {status: count for status, count in statuses.most_common() if status not in ANSWERED},
         "faces": faces,
@@ -99,9 +104,8 @@ def answer_stats(log_paths: Iterable[str | Path], data_dir: str | Path, top: int
         "never_matched": sorted(set(photo) - set(matched)),
         "hubs": hubs,
         "not_in_gallery": dict(sorted((alias, count) for alias, count in top1.items() if alias not in photo)),
-        "similarity_histogram": {"bin_width": 1 / SIMILARITY_BINS,
-                                 "counts": histogram(similarities, SIMILARITY_BINS)},
-        "per_hour": dict(sorted(Counter(entry["time"][:13] for entry in entries).items())),
+        "similarity_histogram": {"bin_width": 1 / SIMILARITY_BINS, "counts": similarities},
+        "per_hour": dict(sorted(per_hour.items())),
         "rank_frequency": sorted(matched.values(), reverse=True),
     }
 

@@ -3,7 +3,8 @@
 ``POST /query`` takes a photo as the raw body or as a multipart file and answers the JSON of ``query --json``
 (``?format=png``: the picture of ``query --out``; ``?picture=1``: the JSON with that picture as a data URL).
 ``GET /healthz`` says it is up, ``GET /stats`` gives the gallery, the queue, the limits in force and the request
-counts and latencies. Every error is JSON, ``{"error": "..."}``, and counted in /stats by status: a full queue
+counts and latencies; ``GET /openapi.json`` describes it all (``openapi.json``, kept by hand and checked by a
+schemathesis run in the tests). Every error is JSON, ``{"error": "..."}``, and counted in /stats by status: a full queue
 answers 503 with Retry-After (before any byte of the body is read), a body over the size limit 413, a body not
 sent in time 408, something that is not an image 400 (415: an image format not accepted), a photo not answered
 in time 504. The rest of a refused body is read and dropped before the connection closes (``drop_rest_of_body``).
@@ -27,6 +28,7 @@ import base64
 import contextlib
 import logging
 from contextlib import asynccontextmanager
+from importlib import resources
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
@@ -54,6 +56,7 @@ log = logging.getLogger(__name__)
 BODY_READ = "lookalike.body"  # scope key: how much of the body the app has read, "started" or "ended"
 DROP_FACTOR = 4  # the rest of a refused body is read and dropped up to this many times the body limit
 DROP_SECONDS = 5.0  # and for this long at most
+OPENAPI = (resources.files(__package__) / "openapi.json").read_bytes()  # the API, described (GET /openapi.json)
 
 
 def refusal(status: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -282,6 +285,9 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
     async def http_error(request: Request, exc: HTTPException) -> Response:
         return error(exc.status_code, exc.detail)
 
+    async def openapi(request: Request) -> Response:
+        return Response(OPENAPI, media_type="application/json")
+
     async def metrics(request: Request) -> Response:
         text, content_type = monitor.exposition()
         return Response(text, media_type=content_type)
@@ -292,6 +298,7 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
         monitor.close()  # the answer log's last lines
 
     routes = [Route("/query", query, methods=["POST"]), Route("/healthz", healthz), Route("/stats", show_stats),
+              Route("/openapi.json", openapi),
               *page_routes(recognizer, config)]
     if monitor.registry is not None:
         routes.append(Route("/metrics", metrics))

@@ -46,9 +46,10 @@ def demo_gallery() -> Path:
 
 
 def start_server(data_dir: Path, workers: int, *options: str) -> tuple[subprocess.Popen, str]:
+    # the benchmark's clients stand for many people, all at 127.0.0.1: no per-address share of photos
     server = subprocess.Popen([sys.executable, "-m", "lookalike_cli", "serve", "--data-dir", str(data_dir),
-                               "--port", "0", "--workers", str(workers), *options], stdout=subprocess.PIPE,
-                              text=True)
+                               "--port", "0", "--workers", str(workers), "--max-client-photos", "1000", *options],
+                              stdout=subprocess.PIPE, text=True)
     line = server.stdout.readline()
     if " on http://" not in line:
         server.kill()

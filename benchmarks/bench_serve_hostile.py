@@ -85,6 +85,9 @@ def hostile_kinds() -> dict[str, Callable[[str], int]]:
         "JPEG of 27 scans, 36 Mpx (the slowest allowed)": post(hostile.slow_jpeg()),
         "16-bit PNG, 39.6 Mpx (allowed)": post(hostile.sixteen_bit_png(6000, 6600)),
         "JPEG of 3,010 scans, 36 Mpx": post(hostile.repeated_scans_jpeg(6000, 3000)),
+        "1x1 JPEG of 2.4 million empty comments (9.6 MB)": post(hostile.comment_bomb_jpeg(2_400_000)),
+        "1x1 JPEG with 9.9 MB of fill bytes": post(hostile.fill_bomb_jpeg(9_900_000)),
+        "RLE8 BMP, 16 Mpx": post(hostile.rle8_bmp(4000, 4000)),
         "JPEG of 100 scans, 36 Mpx": post(hostile.repeated_scans_jpeg(6000, 90)),
         "RGBA PNG, 39.6 Mpx": post(hostile.rgba_png(6000, 6600)),
         "CMYK JPEG, 39.6 Mpx": post(hostile.encoded(hostile.Image.new("CMYK", (6000, 6600), (9, 9, 9, 9)), "JPEG")),
@@ -94,7 +97,28 @@ def hostile_kinds() -> dict[str, Callable[[str], int]]:
         "12,000 one-byte chunks": raw(head + b"Transfer-Encoding: chunked\r\n\r\n" +
                                       b"".join(b"1\r\nx\r\n" for _ in range(12_000)) + b"0\r\n\r\n"),
         "gone mid-body": raw(head + b"Content-Length: 100000\r\n\r\n" + selfie[:1000], then="leave"),
+        "140 idle connections from 127.0.0.2, held 3 s": hoard(140, 3.0),
     }
+
+
+def hoard(count: int, seconds: float) -> Callable[[str], int]:
+    """A client at 127.0.0.2 opening ``count`` connections that send nothing, held for ``seconds``: the status of
+    the connections it was refused (503), or 0 when it got them all."""
+    def send(url: str) -> int:
+        host, port = url.split("//")[1].split("/")[0].split(":")
+        with contextlib.ExitStack() as stack:
+            sockets = []
+            for _ in range(count):
+                with contextlib.suppress(OSError):
+                    sockets.append(stack.enter_context(socket.create_connection(
+                        (host, int(port)), timeout=seconds, source_address=("127.0.0.2", 0))))
+            time.sleep(seconds)
+            refused = 0
+            for sock in sockets:
+                with contextlib.suppress(OSError):
+                    refused += sock.recv(12).startswith(b"HTTP/1.1 503")
+        return 503 if refused else 0
+    return send
 
 
 def descendants(pid: int) -> set[int]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import io
@@ -24,8 +25,10 @@ from selenium.webdriver.common.keys import Keys
 
 from lookalike_cli import build
 from lookalike_cli.answers.render import thumbnail_jpeg
-from lookalike_cli.serving.webpage import PAGE_FILES, THUMBNAIL_SIDE, person_photo_path
+from lookalike_cli.config import ImageConfig
+from lookalike_cli.serving.webpage import PAGE_FILES, THUMBNAIL_SIDE, PeoplePhotos, person_photo_path
 
+import hostile
 from browser import chromium, full_page_screenshot, wait_for
 from conftest import DEMO, FIXTURES, REPO, encoded, hard_selfie, run
 from helpers import api
@@ -149,6 +152,27 @@ def test_nothing_but_a_gallery_person_is_reached(client, path):
     assert response.status == 404 and response.getheader("content-type") != "image/jpeg", (path, body[:200])
     assert b"root:" not in body and b"PAR1" not in body
     assert client.get("/people/ami-bera/photo").status_code == 200  # the real one is there
+
+
+@pytest.mark.slow
+def test_people_photos_are_decoded_in_a_worker_under_the_decode_time_limit(tmp_path):
+    """A gallery photo that takes long to decode (the slowest JPEG the bounds let through) is stopped at the decode
+    timeout in the worker, which is replaced; the server's own process never decodes it."""
+    slow, portrait = tmp_path / "slow.jpg", DEMO / "images" / "ami-bera.jpg"
+    slow.write_bytes(hostile.slow_jpeg())
+    people = PeoplePhotos(ImageConfig(decode_timeout=hostile.DECODE_TIMEOUT))
+
+    async def both() -> tuple[bytes | None, bytes | None]:
+        return await people.thumbnail(str(slow)), await people.thumbnail(str(portrait))
+
+    try:
+        stopped, shown = asyncio.run(both())
+        assert stopped is None and people.pool.replaced == 1  # killed at the time limit, not decoded to the end
+        thumbnail = Image.open(io.BytesIO(shown))
+        assert thumbnail.format == "JPEG" and max(thumbnail.size) <= THUMBNAIL_SIDE  # the next photo is made
+        assert os.getpid() not in people.pool.worker_pids()
+    finally:
+        people.close()
 
 
 def test_an_alias_typed_decomposed_names_the_same_person():

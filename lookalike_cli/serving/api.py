@@ -49,7 +49,7 @@ from ..imaging.decode import MAX_JPEG_SCAN_PIXELS, MAX_JPEG_SCANS
 from .fairness import PhotosPerClient, TooMany
 from .http import CLIENT_GONE, REFUSED, Counted, RequestStats, error, http_server, listen
 from .lifecycle import interrupt_on_terminate, serving_recognizer
-from .webpage import page_routes, photo_url
+from .webpage import PeoplePhotos, page_routes, photo_url
 
 log = logging.getLogger(__name__)
 
@@ -292,14 +292,17 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
         text, content_type = monitor.exposition()
         return Response(text, media_type=content_type)
 
+    people = PeoplePhotos(config.image)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         monitor.close()  # the answer log's last lines
+        people.close()
 
     routes = [Route("/query", query, methods=["POST"]), Route("/healthz", healthz), Route("/stats", show_stats),
               Route("/openapi.json", openapi),
-              *page_routes(recognizer, config)]
+              *page_routes(recognizer, config, people)]
     if monitor.registry is not None:
         routes.append(Route("/metrics", metrics))
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan)

@@ -5,18 +5,21 @@ no build step, nothing loaded from elsewhere): they pick a photo or take a selfi
 posts it to ``/query``, and the page shows each face beside its matches, then the answer picture.
 
 ``GET /people/<alias>/photo`` is a person's representative photo as a JPEG of at most ``THUMBNAIL_SIDE`` pixels,
-with an ETag. The alias is looked up in the published gallery's rows, never joined to a path: no other file can
+with an ETag, made by a worker process under the image policy (``PeoplePhotos``). The alias is looked up in the published gallery's rows, never joined to a path: no other file can
 be reached. Answers sent over HTTP give each match's ``photo_url`` instead of its path on this machine.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import unicodedata
+from collections import OrderedDict
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -25,10 +28,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..answers.outcomes import page_messages
+from ..answers.recognizer import Busy
 from ..answers.render import thumbnail_jpeg
-from ..config import Config
+from ..config import Config, ImageConfig
+from ..errors import Failure
 from ..gallery.generations import published_photos
 from ..imaging.decode import ImageRejected, read_image
+from ..imaging.gallery import printable_path
+from ..runtime.pool import ProcessPool
 
 if TYPE_CHECKING:
     from ..answers.recognizer import Recognizer
@@ -37,7 +44,8 @@ log = logging.getLogger(__name__)
 
 THUMBNAIL_SIDE = 320  # pixels, longer side
 CACHED_THUMBNAILS = 1024  # thumbnails kept in memory (a few tens of kB each)
-THUMBNAIL_THREADS = 2  # gallery photos decoded at once for thumbnails
+THUMBNAIL_WORKERS = 1  # processes that make people's photos (a gallery's photos were read once at build time)
+THUMBNAIL_QUEUE = 16  # people's photos waiting to be made; more are answered 503
 PHOTO_MAX_AGE = 3600  # seconds a browser may reuse a thumbnail before asking again (with its ETag)
 PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
               "/page.css": ("page.css", "text/css; charset=utf-8"),
@@ -83,30 +91,68 @@ def page_file(body: bytes, media_type: str):
     return endpoint
 
 
-def page_routes(recognizer: Recognizer, config: Config) -> list[Route]:
+def thumbnail_of(path: str, policy: ImageConfig) -> bytes | None:
+    """In a worker: a gallery photo as a JPEG of at most THUMBNAIL_SIDE pixels, read under the image policy (its
+    decode time limit too); None when it cannot be read."""
+    try:
+        return thumbnail_jpeg(read_image(path, policy).pixels, THUMBNAIL_SIDE)
+    except ImageRejected as exc:
+        log.warning("cannot show the photo %s: %s", printable_path(Path(path)), exc)
+        return None
+
+
+class PeoplePhotos:
+    """People's photos as the answers show them: made from the gallery's images by a worker process of their own,
+    under the image policy and its decode time limit, never in the server's process (a photo that passed the build
+    can still take seconds to decode); the last CACHED_THUMBNAILS are kept, at most THUMBNAIL_QUEUE wait."""
+
+    def __init__(self, policy: ImageConfig):
+        self.policy = policy
+        self.pool = ProcessPool(THUMBNAIL_WORKERS)
+        self.cached: OrderedDict[str, bytes | None] = OrderedDict()
+        self.pending = 0
+
+    async def thumbnail(self, path: str) -> bytes | None:
+        """The thumbnail of the photo at ``path`` (None: it cannot be shown); Busy when THUMBNAIL_QUEUE wait."""
+        if path in self.cached:
+            self.cached.move_to_end(path)
+            return self.cached[path]
+        if self.pending >= THUMBNAIL_QUEUE:
+            raise Busy("people's photos are being made")
+        self.pending += 1
+        try:
+            body = await asyncio.wrap_future(self.pool.submit(thumbnail_of, path, self.policy))
+        except Failure as failure:  # over the decode time limit, or its worker died: replaced
+            log.warning("cannot show the photo %s: %s", printable_path(Path(path)), failure)
+            body = None
+        finally:
+            self.pending -= 1
+        self.cached[path] = body
+        if len(self.cached) > CACHED_THUMBNAILS:
+            self.cached.popitem(last=False)
+        return body
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def page_routes(recognizer: Recognizer, config: Config, people: PeoplePhotos) -> list[Route]:
     """The routes of people's photos (of the generation the recognizer serves), and of the page unless
     ``serve.page`` is off."""
-    import anyio.to_thread
-
-    limiter = anyio.CapacityLimiter(THUMBNAIL_THREADS)
 
     @lru_cache(maxsize=2)
     def photos(generation: str) -> dict[str, str]:
         return published_photos(recognizer.data, generation)
 
-    @lru_cache(maxsize=CACHED_THUMBNAILS)
-    def thumbnail(path: str) -> bytes | None:
-        try:
-            return thumbnail_jpeg(read_image(path, config.image).pixels, THUMBNAIL_SIDE)
-        except ImageRejected as exc:
-            log.warning("cannot show the photo %s: %s", path, exc)
-            return None
-
     async def person_photo(request: Request) -> Response:
         path = person_photo_path(photos(recognizer.generation), request.path_params["alias"])
         if path is None:
             return JSONResponse({"error": "there is no such person in the gallery"}, status_code=404)
-        body = await anyio.to_thread.run_sync(thumbnail, path, limiter=limiter)
+        try:
+            body = await people.thumbnail(path)
+        except Busy as exc:
+            return JSONResponse({"error": f"busy: {exc}, try again later"}, status_code=503,
+                                headers={"Retry-After": "1"})
         if body is None:
             return JSONResponse({"error": "this person's photo cannot be read"}, status_code=404)
         return revalidated(request, body, "image/jpeg", f"public, max-age={PHOTO_MAX_AGE}")

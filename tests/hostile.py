@@ -56,6 +56,11 @@ def rle8_bmp(width: int, height: int) -> bytes:
         info + palette + pixels
 
 
+def flat_webp(width: int, height: int) -> bytes:
+    """A flat lossless WebP: a kB or so whatever its size, which libwebp decodes into a frame of its own."""
+    return encoded(Image.new("RGB", (width, height), (10, 20, 30)), "WEBP", lossless=True)
+
+
 def slow_jpeg() -> bytes:
     """The slowest JPEG the image bounds let through: 27 scans over 36 Mpx (0.55-0.9 s of decoding here)."""
     return repeated_scans_jpeg(6000, 17)

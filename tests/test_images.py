@@ -193,6 +193,15 @@ def test_the_jpeg_marker_bounds_leave_room_for_real_photos():
         assert jpeg_scans(photo.read_bytes(), 100) >= 1
 
 
+def test_a_webp_counts_its_decoders_frame():
+    """libwebp decodes into a frame of its own that Pillow copies: a 27 Mpx lossless WebP of 1 kB took 444 MB
+    against --max-decoded-bytes 200 MB. Counted, it is refused; a 12 Mpx one (180 MB with its frame) decodes."""
+    with pytest.raises(ImageRejected) as caught:
+        decode_image(hostile.flat_webp(16000, 1700), ImageConfig())
+    assert caught.value.reason == "too_large" and "408000000 bytes to decode" in caught.value.detail
+    assert decode_image(hostile.flat_webp(4000, 3000), ImageConfig()).pixels.shape == (3000, 4000, 3)
+
+
 @pytest.mark.parametrize("check", [decode_image, verify_image])
 def test_a_run_length_encoded_bmp_is_refused(check):
     data = hostile.rle8_bmp(4000, 4000)

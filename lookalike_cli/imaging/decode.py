@@ -35,6 +35,9 @@ TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # rotated by 90 degrees: width and heig
 # few kB. Bounded are the scans, and the scans times the pixels: 25 passes over 40 Mpx (about a second).
 MAX_JPEG_SCANS = 100
 MAX_JPEG_SCAN_PIXELS = 1_000_000_000
+# libwebp decodes a whole frame into a buffer of its own, which Pillow gets as a bytes copy before it makes the
+# image: 8 bytes a pixel besides the image (measured: a 27 Mpx lossless WebP of 1 kB took 444 MB, 16 a pixel)
+WEBP_DECODER_BYTES = 8
 JPEG_FORMATS = ("JPEG", "MPO")  # MPO: a camera's JPEG with more pictures after the first, decoded as a JPEG
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 GREY_MODES = (*SIXTEEN_BIT_MODES, "I", "F")  # grey of more than 8 bits, scaled down to 8
@@ -217,12 +220,14 @@ def _working_mode(image) -> str:
 
 
 def decoding_bytes(image, turned: bool) -> int:
-    """The memory decoding an opened image takes at most: the image as decoded, its copy in the working mode
-    (when converted), and the RGB array (twice when an EXIF orientation turns it)."""
+    """The memory decoding an opened image takes at most: what its decoder holds besides (WebP's), the image as
+    decoded, its copy in the working mode (when converted), and the RGB array (twice when an EXIF orientation
+    turns it)."""
     pixels = image.width * image.height
     working = _working_mode(image)
     converted = stored_bytes(working, pixels) if working != image.mode else 0
-    return stored_bytes(image.mode, pixels) + converted + 3 * pixels * (2 if turned else 1)
+    decoder = WEBP_DECODER_BYTES * pixels if image.format == "WEBP" else 0
+    return decoder + stored_bytes(image.mode, pixels) + converted + 3 * pixels * (2 if turned else 1)
 
 
 def _fit(image, max_bytes: int, turned: bool) -> float:

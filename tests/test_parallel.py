@@ -107,6 +107,35 @@ def test_a_task_not_done_by_its_deadline_fails_and_its_worker_is_replaced():
         assert pool.submit(square_with_pid, 7).result()[0] == 49 and pool.replaced == 1
 
 
+def note_then_sleep(log: str, label: str, seconds: float) -> None:
+    with open(log, "a") as fh:
+        fh.write(label + "\n")
+    time.sleep(seconds)
+
+
+def test_a_free_worker_takes_the_photo_of_the_client_that_used_least_worker_time(tmp_path):
+    """One worker; client "a" sends three tasks, then "b" one: b's starts second (a's first is running), not
+    after all of a's, as first come first served would have it. Tasks of one client keep their order."""
+    log = str(tmp_path / "order.log")
+    with ProcessPool(1) as pool:
+        pool.start()
+        futures = [pool.submit(note_then_sleep, log, f"a{n}", 1.0, client="a") for n in (1, 2, 3)]
+        wait_until(lambda: Path(log).exists(), what="a1 to start")
+        futures.append(pool.submit(note_then_sleep, log, "b1", 0.0, client="b"))
+        for future in futures:
+            future.result(timeout=60)
+    assert Path(log).read_text().split() == ["a1", "b1", "a2", "a3"]
+
+
+def test_tasks_without_clients_are_first_come_first_served(tmp_path):
+    log = str(tmp_path / "order.log")
+    with ProcessPool(1) as pool:
+        futures = [pool.submit(note_then_sleep, log, f"t{n}", 0.0) for n in range(5)]
+        for future in futures:
+            future.result(timeout=60)
+    assert Path(log).read_text().split() == ["t0", "t1", "t2", "t3", "t4"]
+
+
 def test_a_worker_that_cannot_start_is_one_error_not_a_loop():
     pool = ProcessPool(2, fail_to_start)
     with pytest.raises(LookalikeError, match="^the models folder lacks a file$"):

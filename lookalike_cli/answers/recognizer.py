@@ -16,6 +16,7 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Hashable
 
 from ..config import Config
 from ..errors import LookalikeError
@@ -196,11 +197,11 @@ class Recognizer:
         with self._lock:
             self._taken -= 1
 
-    async def recognize(self, data: bytes, photo: str = "upload",
-                        picture: bool = False) -> tuple[PhotoResult, bytes | None]:
+    async def recognize(self, data: bytes, photo: str = "upload", picture: bool = False,
+                        client: Hashable = None) -> tuple[PhotoResult, bytes | None]:
         """Take a place and answer one photo (see Place.recognize)."""
         with self.place() as place:
-            return await place.recognize(data, photo, picture)
+            return await place.recognize(data, photo, picture, client)
 
 
 class Place:
@@ -218,16 +219,17 @@ class Place:
         if not self._handed_over:
             self.recognizer._give_back()
 
-    async def recognize(self, data: bytes, photo: str = "upload",
-                        picture: bool = False) -> tuple[PhotoResult, bytes | None]:
+    async def recognize(self, data: bytes, photo: str = "upload", picture: bool = False,
+                        client: Hashable = None) -> tuple[PhotoResult, bytes | None]:
         """Answer one photo in a worker (see recognize_photo); raises RecognitionTimeout or RecognitionFailed.
         The place is given back when the worker is done with the photo (killed, at the latest, at the
-        request timeout)."""
+        request timeout). A free worker takes the waiting photo of the ``client`` (an address, a chat) that has
+        used the least worker time lately (see ProcessPool.submit)."""
         recognizer = self.recognizer
         pixels = header_pixels(data)
         large = pixels is None or pixels > recognizer.config.serve.large_photo_pixels
         future = recognizer._pool.submit(recognize_photo, data, photo, picture, timeout=recognizer.timeout,
-                                         large=large)
+                                         large=large, client=client)
         self._handed_over = True
         future.add_done_callback(recognizer._give_back)
         try:

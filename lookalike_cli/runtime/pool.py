@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Hashable, Iterable, Iterator, TypeVar
 
 from tqdm import tqdm
 
@@ -36,6 +36,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 STOP_GRACE = 2.0  # seconds a closing pool gives its idle workers to exit before they are killed
+USAGE_HALF_LIFE = 10.0  # seconds: a client's worker time counts half as much this long after it was spent
+MAX_CLIENTS_TRACKED = 10_000  # clients whose worker time is remembered
 
 
 class TaskFailed(Failure):
@@ -138,6 +140,8 @@ class _Task:
     deadline: float | None  # time.monotonic() by which it must be done
     timeout: float | None
     large: bool = False
+    client: Hashable = None  # whose task: waiting tasks are taken by their clients' worker time (see _next_task)
+    started: float = 0.0  # time.monotonic() when a worker took it
 
 
 @dataclass
@@ -179,13 +183,17 @@ class ProcessPool:
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         self.replaced = 0  # workers killed over a deadline or found dead, and replaced
+        self._usage: dict[Hashable, tuple[float, float]] = {}  # client -> (worker seconds, when last charged)
 
-    def submit(self, func: Callable[..., R], *args: Any, timeout: float | None = None, large: bool = False) -> Future:
+    def submit(self, func: Callable[..., R], *args: Any, timeout: float | None = None, large: bool = False,
+               client: Hashable = None) -> Future:
         """Run ``func(*args)`` in a worker; the future fails with TaskFailed when the worker dies or the task is
         not done ``timeout`` seconds from now (waiting included), or with the failure of an overrun
         ``time_limit``, or with what ``func`` raised; with LookalikeError when workers cannot start. ``large``
         tasks (expensive ones) leave a ready worker to the others (see _next_task), so that a burst of them never
-        holds every worker: a task that is not large may start before large ones that wait."""
+        holds every worker: a task that is not large may start before large ones that wait. Of the tasks
+        waiting, a free worker takes one of the ``client`` that has used the least worker time lately (first
+        come first served among equals), so that a client sending costly photos waits behind the others."""
         future: Future = Future()
         with self._lock:
             if self._closing:
@@ -194,7 +202,7 @@ class ProcessPool:
                 future.set_exception(LookalikeError(self._broken))
                 return future
             deadline = time.monotonic() + timeout if timeout else None
-            self._tasks.append(_Task(func, args, future, deadline, timeout, large))
+            self._tasks.append(_Task(func, args, future, deadline, timeout, large, client))
             self._ensure_thread()
         self._wake()
         return future
@@ -318,16 +326,38 @@ class ProcessPool:
                     worker.connection.send((task.func, task.args))
                 except (OSError, ValueError):  # died meanwhile: the sentinel says so next
                     pass
+                task.started = time.monotonic()
                 worker.task = task
 
     def _next_task(self) -> _Task | None:
-        """The first waiting task that may start now: a large one only while another ready worker (not one that
-        is still starting, replacing a killed one) is left for the tasks that are not large; with a pool of one
-        worker, whenever it is free."""
+        """The waiting task to start now: of those that may (a large one only while another ready worker, not one
+        that is still starting, is left for the tasks that are not large; with a pool of one worker, whenever it
+        is free), the first of the client that has used the least worker time (``client_usage``)."""
         large_running = sum(worker.task is not None and worker.task.large for worker in self._workers)
         ready = sum(worker.ready for worker in self._workers)
         may_start_large = self.size == 1 or large_running < ready - 1
-        return next((task for task in self._tasks if may_start_large or not task.large), None)
+        waiting = [task for task in self._tasks if may_start_large or not task.large]
+        if len({task.client for task in waiting}) < 2:
+            return waiting[0] if waiting else None
+        now = time.monotonic()
+        return min(waiting, key=lambda task: self.client_usage(task.client, now))  # min keeps the first of equals
+
+    def client_usage(self, client: Hashable, now: float) -> float:
+        """The worker seconds ``client`` has used, halved every USAGE_HALF_LIFE seconds since, and those its tasks
+        running now have used so far."""
+        spent, when = self._usage.get(client, (0.0, now))
+        running = sum(now - worker.task.started for worker in self._workers
+                      if worker.task is not None and worker.task.client == client)
+        return spent * 0.5 ** ((now - when) / USAGE_HALF_LIFE) + running
+
+    def _charge(self, task: _Task) -> None:
+        """Add a finished (or killed) task's worker time to its client's."""
+        now = time.monotonic()
+        spent, when = self._usage.get(task.client, (0.0, now))
+        self._usage[task.client] = (spent * 0.5 ** ((now - when) / USAGE_HALF_LIFE) + now - task.started, now)
+        if len(self._usage) > MAX_CLIENTS_TRACKED:  # forget the clients that used least, lately
+            for client, _ in sorted(self._usage.items(), key=lambda item: item[1][0])[:len(self._usage) // 2]:
+                del self._usage[client]
 
     def _next_deadline(self) -> float | None:
         times = [t.deadline for t in self._tasks if t.deadline is not None]
@@ -353,6 +383,7 @@ class ProcessPool:
                 else:
                     task, worker.task, worker.limit = worker.task, None, None
                     if task is not None:
+                        self._charge(task)
                         (task.future.set_result if kind == "done" else task.future.set_exception)(message[1])
         except (EOFError, OSError):
             pass
@@ -371,6 +402,7 @@ class ProcessPool:
         self.replaced += 1
         if worker.task is not None:
             log.info("task failed (%s); worker %d replaced", failure, worker.process.pid)
+            self._charge(worker.task)
             worker.task.future.set_exception(failure)
 
     def _break(self, message: str) -> None:

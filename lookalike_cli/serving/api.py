@@ -209,7 +209,8 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
         try:
             if recognizer.pending >= recognizer.capacity:  # from the headers: no byte of the body is read
                 raise Busy()
-            with photos.holding(request.client.host if request.client else ""):
+            client = request.client.host if request.client else ""
+            with photos.holding(client):
                 async with bodies.reading(request, limit) as limited:
                     bodies.receiving += 1
                     try:
@@ -219,8 +220,8 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
                         bodies.receiving -= 1
                     if not data:
                         return refusal("bad_request", "send a photo as the request body, or as a multipart file")
-                    result, picture = await recognizer.recognize(data, name,
-                                                                 picture=with_picture or output == "png")
+                    result, picture = await recognizer.recognize(data, name, picture=with_picture or output == "png",
+                                                                 client=client)
         except TooMany:
             retry = stats.retry_after(0, 1)
             return refusal("too_many", f"your address has {photos.limit} photos in work already: wait for their "

@@ -208,7 +208,7 @@ class LookalikeBot:
             with self.recognizer.place() as place:  # taken before the file is downloaded: bounded memory
                 data = await self.download(message)
                 name = getattr(message.document, "file_name", None) or "photo"
-                result, picture = await place.recognize(data, name, picture=True)
+                result, picture = await place.recognize(data, name, picture=True, client=message.chat_id)
         except Busy:
             refused = Refused("busy")
         except RecognitionTimeout:

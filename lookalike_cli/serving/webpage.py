@@ -5,8 +5,8 @@ no build step, nothing loaded from elsewhere): they pick a photo or take a selfi
 posts it to ``/query``, and the page shows each face beside its matches, then the answer picture.
 
 ``GET /people/<alias>/photo`` is a person's representative photo as a JPEG of at most ``THUMBNAIL_SIDE`` pixels,
-with an ETag, made by a worker process under the image policy (``PeoplePhotos``). The alias is looked up in the published gallery's rows, never joined to a path: no other file can
-be reached. Answers sent over HTTP give each match's ``photo_url`` instead of its path on this machine.
+with an ETag, made by a worker process under the image policy (``PeoplePhotos``). The alias is looked up in the
+published gallery's rows, never joined to a path: no other file can be reached. Answers sent over HTTP give each match's ``photo_url`` instead of its path on this machine.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from ..answers.outcomes import OUTCOMES, http_status, rejection
 from ..answers.recognizer import Busy, RecognitionFailed, RecognitionTimeout, Recognizer
 from ..answers.results import PhotoResult
 from ..config import Config
+from ..files import OverLimit
 from ..imaging.decode import MAX_JPEG_SCAN_PIXELS, MAX_JPEG_SCANS
 from .fairness import PhotosPerClient, TooMany
 from .http import CLIENT_GONE, REFUSED, Counted, RequestStats, error, http_server, listen
@@ -64,10 +65,6 @@ def refusal(status: str, message: str, headers: dict | None = None) -> JSONRespo
     return error(OUTCOMES[status].http, message, headers, status=status)
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BadRequest(Exception):
     pass
 
@@ -84,8 +81,8 @@ class BodyBytes:
 
     @contextlib.asynccontextmanager
     async def reading(self, request: Request, max_body: int) -> AsyncIterator[Request]:
-        """``request`` with a receive that charges its body here, and raises BodyTooLarge past ``max_body``
-        bytes; its bytes are given back on exit."""
+        """``request`` with a receive that charges its body here, and raises OverLimit past ``max_body`` bytes;
+        its bytes are given back on exit."""
         charged = 0
 
         async def receive():
@@ -94,7 +91,7 @@ class BodyBytes:
             if message["type"] == "http.request":
                 size = len(message.get("body", b""))
                 if charged + size > max_body:
-                    raise BodyTooLarge()
+                    raise OverLimit(max_body)
                 if self.held + size > self.limit:
                     raise Busy("the server holds as many photo bytes as it may")
                 charged += size
@@ -232,7 +229,7 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
             return refusal("busy", f"busy: {why}, try again later", {"Retry-After": str(retry)})
         except TimeoutError:
             return refusal("too_slow", f"the photo did not arrive within {serving.body_timeout:g} s")
-        except BodyTooLarge:
+        except OverLimit:
             return refusal("too_big", f"the photo is over the limit of {limit} bytes")
         except BadRequest as exc:
             return refusal("bad_request", str(exc))

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 
-from bench_stats import demo_gallery
+from bench_serve import demo_gallery
 from common import REPO, header, markdown_table, write_report
 
 sys.path.insert(0, str(REPO / "tests"))

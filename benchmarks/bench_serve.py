@@ -16,6 +16,7 @@ with the log writes it to benchmarks/results/serve-answers.jsonl (the `lookalike
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 
@@ -43,6 +45,22 @@ def demo_gallery() -> Path:
         run_cli(["build", "--images", str(REPO / "data/demo/images"), "--catalog", str(REPO / "data/demo/catalog.json"),
                  "--data-dir", str(data_dir), "--num-jitters", "1"])
     return data_dir
+
+
+def served_gallery() -> Path:
+    """The congress gallery, or the demo one without ../shared."""
+    return congress_gallery() if CONGRESS.is_dir() else demo_gallery()
+
+
+@contextlib.contextmanager
+def serving(data_dir: Path, workers: int, *options: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A server of ``start_server`` while the block runs, then interrupted."""
+    process, url = start_server(data_dir, workers, *options)
+    try:
+        yield process, url
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
 
 
 def start_server(data_dir: Path, workers: int, *options: str) -> tuple[subprocess.Popen, str]:

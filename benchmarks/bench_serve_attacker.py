@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import signal
 import sys
 import threading
 import time
@@ -22,8 +21,8 @@ from collections import Counter
 
 import httpx
 
-from bench_serve import CLIENTS, WARM_UP, demo_gallery, start_server
-from common import (CONGRESS, REPO, congress_gallery, header, load_average, markdown_table, median, ms, percentile,
+from bench_serve import CLIENTS, WARM_UP, served_gallery, serving
+from common import (CONGRESS, REPO, answer_counts, header, load_average, markdown_table, median, ms, percentile,
                     write_report)
 
 sys.path.insert(0, str(REPO / "tests"))
@@ -109,29 +108,24 @@ def report(url: str, rounds: int) -> str:
         others = sum((run["others"] for run in done), Counter())
         rows.append([name, f"{rate:.1f}", f"{rate / clean_rate:.2f}", ms(median([run["p50"] for run in done])),
                      ms(p99), f"{p99 / clean_p99:.2f}",
-                     ", ".join(f"{count} x {status}" for status, count in sorted(others.items())) or "none"])
+                     answer_counts(others)])
     attacked: Counter[tuple[str, int]] = sum((run["attacked"] for run in runs["attacked"]), Counter())
     return "\n".join([
         markdown_table(["load", "selfies/s", "vs clean", "selfie p50 ms", "selfie p99 ms", "p99 vs clean",
                         "selfies not 200"], rows), "",
         "What the attacker's requests were answered (all rounds):", "",
-        markdown_table(["input", "answers"], [[name, ", ".join(f"{count} x {status}" for (kind, status), count
-                                                                 in sorted(attacked.items()) if kind == name)]
-                                              for name in worst])])
+        markdown_table(["input", "answers"],
+                       [[name, answer_counts({status: count for (kind, status), count in attacked.items()
+                                              if kind == name})] for name in worst])])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="6 rounds each instead of 3")
     args = parser.parse_args()
-    data_dir = congress_gallery() if CONGRESS.is_dir() else demo_gallery()
     rounds = 6 if args.full else 3
-    process, url = start_server(data_dir, 2, "--max-client-photos", "2")  # the default share, per address
-    try:
+    with serving(served_gallery(), 2, "--max-client-photos", "2") as (_, url):  # the default share, per address
         table = report(url, rounds)
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(30)
     gallery = "879 congress portraits" if CONGRESS.is_dir() else "the 48-person demo gallery"
     text = (f"`lookalike serve --workers 2` with its default limits over {gallery}; {CLIENTS} selfie clients at "
             f"addresses of their own, {ROUND_SELFIES} selfies a round after {WARM_UP:g} s; in an attacked round "

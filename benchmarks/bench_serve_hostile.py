@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 import socket
 import subprocess
 import sys
@@ -29,8 +28,8 @@ from typing import Callable
 
 import httpx
 
-from bench_serve import CLIENTS, WARM_UP, demo_gallery, start_server
-from common import (CONGRESS, REPO, congress_gallery, header, load_average, markdown_table, median, ms, percentile,
+from bench_serve import CLIENTS, WARM_UP, served_gallery, serving
+from common import (CONGRESS, REPO, answer_counts, header, load_average, markdown_table, median, ms, percentile,
                     write_report)
 
 sys.path.insert(0, str(REPO / "tests"))
@@ -248,7 +247,7 @@ def mixed_report(server: subprocess.Popen, url: str, rounds: int) -> str:
         others = sum((run["others"] for run in done), Counter())
         rows.append([name, f"{median([run['per_second'] for run in done]):.1f}", ms(median([r["p50"] for r in done])),
                      ms(p99), f"{p99 / clean_p99:.2f}", sum(run["answered"] for run in done),
-                     ", ".join(f"{count} x {status}" for status, count in sorted(others.items())) or "none",
+                     answer_counts(others),
                      sum(run.get("hostile_sent", 0) for run in done),
                      f"{max(peaks.worker for peaks in memory[name]):.0f}",
                      f"{max(peaks.main for peaks in memory[name]):.0f}"])
@@ -262,24 +261,18 @@ def mixed_report(server: subprocess.Popen, url: str, rounds: int) -> str:
                         "server peak RSS MB"], rows), "",
         "What the hostile requests were answered (all rounds):", "",
         markdown_table(["hostile request", "answers"],
-                       [[name, ", ".join(f"{count} x {status}" for status, count in sorted(answers[name].items()))]
-                        for name in kinds])])
+                       [[name, answer_counts(answers[name])] for name in kinds])])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="6 rounds each of mixed and clean instead of 3")
     args = parser.parse_args()
-    data_dir = congress_gallery() if CONGRESS.is_dir() else demo_gallery()
     head = header("lookalike serve under a mixed load (loopback)", ["benchmarks/bench_serve_hostile.py",
                                                                      *sys.argv[1:]])
     rounds = 6 if args.full else 3
-    process, url = start_server(data_dir, 2)
-    try:
+    with serving(served_gallery(), 2) as (process, url):
         table = mixed_report(process, url, rounds)
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(30)
     gallery = "879 congress portraits" if CONGRESS.is_dir() else "the 48-person demo gallery (../shared is absent)"
     text = (f"`lookalike serve --workers 2` with its default limits over {gallery}. A round is {HOSTILE_EVERY} "
             f"requests per hostile kind from {CLIENTS} closed-loop clients after {WARM_UP:g} s of selfies; in a mixed "

@@ -5,7 +5,7 @@
                                                         # of an answer log is 1.1 GB), 3 runs each
 
 The logs are written here as the server writes them (`answer_entry` lines with their time), answering the demo
-gallery's people with 1 to 3 faces a line; the gallery is the demo's, built into benchmarks/.cache. Each run is a
+gallery's people with 1 to 3 faces a line; the gallery is the demo's (bench_serve's, 1 jitter), built into benchmarks/.cache. Each run is a
 `lookalike stats --json` process of its own, whose peak resident memory is read from the kernel (wait4).
 """
 
@@ -20,21 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-from common import CACHE, REPO, header, markdown_table, median, run_cli, write_report
+from bench_serve import demo_gallery
+from common import CACHE, REPO, header, markdown_table, median, write_report
 
 from lookalike_cli.answers.log import answer_entry
 from lookalike_cli.answers.results import FaceResult, Match, PhotoResult
 
 DEMO = REPO / "data" / "demo"
 STATUSES = ["ok"] * 90 + ["no_face"] * 6 + ["busy"] * 2 + ["rejected", "timeout"]
-
-
-def demo_gallery() -> Path:
-    data_dir = CACHE / "demo"
-    if not (data_dir / "generations" / "CURRENT").exists():
-        run_cli(["build", "--images", str(DEMO / "images"), "--catalog", str(DEMO / "catalog.json"),
-                 "--data-dir", str(data_dir)])
-    return data_dir
 
 
 def write_log(path: Path, megabytes: int, aliases: list[str], seed: int = 0) -> int:

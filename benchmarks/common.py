@@ -14,7 +14,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -62,6 +62,11 @@ def ms(seconds: float) -> str:
     value = seconds * 1000
     return f"{value:.3f}" if value < 0.1 else f"{value:.2f}" if value < 10 else f"{value:.0f}" \
         if value >= 100 else f"{value:.1f}"
+
+
+def answer_counts(counts: Mapping[int, int]) -> str:
+    """Counts of answers by status, as "3 x 200, 1 x 413" ("none" for none)."""
+    return ", ".join(f"{count} x {status}" for status, count in sorted(counts.items())) or "none"
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -29,7 +29,7 @@ from typing import Iterator
 import httpx
 
 from common import (CACHE, CONGRESS, REPO, RESULTS, congress_gallery, header, load_average, markdown_table, median,
-                    ms, percentile, repeat_timed, run_cli, shared_photos, write_report)
+                    ms, percentile, repeat_timed, run_cli, shared_photos, tree_env, write_report)
 
 CLIENTS = 4  # concurrent clients: more than the workers, so that the queue is used
 WARM_UP = 2.0  # seconds of load before measuring
@@ -39,11 +39,12 @@ ANSWER_LOG = RESULTS / "serve-answers.jsonl"
 SCRAPE_EVERY = 1.0  # seconds between two GET /metrics while the monitored server is loaded
 
 
-def demo_gallery() -> Path:
-    data_dir = CACHE / "demo-j1"
+def demo_gallery(tree: Path = REPO) -> Path:
+    """The demo gallery (1 jitter) built by the source ``tree`` (cached)."""
+    data_dir = CACHE / ("demo-j1" if tree == REPO else f"demo-j1-{tree.name}")
     if not (data_dir / "generations" / "CURRENT").exists():
         run_cli(["build", "--images", str(REPO / "data/demo/images"), "--catalog", str(REPO / "data/demo/catalog.json"),
-                 "--data-dir", str(data_dir), "--num-jitters", "1"])
+                 "--data-dir", str(data_dir), "--num-jitters", "1"], tree)
     return data_dir
 
 
@@ -53,9 +54,10 @@ def served_gallery() -> Path:
 
 
 @contextlib.contextmanager
-def serving(data_dir: Path, workers: int, *options: str) -> Iterator[tuple[subprocess.Popen, str]]:
+def serving(data_dir: Path, workers: int, *options: str,
+            tree: Path = REPO) -> Iterator[tuple[subprocess.Popen, str]]:
     """A server of ``start_server`` while the block runs, then interrupted."""
-    process, url = start_server(data_dir, workers, *options)
+    process, url = start_server(data_dir, workers, *options, tree=tree)
     try:
         yield process, url
     finally:
@@ -63,11 +65,14 @@ def serving(data_dir: Path, workers: int, *options: str) -> Iterator[tuple[subpr
         process.wait(30)
 
 
-def start_server(data_dir: Path, workers: int, *options: str) -> tuple[subprocess.Popen, str]:
+def start_server(data_dir: Path, workers: int, *options: str, tree: Path = REPO) -> tuple[subprocess.Popen, str]:
+    """`lookalike serve` of the source ``tree`` (a reference_tree from before the per-client share of photos
+    takes no ``--max-client-photos``) and the URL of its /query."""
     # the benchmark's clients stand for many people, all at 127.0.0.1: no per-address share of photos
+    share = ["--max-client-photos", "1000"] if tree == REPO else []
     server = subprocess.Popen([sys.executable, "-m", "lookalike_cli", "serve", "--data-dir", str(data_dir),
-                               "--port", "0", "--workers", str(workers), "--max-client-photos", "1000", *options],
-                              stdout=subprocess.PIPE, text=True)
+                               "--port", "0", "--workers", str(workers), *share, *options],
+                              stdout=subprocess.PIPE, text=True, cwd=tree, env=tree_env(tree))
     line = server.stdout.readline()
     if " on http://" not in line:
         server.kill()

@@ -160,8 +160,28 @@ def faces_embeddings(num_jitters: int = 1) -> Path:
     return data_dir
 
 
-def run_cli(args: Sequence[str]) -> None:
-    subprocess.run([sys.executable, "-m", "lookalike_cli", *args], check=True, cwd=REPO)
+def run_cli(args: Sequence[str], tree: Path = REPO) -> None:
+    """``lookalike`` with ``args``, run from the source ``tree`` (this one, or a reference_tree)."""
+    subprocess.run([sys.executable, "-m", "lookalike_cli", *args], check=True, cwd=tree, env=tree_env(tree))
+
+
+def reference_tree(commit: str) -> Path:
+    """The source tree of an earlier commit of this repository (``git archive``, cached), to run side by side with
+    this one: its commands run with ``run_cli(..., tree)`` or ``tree_env``."""
+    tree = CACHE / f"tree-{commit}"
+    if not (tree / "lookalike_cli").is_dir():
+        partial = tree.with_name(tree.name + ".partial")
+        subprocess.run(["rm", "-rf", str(partial)], check=True)
+        partial.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(partial)], input=archive.stdout, check=True)
+        partial.rename(tree)
+    return tree
+
+
+def tree_env(tree: Path) -> dict[str, str]:
+    """The environment that makes Python import ``lookalike_cli`` from ``tree``."""
+    return dict(os.environ, PYTHONPATH=str(tree))
 
 
 def real_descriptors(num_jitters: int = 1) -> tuple[np.ndarray, np.ndarray]:

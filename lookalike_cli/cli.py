@@ -342,7 +342,9 @@ def format_photo(result) -> list[str]:
 
 def found_by(detector: str) -> str:
     """How a face line names the detection fallback's look that found the face (nothing for HOG's first look)."""
-    return "" if detector == "hog" else f", found by the fallback: {detector}"
+    from .face.models import FALLBACK_LOOKS
+
+    return f", found by the fallback: {detector}" if detector in FALLBACK_LOOKS else ""
 
 
 @cli.command("query")

@@ -85,6 +85,11 @@ class DetectConfig:
                                          min=-10.0, max=10.0)
     detect_max_size: int = setting(1024, "detect on a copy shrunk to this many pixels on its longer side, "
                                          "landmarks on the full image (0: never shrink)", min=0, max=100_000)
+    coarse_face_share: float = setting(0.2, "HOG's first look is coarse to fine: the coarse part skips the "
+                                            "costly levels that find only faces smaller than this share of the "
+                                            "photo's shorter side; when every face it finds is larger, those "
+                                            "are the faces (the same boxes), else the fine part looks at every "
+                                            "size (0: always the fine part)", min=0.0, max=1.0)
     fallback: bool = setting(True, "when HOG finds no face in a query photo, look again: HOG on a copy enlarged to "
                                    "fallback_hog_pixels (when the photo is small), then dlib's CNN detector on a "
                                    "copy resized to cnn_pixels (false, --no-fallback: answer no face)")

@@ -247,7 +247,7 @@ def test_query_log_writes_a_line_per_photo_without_paths(built, tmp_path):
         check_entry(entry, "query", generation_of(built))
     assert [entry["status"] for entry in entries] == ["ok", "no_face", "ok"]
     assert entries[0]["matches"][0]["alias"] == "ami-bera"
-    assert [entry["matches"][0]["detector"] for entry in (entries[0], entries[2])] == ["hog", "cnn"]
+    assert [entry["matches"][0]["detector"] for entry in (entries[0], entries[2])] == ["hog-coarse", "cnn"]
     text = path.read_text()
     assert str(DEMO) not in text and "coffee" not in text and ".jpg" not in text and ".png" not in text
 
@@ -312,7 +312,8 @@ def test_metrics_move_with_the_requests_sent(built):
     assert moved("lookalike_answer_seconds_sum") > 0
     assert moved("lookalike_faces_per_photo_count") == 5 and moved("lookalike_faces_per_photo_sum") == 4
     assert moved("lookalike_photos_without_face_total") == 1
-    assert moved("lookalike_faces_found_total", detector="hog") == 3
+    assert moved("lookalike_faces_found_total", detector="hog-coarse") == 3
+    assert moved("lookalike_faces_found_total", detector="hog") == 0
     assert moved("lookalike_faces_found_total", detector="cnn") == 1
     assert moved("lookalike_faces_found_total", detector="hog-upsampled") == 0
     assert moved("lookalike_faces_found_total", detector="hog-stretched") == 0

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 from lookalike_cli.answers.outcomes import OUTCOMES, PAGE_MESSAGES, REJECTIONS, STATUS_OF_HTTP, page_messages, rejection
+from lookalike_cli.face.models import FALLBACK_LOOKS
 from lookalike_cli.imaging.decode import ImageReason
 from lookalike_cli.serving import webpage
 
@@ -34,7 +35,7 @@ def test_every_rejection_reason_has_an_answer():
 def test_the_page_holds_the_tables_messages_and_writes_none_of_its_own():
     html = webpage.page_text("index.html").decode()
     embedded = re.search(r'<script id="outcomes" type="application/json">(.*?)</script>', html, re.S).group(1)
-    assert json.loads(embedded) == page_messages()
+    assert json.loads(embedded) == dict(page_messages(), fallbackLooks=list(FALLBACK_LOOKS))
     script = PAGE_JS.read_text(encoding="utf-8")
     for text in PAGE_MESSAGES.values():
         assert text[:30] not in script

@@ -76,7 +76,7 @@ def test_a_degraded_selfie_is_found_by_the_fallback_and_says_so(client):
     face = answer["faces"][0]
     assert face["detector"] == "cnn" and face["matches"][0]["name"]
     ordinary = client.post("/query", content=(DEMO / "selfie.jpg").read_bytes()).json()["photos"][0]["faces"][0]
-    assert ordinary["detector"] == "hog"
+    assert ordinary["detector"] == "hog-coarse"
 
 
 def test_a_body_over_the_limit_is_413_with_or_without_content_length(client):

@@ -93,16 +93,17 @@ class Lookalike:
         descriptor; how many smaller faces were left out; and whether the fallback was busy. When HOG finds
         none, the detection fallback looks again (``detect.fallback``) if the gate lets it."""
         detect, query = self.config.detect, self.config.query
-        found = self.models.find_faces(image, detect.upsample, detect.min_detection_score, detect.detect_max_size)
+        boxes, look = self.models.first_look(image, detect)
         busy = False
-        if found:
-            kept = [self.models.face(image, box, score) for box, score in found[:query.max_faces]]
+        if boxes:
+            kept = [self.models.face(image, box, score, look) for box, score in boxes[:query.max_faces]]
+            count = len(boxes)
         else:
             found, busy = self._fallback(image) if detect.fallback else ([], False)
-            kept = found[:query.max_faces]
+            kept, count = found[:query.max_faces], len(found)
         return ([(face, self.models.descriptor(image, face, query.query_num_jitters,
                                                self.config.runtime.descriptor_backend))
-                 for face in sorted(kept, key=lambda f: (f.box[0], f.box[1]))], len(found) - len(kept), busy)
+                 for face in sorted(kept, key=lambda f: (f.box[0], f.box[1]))], count - len(kept), busy)
 
     def _fallback(self, image: np.ndarray) -> tuple[list[Face], bool]:
         """The fallback's faces, and whether it was busy (the gate taken by other processes: no look)."""

@@ -28,11 +28,13 @@ from ..imaging.geometry import (
 )
 from ..imaging.tones import Tones, dim_tones, scaled_image
 from .descriptors import descriptor_backend, dlib_descriptors, jittered_chips, load_dlib_encoder, numpy_network
+from .hog import HogPyramid, first_level_for
 from .model_files import CNN_DETECTOR_FILE, LANDMARKS_FILE, model_id, models_error, models_folder
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom
 CNN_MIN_SIDE = 40  # pixels: the CNN detector finds no smaller face, and fails on a copy a few pixels thin
-DETECTORS = ("hog", "hog-stretched", "hog-upsampled", "cnn")  # the looks of the detection chain (Face.detector)
+DETECTORS = ("hog-coarse", "hog", "hog-stretched", "hog-upsampled", "cnn")  # the chain's looks (Face.detector)
+FALLBACK_LOOKS = DETECTORS[2:]  # the looks after HOG's first one (settled by its coarse part, or by the fine one)
 LANDMARK_MARGIN = 0.5  # around a face box, in box sizes: what the landmark model may read of the photo
 CHIP_PADDING = 0.25  # around the face in its chip: dlib's compute_face_descriptor default
 
@@ -46,8 +48,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Face:
     """A detected face: box (left, top, right, bottom), the detector's score, 5 landmarks as (x, y), and which look
-    of the detection chain found it (DETECTORS): ``hog``, or the fallback's ``hog-stretched``, ``hog-upsampled``
-    or ``cnn``."""
+    of the detection chain found it (DETECTORS): HOG's first look (``hog-coarse`` when its coarse part settled
+    the photo, ``hog`` when the fine part looked), or the fallback's ``hog-stretched``, ``hog-upsampled`` or
+    ``cnn``."""
 
     box: tuple[int, int, int, int]
     score: float
@@ -111,6 +114,29 @@ class FaceModels:
         if self._network is None:
             self._network = numpy_network(self.models_dir)
         return self._network
+
+    def first_look(self, image: np.ndarray, settings: DetectConfig) -> tuple[list[tuple[Box, float]], str]:
+        """HOG's first look at an RGB image, coarse to fine: the boxes and scores of its faces, the largest first,
+        and the look that settled them (``hog-coarse`` or ``hog``).
+
+        The detector scans a pyramid of copies of the image, the first (largest) of which find only small faces
+        and cost most of the time (see hog.py). The coarse look scans from the level on which a face
+        ``coarse_face_share`` of the image's shorter side is found; when it finds faces, and every one of them
+        on a level above its first (a face whose box no smaller detection could win), the photo is settled:
+        those are the faces and boxes the fine look would find, no smaller face is looked for beside them.
+        Otherwise the fine look scans the whole pyramid, as ``find_faces`` does."""
+        height, width = image.shape[:2]
+        factor = shrink_factor(width, height, settings.detect_max_size)
+        searched = scaled_image(image, factor) if factor != 1 else image
+        pyramid = HogPyramid(self._dlib, self.detector, searched, settings.upsample)
+        threshold = min(settings.min_detection_score, 0.0)
+        first = first_level_for(min(searched.shape[:2]) * settings.coarse_face_share, settings.upsample)
+        found = pyramid.detect(first, threshold) if first and pyramid.levels_above(first) else None
+        look = "hog-coarse"
+        if not (found and all(level > first for _, _, level in found)):
+            found, look = pyramid.detect(0, threshold), "hog"
+        return _largest_first([(scale_box(box, factor), score) for box, score, _ in found or ()
+                               if score >= settings.min_detection_score]), look
 
     def find_faces(self, image: np.ndarray, upsample: int = 1, min_score: float = 0.0, max_size: int = 0,
                    tones: Tones | None = None) -> list[tuple[Box, float]]:

@@ -48,6 +48,7 @@ from ..answers.recognizer import Busy, RecognitionFailed, RecognitionTimeout, Re
 from ..answers.render import MAX_PANELS
 from ..config import Config
 from ..errors import LookalikeError
+from ..face.models import FALLBACK_LOOKS
 from ..files import OverLimit
 from ..io.catalog import SHOWN_NAME_CHARS, display_name
 from .http import CLIENT_GONE, Counted, RequestStats, error, http_server, listen
@@ -157,7 +158,7 @@ def caption_with_names_of(faces: list[FaceResult], limit: int) -> str:
                   for number, face in enumerate(faces[:MAX_PANELS], 1)]
         if len(faces) > MAX_PANELS:
             lines.append(f"(and {len(faces) - MAX_PANELS} more faces)")
-    if any(face.detector != "hog" for face in faces):
+    if any(face.detector in FALLBACK_LOOKS for face in faces):
         lines.append(HARD_TO_SEE)
     return "\n".join(lines)
 

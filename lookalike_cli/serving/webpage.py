@@ -32,6 +32,7 @@ from ..answers.recognizer import Busy
 from ..answers.render import thumbnail_jpeg
 from ..config import Config, ImageConfig
 from ..errors import Failure
+from ..face.models import FALLBACK_LOOKS
 from ..gallery.generations import published_photos
 from ..imaging.decode import ImageRejected, read_image
 from ..imaging.gallery import printable_path
@@ -77,10 +78,12 @@ def person_photo_path(photos: dict[str, str], alias: str) -> str | None:
 
 
 def page_text(name: str) -> bytes:
-    """A file of the page; ``index.html`` with the outcomes' messages (``outcomes.page_messages``) in it."""
+    """A file of the page; ``index.html`` with the outcomes' messages (``outcomes.page_messages``) and the
+    detection fallback's looks in it."""
     body = (resources.files(__package__) / "web" / name).read_bytes()
     if name == "index.html":
-        messages = json.dumps(page_messages(), ensure_ascii=False).replace("</", "<\\/")  # stays in its <script>
+        page_data = dict(page_messages(), fallbackLooks=list(FALLBACK_LOOKS))
+        messages = json.dumps(page_data, ensure_ascii=False).replace("</", "<\\/")  # stays in its <script>
         body = body.replace(b"OUTCOMES_JSON", messages.encode())
     return body
 

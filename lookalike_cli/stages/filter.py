@@ -96,13 +96,11 @@ def detect_image(task: DetectTask) -> dict:
         image = read_image(task.path, task.image).pixels
         row["height"], row["width"] = image.shape[:2]
         models = process_models(task.models_dir)
-        faces = models.detect(image, task.detect.upsample, task.detect.min_detection_score,
-                              task.detect.detect_max_size)
-        if not faces and task.fallback:
-            faces = models.fallback_faces(image, task.detect)
+        boxes, look = models.first_look(image, task.detect)
+        faces = boxes or (models.fallback_faces(image, task.detect) if task.fallback else [])
         row["n_faces"] = len(faces)
         if faces:
-            face = faces[0]
+            face = models.face(image, *boxes[0], look) if boxes else faces[0]
             row.update(box=list(face.box), landmarks=[v for point in face.landmarks for v in point],
                        score=face.score, eye_distance=face.eye_distance, tilt=face.tilt)
     except ImageRejected as exc:

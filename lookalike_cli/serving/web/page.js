@@ -203,7 +203,7 @@
       say(result.photos[0].fallback_busy ? message("busy", 5) : message("noFace"), { error: true });
       return;
     }
-    const lookedTwice = faces.some((face) => face.detector && face.detector !== "hog");  // the detection fallback
+    const lookedTwice = faces.some((face) => OUTCOMES.fallbackLooks.includes(face.detector));
     say((faces.length === 1 ? "Here is who you look like." :
          `${faces.length} faces were found; here is who each looks like, from the left.`) +
         (lookedTwice ? ` ${message("hardToSee")}` : ""));

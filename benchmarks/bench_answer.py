@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import (CACHE, CONGRESS, FACES, REPO, header, markdown_table, median, ms, percentile, reference_tree,
+from common import (CACHE, CONGRESS, FACES, REPO, header, markdown_table, median, ms, reference_tree,
                     require_shared, tree_env, write_report)
 
 REFERENCE = "b7e6332"

@@ -54,10 +54,10 @@ def served_gallery() -> Path:
 
 
 @contextlib.contextmanager
-def serving(data_dir: Path, workers: int, *options: str,
-            tree: Path = REPO) -> Iterator[tuple[subprocess.Popen, str]]:
+def serving(data_dir: Path, workers: int, *options: str, tree: Path = REPO,
+            environment: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
     """A server of ``start_server`` while the block runs, then interrupted."""
-    process, url = start_server(data_dir, workers, *options, tree=tree)
+    process, url = start_server(data_dir, workers, *options, tree=tree, environment=environment)
     try:
         yield process, url
     finally:
@@ -65,14 +65,15 @@ def serving(data_dir: Path, workers: int, *options: str,
         process.wait(30)
 
 
-def start_server(data_dir: Path, workers: int, *options: str, tree: Path = REPO) -> tuple[subprocess.Popen, str]:
+def start_server(data_dir: Path, workers: int, *options: str, tree: Path = REPO,
+                 environment: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """`lookalike serve` of the source ``tree`` (a reference_tree from before the per-client share of photos
-    takes no ``--max-client-photos``) and the URL of its /query."""
+    takes no ``--max-client-photos``), with ``environment`` added to this one's, and the URL of its /query."""
     # the benchmark's clients stand for many people, all at 127.0.0.1: no per-address share of photos
     share = ["--max-client-photos", "1000"] if tree == REPO else []
     server = subprocess.Popen([sys.executable, "-m", "lookalike_cli", "serve", "--data-dir", str(data_dir),
                                "--port", "0", "--workers", str(workers), *share, *options],
-                              stdout=subprocess.PIPE, text=True, cwd=tree, env=tree_env(tree))
+                              stdout=subprocess.PIPE, text=True, cwd=tree, env=tree_env(tree) | (environment or {}))
     line = server.stdout.readline()
     if " on http://" not in line:
         server.kill()

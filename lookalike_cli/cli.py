@@ -19,7 +19,7 @@ from .errors import LookalikeError
 log = logging.getLogger("lookalike_cli")
 
 DLIB_SECTIONS = ("runtime", "detect", "image")  # the commands that read images with dlib's models
-POOL_KEYS = ("executor", "ray_address")  # runtime keys of the commands that run filter and embed
+POOL_KEYS = ("executor", "ray_address")  # runtime keys of the commands that run dlib work in workers
 
 
 class LookalikeGroup(click.Group):
@@ -396,7 +396,7 @@ SERVING_SECTIONS = (*DLIB_SECTIONS, "query", "serve", "answers")
 
 @cli.command("serve")
 @data_dir_option
-@config_options(*SERVING_SECTIONS, skip=POOL_KEYS)
+@config_options(*SERVING_SECTIONS)
 @with_config
 def serve_command(data_dir: Path, config) -> None:
     """Answer photos over HTTP: POST /query (JSON, or ?format=png), GET /healthz, GET /stats; GET / is a web
@@ -414,7 +414,7 @@ def serve_command(data_dir: Path, config) -> None:
 
 @cli.command("bot")
 @data_dir_option
-@config_options(*SERVING_SECTIONS, "bot", skip=POOL_KEYS)
+@config_options(*SERVING_SECTIONS, "bot")
 @with_config
 def bot_command(data_dir: Path, config) -> None:
     """Run the Telegram bot: it answers a photo with its lookalike, percent and picture.

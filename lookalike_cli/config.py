@@ -8,11 +8,12 @@ sections one command uses, so the option name alone says which key it sets.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import LookalikeError
 from .files import read_regular, reason
@@ -26,11 +27,29 @@ IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
 
 
 def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-            choices: tuple[str, ...] | None = None, several: bool = False) -> Any:
+            choices: tuple[str, ...] | None = None, several: bool = False,
+            check: Callable[[Any], str | None] | None = None) -> Any:
     """A config field with its help text and allowed range, shared by the TOML loader and the CLI. With
-    ``several``, the value is a space-separated list of the ``choices``."""
+    ``several``, the value is a space-separated list of the ``choices``; ``check`` says what is wrong with a
+    value (None when nothing is)."""
     return field(default=default, metadata={"help": help, "min": min, "max": max, "choices": choices,
-                                            "several": several})
+                                            "several": several, "check": check})
+
+
+MAX_NETWORKS = 100  # addresses or networks in one setting
+
+
+def networks_problem(value: str) -> str | None:
+    """What is wrong with a space-separated list of IP addresses and networks (CIDR), or None."""
+    words = value.split()
+    if len(words) > MAX_NETWORKS:
+        return f"must list at most {MAX_NETWORKS} addresses or networks"
+    for word in words:
+        try:
+            ipaddress.ip_network(word, strict=False)
+        except ValueError:
+            return f"must list IP addresses or networks such as 10.0.0.0/8, not {word[:60]!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -70,8 +89,9 @@ class RuntimeConfig:
     descriptor_backend: str = setting("auto", "what computes face descriptors: dlib, or dlib's network run by numpy "
                                               "(dlib's numbers within 1e-4, several times faster); auto: numpy once "
                                               "it has matched dlib on first use", choices=("auto", "dlib", "numpy"))
-    executor: str = setting("local", "where filter and embed run their dlib work: worker processes on this "
-                                     "machine, or actors on a Ray cluster (pip install 'lookalike[ray]')",
+    executor: str = setting("local", "where the dlib work runs (filter and embed, serve's and the bot's "
+                                     "recognition): worker processes on this machine, or actors on a Ray "
+                                     "cluster (pip install 'lookalike[ray]')",
                             choices=("local", "ray"))
     ray_address: str = setting("", "the Ray cluster of --executor ray: auto (the cluster this machine is a node "
                                    "of), host:port of its head, or ray://host:port (Ray Client); empty: start "
@@ -210,8 +230,12 @@ class ServeConfig:
                                      max=10_000)
     max_client_connections: int = setting(16, "open HTTP connections from one client address at most, so that "
                                               "one client cannot hold them all; one more is answered 503 and "
-                                              "closed (behind a proxy every client has its address: raise it)",
-                                          min=1, max=100_000)
+                                              "closed (a trusted proxy's are not counted)", min=1, max=100_000)
+    trusted_proxies: str = setting("", "addresses or networks (CIDR) of the reverse proxies in front, separated by "
+                                       "spaces (nginx: see docs/deploy.md): a request from one of them is its "
+                                       "X-Forwarded-For client's (the last address no trusted proxy added), for "
+                                       "the answer log and every per-client limit; from any other address the "
+                                       "header is ignored", check=networks_problem)
     header_timeout: float = setting(10.0, "seconds a client may take to send a request's headers", min=0.01,
                                     max=MAX_SECONDS)
     body_timeout: float = setting(60.0, "seconds a client may take to send a photo once its headers arrived (the "
@@ -313,6 +337,8 @@ def _check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
                                  f"got {value!r}")
     elif meta["choices"] and value not in meta["choices"]:
         raise LookalikeError(f"config key {where} must be one of {', '.join(meta['choices'])}, got {value!r}")
+    if meta["check"] is not None and (problem := meta["check"](value)):
+        raise LookalikeError(f"config key {where} {problem}")
     if meta["min"] is not None and value < meta["min"]:
         raise LookalikeError(f"config key {where} must be at least {meta['min']}, got {value!r}")
     if meta["max"] is not None and value > meta["max"]:

@@ -59,21 +59,27 @@ class LoopbackCluster:
 
     def start(self) -> LoopbackCluster:
         try:
-            for node in range(self.nodes):
-                role = (["--head", "--port", str(self.port), "--ray-client-server-port", str(self.client_port),
-                         "--include-dashboard", "false",
-                         "--dashboard-port", str(free_port()), "--temp-dir", str(self.temp_dir / "ray")]
-                        if node == 0 else ["--address", self.address])
-                log = open(self.temp_dir / f"node{node}.log", "w")
-                self.processes.append(subprocess.Popen(
-                    [str(RAY), "start", "--block", "--disable-usage-stats", "--node-ip-address", self.node_ip(node),
-                     "--num-cpus", str(self.cpus), *role, *node_ports()],
-                    env=self.environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-                self._wait_started(node)
+            for _ in range(self.nodes):
+                self.add_node()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def add_node(self) -> int:
+        """Start one more node (the first is the head) and wait until it has joined; its number."""
+        node = len(self.processes)
+        role = (["--head", "--port", str(self.port), "--ray-client-server-port", str(self.client_port),
+                 "--include-dashboard", "false",
+                 "--dashboard-port", str(free_port()), "--temp-dir", str(self.temp_dir / "ray")]
+                if node == 0 else ["--address", self.address])
+        log = open(self.temp_dir / f"node{node}.log", "w")
+        self.processes.append(subprocess.Popen(
+            [str(RAY), "start", "--block", "--disable-usage-stats", "--node-ip-address", self.node_ip(node),
+             "--num-cpus", str(self.cpus), *role, *node_ports()],
+            env=self.environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        self._wait_started(node)
+        return node
 
     def _wait_started(self, node: int) -> None:
         log = self.temp_dir / f"node{node}.log"

@@ -147,8 +147,8 @@ def test_every_command_that_reads_images_offers_the_image_settings(command):
 
 
 @pytest.mark.parametrize("command, offered", [("build", True), ("filter", True), ("embed", True), ("eval", True),
-                                               ("index", False), ("query", False), ("serve", False), ("bot", False)])
-def test_only_the_commands_that_run_filter_or_embed_offer_the_executor(command, offered):
+                                               ("index", False), ("query", False), ("serve", True), ("bot", True)])
+def test_only_the_commands_with_dlib_workers_offer_the_executor(command, offered):
     output = run(command, "--help").output
     assert ("--executor" in output, "--ray-address" in output) == (offered, offered)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
 from ..config import Config
 from ..face.models import DETECTORS
@@ -38,6 +38,25 @@ class GalleryCollector:
         yield GaugeMetricFamily("lookalike_gallery_people", "People in the gallery", value=gallery["people"] or 0)
         yield InfoMetricFamily("lookalike_gallery", "The gallery answering: its generation and index backend",
                                value={"generation": gallery["generation"], "backend": gallery["backend"]})
+
+
+class NodesCollector:
+    """Workers and photos answered per node (this machine, or each node of a Ray cluster), read when metrics are
+    collected."""
+
+    def __init__(self, recognizer: Recognizer):
+        self.recognizer = recognizer
+
+    def collect(self):
+        nodes = self.recognizer.nodes()
+        workers = GaugeMetricFamily("lookalike_node_workers", "Recognition workers ready, by node", labels=["node"])
+        answers = CounterMetricFamily("lookalike_node_answers", "Photos the workers of a node answered, since the "
+                                      "generation served was loaded", labels=["node"])
+        for node, figures in nodes.items():
+            workers.add_metric([node], figures["workers"])
+            answers.add_metric([node], figures["answers"])
+        yield workers
+        yield answers
 
 
 class Monitor:
@@ -73,8 +92,9 @@ class Monitor:
             lambda: recognizer.queue_depth)
         Gauge("lookalike_workers_busy", "Workers answering a photo", registry=registry).set_function(
             lambda: recognizer.in_work)
-        Gauge("lookalike_workers", "Recognition workers", registry=registry).set(recognizer.workers)
+        Gauge("lookalike_workers", "Recognition workers", registry=registry).set_function(lambda: recognizer.workers)
         registry.register(GalleryCollector(recognizer))
+        registry.register(NodesCollector(recognizer))
 
     def answered(self, status: str, seconds: float, result: PhotoResult | None = None, client: str | None = None,
                  **extra) -> None:

@@ -16,7 +16,7 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Hashable
+from typing import TYPE_CHECKING, Hashable
 
 from ..config import Config
 from ..errors import LookalikeError
@@ -25,6 +25,9 @@ from ..imaging.decode import ImageRejected
 from ..imaging.headers import header_pixels
 from ..io.artifacts import DataDir
 from ..runtime.pool import ProcessPool, ProcessSlots, TaskFailed, resolve_workers
+
+if TYPE_CHECKING:
+    from ..runtime.ray_workers import RaySlots, RayWorkers
 from .query import Gate, Lookalike
 from .results import PhotoResult
 
@@ -70,8 +73,6 @@ class Recognizer:
     def __init__(self, data_dir: str | Path, config: Config):
         self.data_dir = str(data_dir)
         self.config = config
-        self.workers = resolve_workers(config.runtime.workers)
-        self.capacity = self.workers + config.serve.queue_size
         self.timeout = config.serve.request_timeout
         self.data = DataDir(data_dir)
         # The generation served is held, so that no publication removes it while a replaced worker may load it
@@ -80,18 +81,38 @@ class Recognizer:
         self.gallery = published_summary(self.data, self.generation)
         self._taken = 0
         self._lock = threading.Lock()
-        # The detection fallback (a second of dlib's CNN for a photo where HOG finds no face) runs in all workers
-        # but one at most, as large photos do: photos with no face, however many, never take every worker.
-        self._fallback_slots = ProcessSlots(fallback_workers(self.workers))
+        self._fallback_slots = self._new_slots()
         self._pool = self._new_pool(self.generation)
         self._switching = threading.Lock()
         self._check = threading.Event()
         self._closing = threading.Event()
         self._watcher: threading.Thread | None = None
 
-    def _new_pool(self, generation: str) -> ProcessPool:
-        """The workers of a generation, sharing the fallback's slots with those of any other generation."""
-        return ProcessPool(self.workers, load_engine, (self.data_dir, self.config, generation, self._fallback_slots))
+    def _new_slots(self) -> ProcessSlots | RaySlots:
+        """The detection fallback's slots. The fallback (a second of dlib's CNN for a photo where HOG finds no
+        face) runs in all workers but one at most, as large photos do: photos with no face, however many, never
+        take every worker."""
+        runtime = self.config.runtime
+        if runtime.executor == "ray":
+            from ..runtime.ray_workers import RaySlots, cluster_size
+
+            return RaySlots(fallback_workers(cluster_size(runtime.workers, runtime.ray_address)))
+        return ProcessSlots(fallback_workers(resolve_workers(runtime.workers)))
+
+    def _initargs(self, generation: str) -> tuple:
+        """What load_engine takes to load ``generation`` in a worker."""
+        return self.data_dir, self.config, generation, self._fallback_slots
+
+    def _new_pool(self, generation: str) -> ProcessPool | RayWorkers:
+        """The workers of a generation (processes of this machine, or actors of a Ray cluster: ``--executor``),
+        sharing the fallback's slots with those of any other generation."""
+        runtime = self.config.runtime
+        initargs = self._initargs(generation)
+        if runtime.executor == "ray":
+            from ..runtime.ray_workers import RayWorkers
+
+            return RayWorkers(runtime.workers, load_engine, initargs, runtime.ray_address, self._fallback_slots)
+        return ProcessPool(resolve_workers(runtime.workers), load_engine, initargs)
 
     def start(self) -> None:
         """Start the workers and wait until each has loaded the gallery and the models."""
@@ -113,12 +134,15 @@ class Recognizer:
     def switch_to_published(self) -> bool:
         """Serve the current generation if it is not the one served: a new pool loads it while the old one goes
         on answering; photos then go to the new one, and the old one stops once its photos are answered (at the
-        latest after the request timeout). Returns whether it switched; LookalikeError if the new generation
-        cannot be loaded (the old one is still served)."""
+        latest after the request timeout). On Ray the same actors load it, one by one as they are free
+        (RayWorkers.reload). Returns whether it switched; LookalikeError if the new generation cannot be loaded
+        (the old one is still served)."""
         with self._switching:
             if current_generation(self.data) == self.generation:
                 return False
             generation, held_file = hold(self.data)
+            if self.config.runtime.executor == "ray":
+                return self._reload(generation, held_file)
             pool = self._new_pool(generation)
             try:
                 pool.start()
@@ -134,6 +158,19 @@ class Recognizer:
         while old_pool.queued + old_pool.busy and time.monotonic() < deadline:
             time.sleep(0.05)
         old_pool.close()
+        old_held.close()
+        return True
+
+    def _reload(self, generation: str, held_file) -> bool:
+        """Switch the Ray workers to ``generation`` (held by ``held_file``) in place."""
+        try:
+            self._pool.reload(self._initargs(generation))
+            gallery = published_summary(self.data, generation)
+        except LookalikeError:
+            held_file.close()
+            raise
+        old_held, self._held, self.generation, self.gallery = self._held, held_file, generation, gallery
+        log.warning("now answering from generation %s (%d people)", generation, gallery["people"] or 0)
         old_held.close()
         return True
 
@@ -157,6 +194,20 @@ class Recognizer:
     def check_now(self, *_signal_args) -> None:
         """Look for a newly published generation at once (a signal handler)."""
         self._check.set()
+
+    @property
+    def workers(self) -> int:
+        """Recognition workers (on Ray with ``workers`` 0: the cluster's CPUs, as they come and go)."""
+        return self._pool.size
+
+    @property
+    def capacity(self) -> int:
+        """Photos at a time: one per worker, and ``queue_size`` waiting."""
+        return self.workers + self.config.serve.queue_size
+
+    def nodes(self) -> dict[str, dict[str, int]]:
+        """Per node (this machine, or each Ray node): its workers and the photos they answered."""
+        return self._pool.nodes()
 
     @property
     def pending(self) -> int:
@@ -239,6 +290,8 @@ class Place:
         except TaskFailed as exc:
             if exc.reason == "timeout":
                 raise RecognitionTimeout() from None
+            if exc.reason == "lost":  # its Ray worker's node went away, twice: a new try finds the others
+                raise Busy("the node of the recognition worker was lost") from None
             log.warning("recognition of a photo failed: %s", exc.detail)
             raise RecognitionFailed(exc.detail) from None
         except Exception as exc:  # raised by the worker's code, or workers that cannot start again

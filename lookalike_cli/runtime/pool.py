@@ -16,19 +16,18 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import tempfile
-import threading
 import time
-from collections import deque
-from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Hashable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from tqdm import tqdm
 
 from ..errors import Failure, LookalikeError
+from .scheduling import SupervisedPool, Task
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +35,12 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 STOP_GRACE = 2.0  # seconds a closing pool gives its idle workers to exit before they are killed
-USAGE_HALF_LIFE = 10.0  # seconds: a client's worker time counts half as much this long after it was spent
-MAX_CLIENTS_TRACKED = 10_000  # clients whose worker time is remembered
 
 
 class TaskFailed(Failure):
-    """A task that did not finish: its worker died (reason ``crashed``) or it ran past its deadline
-    (``timeout``). A task that overruns a ``time_limit`` fails with the failure given to it instead."""
+    """A task that did not finish: its worker died (reason ``crashed``; on Ray, ``lost`` with its node) or it ran
+    past its deadline (``timeout``). A task that overruns a ``time_limit`` fails with the failure given to it
+    instead."""
 
 
 class ProcessSlots:
@@ -133,23 +131,11 @@ def _serve(connection: Connection, initializer: Callable[..., None] | None, init
 
 
 @dataclass
-class _Task:
-    func: Callable[..., Any]
-    args: tuple
-    future: Future
-    deadline: float | None  # time.monotonic() by which it must be done
-    timeout: float | None
-    large: bool = False
-    client: Hashable = None  # whose task: waiting tasks are taken by their clients' worker time (see _next_task)
-    started: float = 0.0  # time.monotonic() when a worker took it
-
-
-@dataclass
 class _Worker:
     process: Any
     connection: Connection
     ready: bool = False
-    task: _Task | None = None
+    task: Task | None = None
     limit: tuple[float, Failure] | None = None  # (monotonic deadline, failure) of the time_limit in force
 
     def overdue(self, now: float) -> Failure | None:
@@ -164,66 +150,27 @@ class _Worker:
         return None
 
 
-class ProcessPool:
+class ProcessPool(SupervisedPool):
     """``workers`` processes that each run ``initializer(*initargs)`` once (to load models), then tasks given to
     ``submit``, first come first served. Processes start on the first ``submit`` (or ``start``) and are replaced
     when they die or are killed over a deadline. Thread-safe; a supervising thread does all the bookkeeping."""
 
+    thread_name = "process-pool"
+
     def __init__(self, workers: int, initializer: Callable[..., None] | None = None, initargs: tuple = ()):
+        super().__init__()
         self.size = workers
         self.initializer = initializer
         self.initargs = initargs
         self._context = multiprocessing.get_context("forkserver")
-        self._lock = threading.Lock()
-        self._tasks: deque[_Task] = deque()
         self._workers: list[_Worker] = []
-        self._broken: str | None = None
-        self._closing = False
-        self._thread: threading.Thread | None = None
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         self.replaced = 0  # workers killed over a deadline or found dead, and replaced
-        self._usage: dict[Hashable, tuple[float, float]] = {}  # client -> (worker seconds, when last charged)
+        self.answered = 0  # tasks done
 
-    def submit(self, func: Callable[..., R], *args: Any, timeout: float | None = None, large: bool = False,
-               client: Hashable = None) -> Future:
-        """Run ``func(*args)`` in a worker; the future fails with TaskFailed when the worker dies or the task is
-        not done ``timeout`` seconds from now (waiting included), or with the failure of an overrun
-        ``time_limit``, or with what ``func`` raised; with LookalikeError when workers cannot start. ``large``
-        tasks (expensive ones) leave a ready worker to the others (see _next_task), so that a burst of them never
-        holds every worker: a task that is not large may start before large ones that wait. Of the tasks
-        waiting, a free worker takes one of the ``client`` that has used the least worker time lately (first
-        come first served among equals), so that a client sending costly photos waits behind the others."""
-        future: Future = Future()
-        with self._lock:
-            if self._closing:
-                raise RuntimeError("the pool is closed")
-            if self._broken:
-                future.set_exception(LookalikeError(self._broken))
-                return future
-            deadline = time.monotonic() + timeout if timeout else None
-            self._tasks.append(_Task(func, args, future, deadline, timeout, large, client))
-            self._ensure_thread()
-        self._wake()
-        return future
-
-    def start(self) -> None:
-        """Start the workers and wait until each has run its initializer; LookalikeError if one cannot."""
-        with self._lock:
-            self._ensure_thread()
-        self._wake()
-        while True:
-            with self._lock:
-                if self._broken:
-                    raise LookalikeError(self._broken)
-                if len(self._workers) == self.size and all(worker.ready for worker in self._workers):
-                    return
-            time.sleep(0.01)
-
-    @property
-    def queued(self) -> int:
-        """Tasks waiting for a worker."""
-        return len(self._tasks)
+    def _all_started(self) -> bool:
+        return len(self._workers) == self.size and all(worker.ready for worker in self._workers)
 
     @property
     def busy(self) -> int:
@@ -240,33 +187,19 @@ class ProcessPool:
         with self._lock:
             return [worker.process.pid for worker in self._workers if worker.ready]
 
+    def nodes(self) -> dict[str, dict[str, int]]:
+        """This machine (by its host name), its ready workers and the tasks they did."""
+        with self._lock:
+            return {socket.gethostname(): {"workers": sum(worker.ready for worker in self._workers),
+                                           "answers": self.answered}}
+
     def close(self) -> None:
         """Cancel the waiting tasks, stop the workers (killing those in work) and the supervising thread."""
-        with self._lock:
-            if self._closing:
-                return
-            self._closing = True
-            for task in self._tasks:
-                task.future.cancel()
-            self._tasks.clear()
-        self._wake()
-        if self._thread is not None:
-            self._thread.join()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
-
-    def __enter__(self) -> ProcessPool:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+        if self._stop_supervising():
+            os.close(self._wake_read)
+            os.close(self._wake_write)
 
     # The supervising thread.
-
-    def _ensure_thread(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._supervise, name="process-pool", daemon=True)
-            self._thread.start()
 
     def _wake(self) -> None:
         try:
@@ -301,8 +234,7 @@ class ProcessPool:
                     failure = worker.overdue(now)
                     if failure is not None:
                         self._discard(worker, failure)
-                for task in [t for t in self._tasks if t.deadline is not None and now >= t.deadline]:
-                    self._tasks.remove(task)
+                for task in self._queue.expired(now):
                     task.future.set_exception(TaskFailed("timeout", f"not done within {task.timeout:g} s"))
         self._stop_workers()
 
@@ -319,7 +251,6 @@ class ProcessPool:
     def _dispatch(self) -> None:
         for worker in self._workers:
             while worker.ready and worker.task is None and (task := self._next_task()) is not None:
-                self._tasks.remove(task)
                 if not task.future.set_running_or_notify_cancel():
                     continue  # cancelled while it waited
                 try:
@@ -329,38 +260,12 @@ class ProcessPool:
                 task.started = time.monotonic()
                 worker.task = task
 
-    def _next_task(self) -> _Task | None:
-        """The waiting task to start now: of those that may (a large one only while another ready worker, not one
-        that is still starting, is left for the tasks that are not large; with a pool of one worker, whenever it
-        is free), the first of the client that has used the least worker time (``client_usage``)."""
-        large_running = sum(worker.task is not None and worker.task.large for worker in self._workers)
-        ready = sum(worker.ready for worker in self._workers)
-        may_start_large = self.size == 1 or large_running < ready - 1
-        waiting = [task for task in self._tasks if may_start_large or not task.large]
-        if len({task.client for task in waiting}) < 2:
-            return waiting[0] if waiting else None
-        now = time.monotonic()
-        return min(waiting, key=lambda task: self.client_usage(task.client, now))  # min keeps the first of equals
-
-    def client_usage(self, client: Hashable, now: float) -> float:
-        """The worker seconds ``client`` has used, halved every USAGE_HALF_LIFE seconds since, and those its tasks
-        running now have used so far."""
-        spent, when = self._usage.get(client, (0.0, now))
-        running = sum(now - worker.task.started for worker in self._workers
-                      if worker.task is not None and worker.task.client == client)
-        return spent * 0.5 ** ((now - when) / USAGE_HALF_LIFE) + running
-
-    def _charge(self, task: _Task) -> None:
-        """Add a finished (or killed) task's worker time to its client's."""
-        now = time.monotonic()
-        spent, when = self._usage.get(task.client, (0.0, now))
-        self._usage[task.client] = (spent * 0.5 ** ((now - when) / USAGE_HALF_LIFE) + now - task.started, now)
-        if len(self._usage) > MAX_CLIENTS_TRACKED:  # forget the clients that used least, lately
-            for client, _ in sorted(self._usage.items(), key=lambda item: item[1][0])[:len(self._usage) // 2]:
-                del self._usage[client]
+    def _next_task(self) -> Task | None:
+        running = [worker.task for worker in self._workers if worker.task is not None]
+        return self._queue.take(running, sum(worker.ready for worker in self._workers), self.size)
 
     def _next_deadline(self) -> float | None:
-        times = [t.deadline for t in self._tasks if t.deadline is not None]
+        times = self._queue.deadlines()
         for worker in self._workers:
             if worker.task is not None:
                 times += [worker.task.deadline] if worker.task.deadline is not None else []
@@ -383,7 +288,8 @@ class ProcessPool:
                 else:
                     task, worker.task, worker.limit = worker.task, None, None
                     if task is not None:
-                        self._charge(task)
+                        self._queue.charge(task)
+                        self.answered += 1
                         (task.future.set_result if kind == "done" else task.future.set_exception)(message[1])
         except (EOFError, OSError):
             pass
@@ -402,15 +308,11 @@ class ProcessPool:
         self.replaced += 1
         if worker.task is not None:
             log.info("task failed (%s); worker %d replaced", failure, worker.process.pid)
-            self._charge(worker.task)
+            self._queue.charge(worker.task)
             worker.task.future.set_exception(failure)
 
     def _break(self, message: str) -> None:
-        """Workers cannot start: fail every task, now and later, with ``message``."""
-        self._broken = message
-        for task in self._tasks:
-            task.future.set_exception(LookalikeError(message))
-        self._tasks.clear()
+        super()._break(message)
         for worker in list(self._workers):
             self._discard(worker, LookalikeError(message))
 

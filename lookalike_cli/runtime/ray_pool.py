@@ -101,6 +101,37 @@ def probe_path(items: Sequence[Any]) -> str:
     return ""
 
 
+def join_cluster(ray: Any, address: str, workers: int) -> bool:
+    """Join the Ray cluster at ``address`` (``auto``, ``host:port``, ``ray://host:port``), or start Ray on this
+    machine (for ``workers`` CPUs, 0: every core) when it is empty; nothing when this process has joined already.
+    Whether it joined now (and so should leave: ``ray.shutdown``)."""
+    if ray.is_initialized():
+        return False
+    check_reachable(address)
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+    for attempt in range(1, CLIENT_ATTEMPTS + 1):
+        try:
+            if address:
+                if address.startswith("ray://"):
+                    hear_client_server()
+                ray.init(address=address, **quiet)
+            else:
+                # on a loopback address of its own: a Ray started here serves this machine only (Ray would take
+                # the host's network address for 127.0.0.1)
+                ray.init(num_cpus=resolve_workers(workers), include_dashboard=False,
+                         _node_ip_address=LOCAL_NODE_ADDRESS, **quiet)
+            return True
+        except ConnectionAbortedError as exc:  # Ray Client: the head could not start this driver's server
+            if attempt == CLIENT_ATTEMPTS:
+                raise LookalikeError(f"cannot join the Ray cluster at {address} ({attempt} attempts): "
+                                     f"{first_line(exc)}") from None
+            log.warning("Ray Client at %s refused attempt %d (%s); trying again", address, attempt, first_line(exc))
+            time.sleep(CLIENT_PAUSE * attempt)
+        except ConnectionError as exc:
+            raise LookalikeError(f"cannot join the Ray cluster at {address}: {first_line(exc)}") from None
+    return True
+
+
 class DlibActor:
     """One Ray actor: ``start`` loads the models once, ``run`` runs a batch of items."""
 
@@ -161,36 +192,10 @@ class RayPool:
             yield from progress(self._results(func, items, failed), len(items), desc, unit)
 
     def _connect(self) -> None:
-        ray = self._ray
         if self._actor_class is not None:
             return
-        if not ray.is_initialized():
-            check_reachable(self.address)
-            quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
-            for attempt in range(1, CLIENT_ATTEMPTS + 1):
-                try:
-                    if self.address:
-                        if self.address.startswith("ray://"):
-                            hear_client_server()
-                        ray.init(address=self.address, **quiet)
-                    else:
-                        # on a loopback address of its own: a Ray started here serves this machine only (Ray
-                        # would take the host's network address for 127.0.0.1)
-                        ray.init(num_cpus=resolve_workers(self.workers), include_dashboard=False,
-                                 _node_ip_address=LOCAL_NODE_ADDRESS, **quiet)
-                    break
-                except ConnectionAbortedError as exc:  # Ray Client: the head could not start this driver's server
-                    if attempt == CLIENT_ATTEMPTS:
-                        raise LookalikeError(f"cannot join the Ray cluster at {self.address} ({attempt} attempts): "
-                                             f"{first_line(exc)}") from None
-                    log.warning("Ray Client at %s refused attempt %d (%s); trying again", self.address, attempt,
-                                first_line(exc))
-                    time.sleep(CLIENT_PAUSE * attempt)
-                except ConnectionError as exc:
-                    raise LookalikeError(f"cannot join the Ray cluster at {self.address}: {first_line(exc)}") \
-                        from None
-            self._connected_here = True
-        self._actor_class = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(DlibActor)
+        self._connected_here = join_cluster(self._ray, self.address, self.workers)
+        self._actor_class = self._ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(DlibActor)
 
     def _spawn(self) -> None:
         actor = self._actor_class.remote()

@@ -275,6 +275,7 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
             "index": {key: gallery[key] for key in ("backend", "size", "people")},
             "calibration": gallery["calibration"],
             "workers": recognizer.workers, "workers_replaced": recognizer.workers_replaced,
+            "nodes": recognizer.nodes(),
             "queue": {"depth": recognizer.queue_depth, "in_work": recognizer.in_work, "size": serving.queue_size},
             "bodies": {"receiving": bodies.receiving, "bytes_held": bodies.held, "bytes_limit": bodies.limit},
             "limits": limits_in_force(config),

@@ -1,7 +1,7 @@
 """The HTTP guard: a uvicorn server whose every connection is bounded before an app sees a request.
 
-Connections (``max_connections`` in all and ``max_client_connections`` from one address: one more is answered
-503 and closed), the time to send a request's headers (``header_timeout``: 408), the chunks of a chunked body
+Connections (``max_connections`` in all and ``max_client_connections`` from one address that is not a trusted
+proxy: one more is answered 503 and closed), the time to send a request's headers (``header_timeout``: 408), the chunks of a chunked body
 (``max_body_chunks``: 400), a request h11 cannot parse (400): each is refused by the HTTP protocol itself
 (``guarded_protocol``), as JSON, and counted. ``serve``'s API
 and the bot's webhook and metrics listen behind it.
@@ -11,11 +11,16 @@ a request's headers have arrived (in plain text, uncounted), so idle connections
 ``timeout_keep_alive`` only times the wait between requests, so headers sent a byte at a time hold a connection
 for good; nothing bounds a chunked body's chunks. The guard subclasses uvicorn's h11 protocol (and h11's
 connection), which is why both are pinned to the tested minor versions in pyproject.toml.
+
+Behind a reverse proxy (``trusted_proxies``), uvicorn's ProxyHeadersMiddleware makes a request from a trusted
+address the client its ``X-Forwarded-For`` names; from any other address the header is ignored (uvicorn's default,
+trusting 127.0.0.1, would let any local client name itself).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import math
@@ -141,11 +146,24 @@ class ClientWarningsAsDebug(logging.LoggerAdapter):
         self.debug(msg, *args, **kwargs)
 
 
+def trusted_networks(limits: ServeConfig) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The networks of ``trusted_proxies`` (a bare address: a network of one)."""
+    return [ipaddress.ip_network(word, strict=False) for word in limits.trusted_proxies.split()]
+
+
+def is_trusted(address: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        host = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(host in network for network in networks)
+
+
 def guarded_protocol(limits: ServeConfig, stats: RequestStats) -> type:
     """uvicorn's h11 protocol, keeping the limits a request meets before the app: a connection over
-    ``max_connections``, or over ``max_client_connections`` from one client address, is answered 503 and closed,
-    headers not complete within ``header_timeout`` 408, a chunked body in more than ``max_body_chunks`` chunks
-    400, a request h11 cannot parse 400: always JSON, counted in ``stats``."""
+    ``max_connections``, or over ``max_client_connections`` from one client address (not a trusted proxy's), is
+    answered 503 and closed, headers not complete within ``header_timeout`` 408, a chunked body in more than
+    ``max_body_chunks`` chunks 400, a request h11 cannot parse 400: always JSON, counted in ``stats``."""
     import h11
     from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
     from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -166,6 +184,7 @@ def guarded_protocol(limits: ServeConfig, stats: RequestStats) -> type:
             return event
 
     per_client: Counter[str] = Counter()  # open connections by client address, across this server's connections
+    proxies = trusted_networks(limits)
 
     class GuardedProtocol(H11Protocol):
         def __init__(self, *args, **kwargs):
@@ -179,11 +198,13 @@ def guarded_protocol(limits: ServeConfig, stats: RequestStats) -> type:
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self.address = self.client[0] if self.client else ""
+            if is_trusted(self.address, proxies):
+                self.address = ""  # a proxy's connections are its clients': counted in all only
             per_client[self.address] += 1
             if len(self.connections) > limits.max_connections:
                 self.refuse(503, f"over {limits.max_connections} connections are open: try again later",
                             ["retry-after: 1"])
-            elif per_client[self.address] > limits.max_client_connections:
+            elif self.address and per_client[self.address] > limits.max_client_connections:
                 self.refuse(503, f"over {limits.max_client_connections} connections are open from your address: "
                                  "use those, or try again later", ["retry-after: 1"])
             else:
@@ -269,5 +290,7 @@ def http_server(app: Counted, config: Config) -> uvicorn.Server:
     import uvicorn
 
     verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
+    proxies = [str(network) for network in trusted_networks(config.serve)]
     return uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=verbose, timeout_graceful_shutdown=5,
-                                         ws="none", http=guarded_protocol(config.serve, app.stats)))
+                                         ws="none", http=guarded_protocol(config.serve, app.stats),
+                                         proxy_headers=bool(proxies), forwarded_allow_ips=proxies))

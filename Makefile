@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEMO_DATA ?= data/demo/out
 PYTEST_ARGS ?=
 
-.PHONY: install demo page test clean bench bench-full dlib-blas-wheel dlib-blas docs
+.PHONY: install demo page test clean bench bench-full dlib-blas-wheel dlib-blas docs messages
 
 install: $(VENV)/.installed
 
@@ -49,6 +49,15 @@ page: install
 # docs/operations.md and docs/crawl.md from the tests' cases.
 docs: install
 	$(BIN)/python tools/write_docs.py
+
+# The messages people see (N_("...") in lookalike_cli/, see babel.cfg) extracted into lookalike_cli/locales/messages.pot,
+# and every language's messages.po updated from it (new messages untranslated, changed ones fuzzy: translate them;
+# tests/test_language.py fails until every one is). The .po files are read at run time: nothing is compiled.
+LOCALES := lookalike_cli/locales
+messages: install
+	$(BIN)/pybabel extract --mapping-file babel.cfg --keyword N_ --no-location --sort-output --width 120 --project lookalike \
+		--output-file $(LOCALES)/messages.pot lookalike_cli
+	$(BIN)/pybabel update --input-file $(LOCALES)/messages.pot --output-dir $(LOCALES) --width 120 --ignore-obsolete
 
 # Speed figures, side by side in one run, written to benchmarks/results/ (see benchmarks/RESULTS.md).
 bench: $(VENV)/.bench

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from .errors import LookalikeError
 from .files import read_regular, reason
+from .language import LANGUAGES, SOURCE_LANGUAGE
 
 MAX_CONFIG_BYTES = 1_000_000  # a config file is a few kB
 MAX_NUMBER = 10**15  # the largest magnitude of any number setting (bytes, pixels, counts overflow far beyond)
@@ -251,6 +252,9 @@ class ServeConfig:
                                  "HTTP API alone)")
     metrics: bool = setting(True, "count answers for Prometheus: GET /metrics of serve, --metrics-port of bot "
                                   "(false, --no-metrics: no counting)")
+    language: str = setting(SOURCE_LANGUAGE, "language of the page, the bot and the answer pictures for people "
+                                             "whose browser or Telegram asks for none of the languages "
+                                             "(lookalike_cli/locales/)", choices=LANGUAGES)
     client_salt: str = setting("", "put a salted hash of the client (HTTP address, Telegram chat) in the answer "
                                    "log, with this secret of the deployment (empty: no client in the log)")
 

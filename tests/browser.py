@@ -17,8 +17,9 @@ WAIT = 120  # seconds: headless Chromium on 2 shared cores is slow, never this s
 
 
 @contextlib.contextmanager
-def chromium(layout: str):
-    """A headless Chromium at a phone's size (touch, 2 device pixels per CSS pixel) or a desktop's."""
+def chromium(layout: str, locale: str = ""):
+    """A headless Chromium at a phone's size (touch, 2 device pixels per CSS pixel) or a desktop's; with ``locale``
+    (``ru-RU``), a browser of that language (its Accept-Language and navigator.languages)."""
     if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
         pytest.skip("Debian's chromium and chromium-driver are not installed: apt-get install -y chromium "
                     "chromium-driver (.ci/run does it)")
@@ -32,6 +33,9 @@ def chromium(layout: str):
                      "--no-first-run", "--disable-extensions", "--disable-background-networking",
                      "--disable-component-update", "--disable-sync", "--disable-default-apps"):
         options.add_argument(argument)
+    if locale:
+        options.add_argument(f"--lang={locale}")
+        options.add_experimental_option("prefs", {"intl.accept_languages": f"{locale},{locale.split('-')[0]}"})
     width, height = LAYOUTS[layout]
     if layout == "phone":
         options.add_experimental_option("mobileEmulation", {

@@ -44,6 +44,7 @@ class FakeTelegram:
     updates: list[dict] = field(default_factory=list)
     sent: list[Sent] = field(default_factory=list)
     calls: list[tuple[str, dict]] = field(default_factory=list)
+    language_codes: dict[int, str] = field(default_factory=dict)  # chat -> its user's Telegram language_code
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,13 +57,15 @@ class FakeTelegram:
             update = {"update_id": update_id, kind: {
                 "message_id": update_id, "date": int(time.time()), **content,
                 "chat": {"id": chat_id, "type": "private", "first_name": f"User {chat_id}"},
-                "from": {"id": chat_id, "is_bot": False, "first_name": f"User {chat_id}"}}}
+                "from": {"id": chat_id, "is_bot": False, "first_name": f"User {chat_id}",
+                         **({"language_code": self.language_codes[chat_id]} if chat_id in self.language_codes
+                            else {})}}}
             self.updates.append(update)
         return update
 
     def command(self, chat_id: int, command: str) -> dict:
         return self.message(chat_id, text=command,
-                            entities=[{"type": "bot_command", "offset": 0, "length": len(command)}])
+                            entities=[{"type": "bot_command", "offset": 0, "length": len(command.split()[0])}])
 
     def photo(self, chat_id: int, data: bytes, width: int = 225, height: int = 275) -> dict:
         file_id = self.add_file(data)

@@ -18,6 +18,7 @@ from lookalike_cli.answers import outcomes
 from lookalike_cli.serving import bot
 from lookalike_cli.cli import cli
 from lookalike_cli.answers.results import FaceResult, Match
+from lookalike_cli.language import translate
 
 import hostile
 from conftest import DEMO, FIXTURES, hard_selfie
@@ -55,7 +56,7 @@ def test_start_and_help_explain_what_to_send(telegram):
     for chat in (1, 2):
         answer = reply(telegram, chat)
         assert answer.method == "sendMessage" and "Send me a photo of a face" in answer.text
-        assert "48 people" in answer.text and "up to 10 MB" in answer.text
+        assert "People in my gallery: 48." in answer.text and "up to 10 MB" in answer.text
 
 
 def test_a_photo_gets_its_lookalike_with_percent_and_picture(telegram):
@@ -89,7 +90,7 @@ def test_several_faces_are_answered_left_to_right(telegram, demo_gallery):
     answer = reply(telegram, 5)
     assert answer.method == "sendPhoto"
     lines = answer.text.splitlines()
-    assert lines[0] == "I found 2 faces; left to right they look like:"
+    assert lines[0] == "Faces found: 2. Left to right, they look like:"
     assert re.fullmatch(r"1\. Ami Bera: \d+%", lines[1]) and re.fullmatch(r"2\. Bob Corker: \d+%", lines[2])
 
 
@@ -103,6 +104,35 @@ def test_friendly_answers(telegram, send, expected):
     send(telegram, chat)
     answer = reply(telegram, chat)
     assert answer.method == "sendMessage" and answer.text == expected
+
+
+def test_a_russian_user_is_answered_in_russian_and_language_switches_it(telegram):
+    """Telegram's language_code of the user chooses the language (the picture's caption, the person's name as the
+    catalog writes it in Russian, the replies); /language de switches the chat to German, /language says it."""
+    telegram.language_codes.update({60: "ru", 61: "ru-RU", 62: "xx-" + "y" * 100})
+    telegram.photo(60, photo("ami-bera"))
+    answer = reply(telegram, 60)
+    assert answer.method == "sendPhoto"
+    assert re.fullmatch(r"Твой двойник — Ами Бера: сходство \d{1,3}\xa0%\.", answer.text), answer.text
+    telegram.message(61, text="привет")
+    assert reply(telegram, 61).text == translate("ru", bot.NOT_A_PHOTO) != bot.NOT_A_PHOTO
+    telegram.message(62, text="hello")  # a language the bot does not speak (and an overlong code): the default
+    assert reply(telegram, 62).text == bot.NOT_A_PHOTO
+
+    telegram.command(60, "/language de")
+    wait_until(lambda: len(telegram.replies(60)) == 2, what="the language's reply")
+    assert telegram.replies(60)[1].text == "Sprache geändert: Deutsch."
+    telegram.photo(60, photo("bob-corker"))
+    wait_until(lambda: len(telegram.replies(60)) == 3, what="the German answer")
+    assert re.fullmatch(r"Du ähnelst Bob Corker: \d{1,3}\xa0% Ähnlichkeit\.", telegram.replies(60)[2].text)
+    for command, expected in [("/language", "Meine Sprache: Deutsch."), ("/language klingon" + "n" * 5000,
+                                                                          "Diese Sprache spreche ich nicht."),
+                              ("/language ../../etc", "Diese Sprache spreche ich nicht.")]:
+        count = len(telegram.replies(60))
+        telegram.command(60, command)
+        wait_until(lambda: len(telegram.replies(60)) == count + 1, what=f"the reply to {command[:20]}")
+        assert telegram.replies(60)[-1].text.startswith(expected), telegram.replies(60)[-1].text
+    assert "ru (Русский)" in telegram.replies(60)[-1].text
 
 
 def test_a_file_larger_than_it_says_is_refused_once_it_passes_the_limit(telegram):
@@ -261,7 +291,7 @@ def test_captions_name_each_face_with_its_percent():
         return FaceResult(box=[0, 0, 1, 1], matches=[Match(name.lower(), name, 0.5, similarity, "x.jpg")])
     assert bot.caption([face("Ann", 0.874)]) == "You look like Ann: 87% alike."
     many = bot.caption([face(f"P{i}", 0.5) for i in range(bot.MAX_PANELS + 2)])
-    assert many.splitlines()[-1] == "(and 2 more faces)" and len(many.splitlines()) == bot.MAX_PANELS + 2
+    assert many.splitlines()[-1] == "(faces not shown: 2)" and len(many.splitlines()) == bot.MAX_PANELS + 2
     found_late = dataclasses.replace(face("Bob", 0.5), detector="hog-upsampled")
     assert bot.caption([face("Ann", 0.874), found_late]).splitlines()[-1] == bot.HARD_TO_SEE
     assert bot.caption([dataclasses.replace(face("Ann", 0.874), detector="cnn")]).splitlines() == [
@@ -276,5 +306,15 @@ def test_a_caption_of_emoji_names_stays_within_telegrams_utf16_limit():
     text = bot.caption(faces)
     assert bot.utf16_units(text) <= bot.CAPTION_UNITS < bot.utf16_units(bot.caption_with_names_of(faces, 60))
     lines = text.splitlines()
-    assert len(lines) == bot.MAX_PANELS + 3 and lines[-1] == bot.HARD_TO_SEE and lines[-2] == "(and 2 more faces)"
+    assert len(lines) == bot.MAX_PANELS + 3 and lines[-1] == bot.HARD_TO_SEE and lines[-2] == "(faces not shown: 2)"
     assert all(line.endswith("…: 50%") for line in lines[1:bot.MAX_PANELS + 1])  # each name shortened, percent kept
+
+
+def test_captions_speak_the_language_with_its_percent_sign():
+    faces = [FaceResult(box=[0, 0, 1, 1], matches=[Match(f"p{i}", f"Анна {i}", 0.5, 0.874, "x.jpg")],
+                        detector="cnn") for i in range(bot.MAX_PANELS + 1)]
+    assert bot.caption(faces[:1], "ru").splitlines() == ["Твой двойник — Анна 0: сходство 87\xa0%.",
+                                                         translate("ru", bot.HARD_TO_SEE)]
+    lines = bot.caption(faces, "de").splitlines()
+    assert lines[0] == "Gefundene Gesichter: 9. Von links nach rechts ähneln sie:" and lines[1] == "1. Анна 0: 87\xa0%"
+    assert lines[-2] == "(nicht gezeigte Gesichter: 1)" and lines[-1].startswith("(Dein Gesicht war")

@@ -35,10 +35,29 @@ def test_seed_format_with_extra_keys_kept(tmp_path):
     ([{"alias": 5}], "must be a string"),
     ([{"alias": "a", "n_movies": "3"}], "n_movies must be int"),
     ([{"alias": "a", "name": ["x"]}], "name must be str"),
+    ([{"alias": "a", "names": ["Анна"]}], "entry 0: names must be an object of language codes and names, got list"),
+    ([{"alias": "a", "names": {"russian": "Анна"}}], "names has 'russian', which is not a language code"),
+    ([{"alias": "a", "names": {"../ru": "Анна"}}], "not a language code such as ru, de or pt-BR"),
+    ([{"alias": "a", "names": {"ru": 5}}], "names ru: the name must be a non-empty string, got '5'"),
+    ([{"alias": "a", "names": {"ru": " "}}], "the name must be a non-empty string"),
+    ([{"alias": "a", "names": {"ru": "А" * 201}}], "is longer than 200 characters"),
+    ([{"alias": "a", "names": {"ru": "Анна\nЛи"}}], "holds a control character"),
+    ([{"alias": "a", "names": {f"a{chr(97 + i // 26)}{chr(97 + i % 26)}": "A" for i in range(51)}}],
+     "has more than 50 languages"),
 ])
 def test_bad_catalogs_name_the_entry(tmp_path, data, message):
     with pytest.raises(LookalikeError, match=message.replace("\\", "\\\\").replace(".", r"\.")):
         load_catalog(write(tmp_path, data))
+
+
+def test_names_per_language_are_kept_for_the_answers(tmp_path):
+    from lookalike_cli.io.catalog import names_by_language
+
+    rows = load_catalog(write(tmp_path, [
+        {"name": "Ann Lee", "alias": "ann", "names": {"ru": "Энн Ли", "de": "Ann Lee", "pt-BR": "Ana Li"}},
+        {"alias": "bob"}]))
+    assert names_by_language(rows[0]["extra"]) == {"ru": "Энн Ли", "de": "Ann Lee", "pt-br": "Ana Li"}
+    assert names_by_language(rows[1]["extra"]) == {}
 
 
 def test_missing_catalog(tmp_path):

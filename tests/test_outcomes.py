@@ -32,17 +32,25 @@ def test_every_rejection_reason_has_an_answer():
     assert rejection("undecodable") == (400, OUTCOMES["rejected"].reply, "notImage")
 
 
+def embedded_data(html: str) -> dict:
+    return json.loads(re.search(r'<script id="page-data" type="application/json">(.*?)</script>', html, re.S).group(1))
+
+
 def test_the_page_holds_the_tables_messages_and_writes_none_of_its_own():
-    html = webpage.page_text("index.html").decode()
-    embedded = re.search(r'<script id="outcomes" type="application/json">(.*?)</script>', html, re.S).group(1)
-    assert json.loads(embedded) == dict(page_messages(), fallbackLooks=list(FALLBACK_LOOKS))
+    for language in ("en", "ru"):
+        data = embedded_data(webpage.page_text("index.html", language).decode())
+        assert data == webpage.page_data(language) and data["fallbackLooks"] == list(FALLBACK_LOOKS)
+        assert page_messages(language)["messages"].items() <= data["messages"].items()
+    html = (PAGE_JS.parent / "index.html").read_text(encoding="utf-8")
     script = PAGE_JS.read_text(encoding="utf-8")
-    for text in PAGE_MESSAGES.values():
-        assert text[:30] not in script
+    sentences = [text[:30] for text in [*PAGE_MESSAGES.values(), *webpage.PAGE_TEXTS.values()] if " " in text]
+    assert len(sentences) > 30
+    for sentence in sentences:
+        assert sentence not in script and sentence not in html  # each said once, in the catalogs
 
 
 def test_a_message_cannot_end_its_script_element(monkeypatch):
     monkeypatch.setitem(PAGE_MESSAGES, "failed", "</script><script>alert(1)</script>")
     html = webpage.page_text("index.html").decode()
-    embedded = re.search(r'<script id="outcomes" type="application/json">(.*?)</script>', html, re.S).group(1)
+    embedded = re.search(r'<script id="page-data" type="application/json">(.*?)</script>', html, re.S).group(1)
     assert json.loads(embedded)["messages"]["failed"] == "</script><script>alert(1)</script>"

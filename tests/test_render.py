@@ -102,3 +102,30 @@ def test_long_and_multi_line_names_are_shortened_with_an_ellipsis_everywhere(tmp
         "a\\nb.jpg: cannot read the image (unreadable: gone)"]
     assert len(caption(faces)) <= 1024 and len(caption(faces[:1])) <= 1024  # Telegram's caption limit
     render_answer(np.full((200, 200, 3), 128, np.uint8), faces)  # draws in linear time, and does not fail
+
+
+def test_the_picture_speaks_the_language_and_draws_cyrillic_names(tmp_path):
+    """A Russian answer: its words and a Cyrillic name drawn with the bundled font (no letter missing), its percent
+    as Russian writes it."""
+    from PIL import ImageDraw
+
+    from lookalike_cli.answers.render import panel_title, picture_font
+
+    font = picture_font(26)
+
+    def drawn(text: str) -> np.ndarray:
+        canvas = Image.new("L", (900, 60))
+        ImageDraw.Draw(canvas).text((5, 5), text, font=font, fill=255)
+        return np.asarray(canvas)
+
+    missing = drawn("\U0010fffd")[:, :40]
+    name = "Алла Пугачёва"
+    assert [letter for letter in set(name + "Лицо: сходство") if letter != " " and
+            np.array_equal(drawn(letter)[:, :40], missing)] == []
+    title = panel_title("Лицо 2: ", name, 0.43, font, 600, "ru")
+    assert title == "Лицо 2: Алла Пугачёва  43\xa0%"
+    image = np.full((200, 200, 3), 128, np.uint8)
+    match = Match(alias="alla", name=name, distance=0.5, similarity=0.43, image=str(tmp_path / "moved.jpg"))
+    faces = [FaceResult(box=[50, 50, 150, 150], matches=[match])] * 2
+    english, russian = (np.asarray(render_answer(image, faces, language=code)) for code in ("en", "ru"))
+    assert english.shape == russian.shape and not np.array_equal(english, russian)  # other words drawn

@@ -258,7 +258,10 @@ def test_a_person_uploads_a_selfie_in_a_browser_and_sees_who_they_look_like(page
         browser.get(f"{page}/")
         camera_shown = browser.execute_script("return !document.getElementById('camera-choice').hidden")
         assert camera_shown == (layout == "phone")  # the front camera where there is one, a touch screen
-        ActionChains(browser).send_keys(Keys.TAB).perform()  # the keyboard reaches the first choice
+        switch = browser.execute_script("return [...document.querySelectorAll('#languages a')].map(a => a.lang)")
+        assert switch == ["en", "de", "ru"]
+        for _ in range(len(switch) + 1):  # the keyboard reaches the language switch, then the first choice
+            ActionChains(browser).send_keys(Keys.TAB).perform()
         assert browser.execute_script("return document.activeElement.id") == ("camera" if camera_shown else "photo")
         answered = httpx.get(f"{page}/stats").json()["requests"]["total"]
         choose(browser, DEMO / "selfie.jpg")
@@ -292,7 +295,7 @@ def test_a_person_uploads_a_selfie_in_a_browser_and_sees_who_they_look_like(page
         assert browser.execute_script("return document.getElementById('results').hidden")
         resources = browser.execute_script("return [...performance.getEntriesByType('navigation'), "
                                            "...performance.getEntriesByType('resource')].map(e => e.name)")
-    assert {f"{page}/", f"{page}/page.js", f"{page}/query?picture=1"} <= set(resources)
+    assert {f"{page}/", f"{page}/page.js", f"{page}/query?picture=1&language=en"} <= set(resources)
     assert all(name.startswith(f"{page}/") for name in resources), resources  # nothing from anywhere else
 
 
@@ -308,3 +311,133 @@ def test_the_page_says_too_large_and_too_slow_in_plain_sentences(built, tmp_path
         choose(browser, DEMO / "selfie.jpg")  # not answered in 0.01 s
         message_is(browser, TOO_SLOW)
         assert "{" not in browser.find_element("id", "status").text  # never the JSON
+
+
+# The page in the browser's language.
+
+def test_the_page_speaks_the_language_asked_for_and_falls_back_to_the_default(client):
+    def page_language(**headers_and_params) -> tuple[str, dict]:
+        params = {"language": headers_and_params.pop("language")} if "language" in headers_and_params else {}
+        page = client.get("/", params=params, headers=headers_and_params)
+        assert page.status_code == 200 and page.headers["vary"] == "Accept-Language"
+        data = json.loads(re.search(r'<script id="page-data" type="application/json">(.*?)</script>', page.text,
+                                    re.S).group(1))
+        assert page.headers["content-language"] == data["language"] and f'<html lang="{data["language"]}">' in page.text
+        return data["language"], data
+
+    assert page_language()[0] == "en"
+    language, russian = page_language(**{"accept-language": "ru-RU,ru;q=0.9,en-US;q=0.8"})
+    assert language == "ru" and russian["chosenBy"] == "header" and russian["messages"]["title"] == "Кто твой двойник?"
+    assert russian["languages"] == {"en": "English", "de": "Deutsch", "ru": "Русский"}
+    assert page_language(**{"accept-language": "fr, de;q=0.5"})[0] == "de"
+    assert page_language(**{"accept-language": "ru", "language": "de"})[0] == "de"  # the switch wins
+    for strange in ("x" * 5000, "../../etc/passwd", "ru\u202e", "*", ";q=;,,,", "de;q=NaN"):
+        language, data = page_language(**{"accept-language": strange.encode(), "language": strange})
+        assert language == "en" and data["chosenBy"] == "default", strange
+    german = client.get("/messages/de.json")
+    assert german.status_code == 200 and german.json()["messages"]["takeSelfie"] == "Selfie machen"
+    assert german.json()["messages"]["noFace"].startswith("Auf diesem Foto wurde kein Gesicht gefunden.")
+    for unknown in ("xx", "..%2Fen", "en.json%00", "e" * 3000):
+        assert client.get(f"/messages/{unknown}.json").status_code == 404
+
+
+def test_answers_name_people_as_the_catalog_writes_them_in_the_language(client):
+    answers = {}
+    for language in ("ru", "de", "klingon" * 100, None):
+        params = {"language": language} if language else {}
+        response = client.post("/query", params=params, content=(DEMO / "selfie.jpg").read_bytes())
+        assert response.status_code == 200
+        answers[language] = response.json()["photos"][0]["faces"][0]["matches"]
+    catalog = {entry["alias"]: entry for entry in json.loads((DEMO / "catalog.json").read_text())}
+    assert [match["name"] for match in answers["ru"]] == [catalog[m["alias"]]["names"]["ru"] for m in answers["ru"]]
+    assert all(re.search("[А-я]", match["name"]) for match in answers["ru"])
+    assert answers["de"] == answers[None] == answers["klingon" * 100]  # no German names: the catalog's name
+    assert [match["name"] for match in answers["de"]] == [catalog[m["alias"]]["name"] for m in answers["de"]]
+
+
+@pytest.mark.slow
+def test_serve_language_sets_the_pages_language_for_a_browser_that_asks_for_no_other(built):
+    with lookalike_serve(built, "--language", "ru") as (url, _):
+        for headers in ({}, {"accept-language": "fr-FR,fr;q=0.9"}):
+            page = httpx.get(f"{url}/", headers=headers)
+            assert '<html lang="ru">' in page.text and "Кто твой двойник?" in page.text, headers
+        assert '<html lang="de">' in httpx.get(f"{url}/", headers={"accept-language": "de"}).text
+
+
+def english_messages() -> list[re.Pattern]:
+    """Every English message of the catalogs' source, as a pattern of a text that says it ({fields}: anything)."""
+    from babel.messages.pofile import read_po
+
+    from lookalike_cli.language import LOCALES
+
+    with (LOCALES / "messages.pot").open("rb") as file:
+        ids = [message.id for message in read_po(file) if message.id]
+    return [re.compile(".*?".join(re.escape(part) for part in re.split(r"\{\w*\}", message.strip())), re.S)
+            for message in ids]
+
+
+VISIBLE_TEXTS = """
+const texts = [];
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+while (walker.nextNode()) {
+  const node = walker.currentNode, element = node.parentElement;
+  if (node.textContent.trim() && element.checkVisibility() && !element.closest("#languages")) {
+    texts.push(node.textContent.trim());
+  }
+}
+for (const element of document.querySelectorAll("[alt], [aria-label]")) {
+  if (element.checkVisibility()) texts.push(element.alt || element.getAttribute("aria-label"));
+}
+return texts.filter(Boolean).concat([document.title]);
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("locale", "layout"), [("ru-RU", "phone"), ("de-DE", "desktop")])
+def test_the_page_in_russian_and_german_shows_no_english_sentence(page, built, locale, layout, tmp_path):
+    """Every visible text of the page, before and after an answer, compared with the English catalog; the answer
+    names the person as the catalog writes them in the language (Cyrillic in Russian)."""
+    language = locale.split("-")[0]
+    catalog = {entry["alias"]: entry for entry in json.loads((DEMO / "catalog.json").read_text())}
+    english = english_messages()
+    with chromium(layout, locale) as browser:
+        browser.get(f"{page}/")
+        wait_for(browser, lambda b: b.find_element("id", "intro").text, "the page's words")
+        before = browser.execute_script(VISIBLE_TEXTS)
+        choose(browser, DEMO / "selfie.jpg")
+        wait_for(browser, lambda b: b.execute_script(
+            "return !document.getElementById('answer-save').hidden && [...document.querySelectorAll('#results img')]"
+            ".every(image => image.complete)"), "the answer and its pictures")
+        after = browser.execute_script(VISIBLE_TEXTS)
+        shown = browser.execute_script("""return {
+            lang: document.documentElement.lang,
+            names: [...document.querySelectorAll('#faces .name')].map(e => e.textContent),
+            aliases: [...document.querySelectorAll('#faces img.person')].map(e => decodeURIComponent(
+                new URL(e.src).pathname.split('/')[2])),
+            switch: [...document.querySelectorAll('#languages a')].map(e => [e.lang, e.textContent])}""")
+        assert screenshot(browser, tmp_path, f"page-{language}-{layout}.png").stat().st_size > 10_000
+    assert shown["lang"] == language and len(before) >= 6 and len(after) > len(before)
+    assert ["ru", "Русский"] in shown["switch"] and ["de", "Deutsch"] in shown["switch"]
+    english_left = [text for text in before + after if any(pattern.fullmatch(text) for pattern in english)]
+    assert english_left == []
+    expected = [catalog[alias].get("names", {}).get(language, catalog[alias]["name"]) for alias in shown["aliases"]]
+    assert shown["names"] == expected and len(expected) == 3
+    if language == "ru":
+        assert all(re.search("[А-я]", name) for name in shown["names"])
+
+
+@pytest.mark.slow
+def test_the_language_chosen_with_the_switch_is_remembered_over_the_browsers(page):
+    """An English browser follows the switch to Russian; back on / (its Accept-Language English), the page takes
+    the Russian words from /messages/ru.json."""
+    with chromium("desktop") as browser:
+        browser.get(f"{page}/")
+        assert browser.find_element("tag name", "h1").text == "Who do you look like?"
+        browser.find_element("css selector", '#languages a[lang="ru"]').click()
+        wait_for(browser, lambda b: b.find_element("tag name", "h1").text == "Кто твой двойник?", "Russian")
+        browser.get(f"{page}/")
+        wait_for(browser, lambda b: b.execute_script("return document.documentElement.lang") == "ru" and
+                 b.find_element("tag name", "h1").text == "Кто твой двойник?", "Russian, remembered")
+        assert browser.find_element("css selector", "#languages [aria-current]").text == "Русский"
+        resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert f"{page}/messages/ru.json" in resources

@@ -2,13 +2,15 @@
 HTTP code ``serve`` answers, the Telegram bot's reply and the key of the web page's message.
 
 ``serve``, the bot, the monitor, the answer log and the docs read it; the page gets ``page_messages()`` with its
-own texts.
+own texts. The texts are English, the ids of their translations (``language.py``, ``make messages``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from ..language import N_, translate
 
 if TYPE_CHECKING:
     from .results import PhotoResult
@@ -24,32 +26,35 @@ class Outcome:
     from_worker: bool = False  # a recognition worker gave a result for the photo
 
 
-# The bot's replies (a photo refused or not answered).
-NO_FACE = ("I could not find a face in this photo. Try one where your face is well lit, looks at the camera and "
-           "is not too small.")
-BROKEN = "I could not open this file as an image. Please send a photo (JPEG, PNG, WebP...)."
-TOO_BIG = "This file is too big for me ({size}); please send a photo under {megabytes:g} MB."
-TOO_MANY_PIXELS = "This image has too many pixels for me; please send a smaller photo."
-BUSY = "I am answering a lot of photos right now. Please send yours again in a minute."
-ONE_AT_A_TIME = "I am still answering your last photos. Please send this one again once they are answered."
-TIMEOUT = "This photo took me too long. Please try again, or send a smaller one."
-TOO_SLOW = "Your photo did not reach me in time. Please send it again."
-FAILED = "Something went wrong with this photo, sorry. Please try another one."
+# The bot's replies (a photo refused or not answered), in English: the ids of their translations (language.py).
+NO_FACE = N_("I could not find a face in this photo. Try one where your face is well lit, looks at the camera and "
+             "is not too small.")
+BROKEN = N_("I could not open this file as an image. Please send a photo (JPEG, PNG, WebP...).")
+TOO_BIG = N_("This file is too big for me ({size}); please send a photo under {megabytes} MB.")
+TOO_MANY_PIXELS = N_("This image has too many pixels for me; please send a smaller photo.")
+BUSY = N_("I am answering a lot of photos right now. Please send yours again in a minute.")
+ONE_AT_A_TIME = N_("I am still answering your last photos. Please send this one again once they are answered.")
+TIMEOUT = N_("This photo took me too long. Please try again, or send a smaller one.")
+TOO_SLOW = N_("Your photo did not reach me in time. Please send it again.")
+FAILED = N_("Something went wrong with this photo, sorry. Please try another one.")
+# A face's answer, in the bot's caption and on the page.
+LOOKS_LIKE = N_("You look like {name}: {percent} alike.")
 
 # The page's messages, by key.
 PAGE_MESSAGES = {
-    "hardToSee": "Your face was small or unclear in this photo, so it was looked for twice; a closer, sharper "
-                 "photo gives a surer answer.",
-    "noFace": "No face was found in this photo. Try one where your face is well lit, looks at the camera and is "
-              "not too small.",
-    "notImage": "This file is not a photo that can be opened. Please choose a JPEG, PNG or WebP image.",
-    "tooLarge": "This photo is too large for the server. Please choose a smaller one.",
-    "busy": "The server is busy with other photos right now. Please try again in {seconds} seconds.",
-    "busyOneSecond": "The server is busy with other photos right now. Please try again in 1 second.",
-    "oneAtATime": "Your last photos are still being answered. Please wait for them, then try this one again.",
-    "timeout": "Your photo took too long to answer. Please try again, or choose a smaller photo.",
-    "failed": "Something went wrong with this photo on the server. Please try another one.",
-    "offline": "The server could not be reached. Check your connection and try again.",
+    "hardToSee": N_("Your face was small or unclear in this photo, so it was looked for twice; a closer, sharper "
+                    "photo gives a surer answer."),
+    "noFace": N_("No face was found in this photo. Try one where your face is well lit, looks at the camera and "
+                 "is not too small."),
+    "notImage": N_("This file is not a photo that can be opened. Please choose a JPEG, PNG or WebP image."),
+    "tooLarge": N_("This photo is too large for the server. Please choose a smaller one."),
+    "busy": N_("The server is busy with other photos right now. Please try again in {seconds} seconds."),
+    "busyOneSecond": N_("The server is busy with other photos right now. Please try again in 1 second."),
+    "oneAtATime": N_("Your last photos are still being answered. Please wait for them, then try this one again."),
+    "timeout": N_("Your photo took too long to answer. Please try again, or choose a smaller photo."),
+    "failed": N_("Something went wrong with this photo on the server. Please try another one."),
+    "offline": N_("The server could not be reached. Check your connection and try again."),
+    "looksLike": LOOKS_LIKE,
 }
 
 OUTCOMES = {outcome.status: outcome for outcome in (
@@ -108,7 +113,7 @@ def rejection(reason: str) -> tuple[int, str, str]:
 def outcomes_table() -> str:
     """The table of outcomes in Markdown, for docs/operations.md."""
     def reply(outcome: Outcome) -> str:
-        return outcome.reply.replace("{size}", "SIZE").replace("{megabytes:g}", "N") or "(none)"
+        return outcome.reply.replace("{size}", "SIZE").replace("{megabytes}", "N") or "(none)"
 
     lines = ["| status | the photo | HTTP | the bot replies | the page says |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| `{o.status}` | {o.meaning} | {o.http or '-'} | {reply(o)} | {PAGE_MESSAGES.get(o.page, '(none)')} |"
@@ -116,10 +121,11 @@ def outcomes_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def page_messages() -> dict:
-    """What the web page needs to tell people how an answer ended: its messages, the message of each status and
-    of each rejection reason, and the status of each HTTP code of an answer whose body says none."""
-    return {"messages": PAGE_MESSAGES,
+def page_messages(language: str) -> dict:
+    """What the web page needs to tell people how an answer ended: its messages in ``language``, the message of
+    each status and of each rejection reason, and the status of each HTTP code of an answer whose body says
+    none."""
+    return {"messages": {key: translate(language, text) for key, text in PAGE_MESSAGES.items()},
             "statuses": {outcome.status: outcome.page for outcome in OUTCOMES.values() if outcome.page},
             "rejections": {reason: page for reason, (_, _, page) in REJECTIONS.items()},
             "http": {str(code): status for code, status in STATUS_OF_HTTP.items()}}

@@ -12,11 +12,13 @@ from ..config import Config
 from ..errors import LookalikeError
 from ..face.model_files import CNN_DETECTOR_FILE, model_id, models_folder, parse_embed_key
 from ..face.models import Face, FaceModels
-from ..gallery.generations import load_published
+from ..gallery.generations import load_published, published_names
 from ..gallery.similarity import Calibration
 from ..imaging.decode import ImageRejected, decode_image, read_photo_file
 from ..imaging.geometry import scale_box
 from ..io.artifacts import DataDir
+from ..io.catalog import names_key
+from ..language import SOURCE_LANGUAGE
 from .results import FaceResult, Match, PhotoResult
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class Lookalike:
         self.generation = published.generation
         self.gallery = published.rows
         self.names = published.names
+        self.local_names = published_names(DataDir(data_dir), self.generation)  # language -> alias -> name
         self.meta = published.meta
         self.index = published.index
         self.calibration = Calibration(**{key: published.calibration[key]
@@ -134,11 +137,11 @@ class Lookalike:
         """The faces of an RGB image (the ``query.max_faces`` largest) with their nearest people."""
         return self.answer_image(image, top_k=top_k).faces
 
-    def answer_bytes(self, data: bytes, photo: str = "", picture: bool = False,
-                     top_k: int | None = None) -> tuple[PhotoResult, bytes | None]:
+    def answer_bytes(self, data: bytes, photo: str = "", picture: bool = False, top_k: int | None = None,
+                     language: str = SOURCE_LANGUAGE) -> tuple[PhotoResult, bytes | None]:
         """A photo's bytes (a file's, an upload, standard input), decoded once: its faces and matches (or
-        ``reason`` set), and with ``picture`` the answer drawn as a PNG (see render.render_png) when a face was
-        found."""
+        ``reason`` set), and with ``picture`` the answer drawn as a PNG in ``language`` (its words, and people's
+        names as the catalog writes them in it; see render.render_png) when a face was found."""
         try:
             decoded = decode_image(data, self.config.image)
         except ImageRejected as exc:
@@ -148,7 +151,8 @@ class Lookalike:
             return result, None
         from .render import render_png
 
-        return result, render_png(decoded.pixels, result.faces, decoded.scale)
+        named = result.named(self.local_names.get(names_key(language), {}))
+        return result, render_png(decoded.pixels, named.faces, decoded.scale, language)
 
     def answer_file(self, path: str | Path, picture: bool = False,
                     top_k: int | None = None) -> tuple[PhotoResult, bytes | None]:

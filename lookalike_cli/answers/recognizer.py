@@ -24,6 +24,7 @@ from ..gallery.generations import current_generation, hold, published_summary
 from ..imaging.decode import ImageRejected
 from ..imaging.headers import header_pixels
 from ..io.artifacts import DataDir
+from ..language import SOURCE_LANGUAGE
 from ..runtime.pool import ProcessPool, ProcessSlots, TaskFailed, resolve_workers
 
 if TYPE_CHECKING:
@@ -61,10 +62,11 @@ def fallback_workers(workers: int) -> int:
     return max(1, workers - 1)
 
 
-def recognize_photo(data: bytes, photo: str, picture: bool) -> tuple[PhotoResult, bytes | None]:
-    """In a worker: ``Lookalike.answer_bytes`` of one photo."""
+def recognize_photo(data: bytes, photo: str, picture: bool,
+                    language: str = SOURCE_LANGUAGE) -> tuple[PhotoResult, bytes | None]:
+    """In a worker: ``Lookalike.answer_bytes`` of one photo (its picture in ``language``)."""
     assert _engine is not None, "load_engine must run first"
-    return _engine.answer_bytes(data, photo, picture)
+    return _engine.answer_bytes(data, photo, picture, language=language)
 
 
 class Recognizer:
@@ -249,10 +251,11 @@ class Recognizer:
             self._taken -= 1
 
     async def recognize(self, data: bytes, photo: str = "upload", picture: bool = False,
-                        client: Hashable = None) -> tuple[PhotoResult, bytes | None]:
+                        client: Hashable = None,
+                        language: str = SOURCE_LANGUAGE) -> tuple[PhotoResult, bytes | None]:
         """Take a place and answer one photo (see Place.recognize)."""
         with self.place() as place:
-            return await place.recognize(data, photo, picture, client)
+            return await place.recognize(data, photo, picture, client, language)
 
 
 class Place:
@@ -271,16 +274,17 @@ class Place:
             self.recognizer._give_back()
 
     async def recognize(self, data: bytes, photo: str = "upload", picture: bool = False,
-                        client: Hashable = None) -> tuple[PhotoResult, bytes | None]:
-        """Answer one photo in a worker (see recognize_photo); raises RecognitionTimeout or RecognitionFailed.
-        The place is given back when the worker is done with the photo (killed, at the latest, at the
-        request timeout). A free worker takes the waiting photo of the ``client`` (an address, a chat) that has
-        used the least worker time lately (see ProcessPool.submit)."""
+                        client: Hashable = None,
+                        language: str = SOURCE_LANGUAGE) -> tuple[PhotoResult, bytes | None]:
+        """Answer one photo in a worker (see recognize_photo), its picture in ``language``; raises
+        RecognitionTimeout or RecognitionFailed. The place is given back when the worker is done with the photo
+        (killed, at the latest, at the request timeout). A free worker takes the waiting photo of the ``client``
+        (an address, a chat) that has used the least worker time lately (see ProcessPool.submit)."""
         recognizer = self.recognizer
         pixels = header_pixels(data)
         large = pixels is None or pixels > recognizer.config.serve.large_photo_pixels
-        future = recognizer._pool.submit(recognize_photo, data, photo, picture, timeout=recognizer.timeout,
-                                         large=large, client=client)
+        future = recognizer._pool.submit(recognize_photo, data, photo, picture, language,
+                                         timeout=recognizer.timeout, large=large, client=client)
         self._handed_over = True
         future.add_done_callback(recognizer._give_back)
         try:

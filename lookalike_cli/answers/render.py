@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from ..imaging.geometry import scale_box
 from ..io.catalog import display_name
+from ..language import N_, SOURCE_LANGUAGE, decimal, percent, translate
 
 if TYPE_CHECKING:
     from .results import FaceResult
@@ -33,6 +34,10 @@ BOX_COLOUR = (255, 196, 0)
 TEXT = (245, 245, 245)
 SUBTLE = (170, 175, 185)
 FONT_FILE = Path(__file__).parent / "fonts" / "DejaVuSans.ttf"  # accented, Greek, Cyrillic... letters (fonts/README)
+FACE_NUMBER = N_("Face {number}: ")
+CLOSEST = N_("you, and the closest gallery photo (distance {distance})")
+FACES_NOT_SHOWN = N_("faces not shown: {count}")
+NOT_AVAILABLE = N_("photo not available")
 
 
 @functools.lru_cache(maxsize=None)
@@ -70,7 +75,7 @@ def user_tile(photo: Image.Image, box: Sequence[int]) -> Image.Image:
     return tile
 
 
-def match_tile(path: str) -> Image.Image:
+def match_tile(path: str, language: str = SOURCE_LANGUAGE) -> Image.Image:
     """The matched person's gallery photo, or a plain tile saying it is not available."""
     try:
         with Image.open(path) as photo:
@@ -78,7 +83,7 @@ def match_tile(path: str) -> Image.Image:
     except Exception as exc:  # moved or deleted gallery files must not break the answer
         log.warning("cannot show gallery photo %s: %s", path, exc)
         tile = Image.new("RGB", (TILE, TILE), TILE_BACKGROUND)
-        ImageDraw.Draw(tile).text((TILE // 2, TILE // 2), "photo not available", fill=SUBTLE,
+        ImageDraw.Draw(tile).text((TILE // 2, TILE // 2), translate(language, NOT_AVAILABLE), fill=SUBTLE,
                                   font=picture_font(18), anchor="mm")
         return tile
 
@@ -99,15 +104,18 @@ def shorten(text: str, font: ImageFont.ImageFont, width: float) -> str:
     return text[:shortest] + "…"
 
 
-def panel_title(prefix: str, name: str, similarity: float, title_font: ImageFont.FreeTypeFont, width: float) -> str:
+def panel_title(prefix: str, name: str, similarity: float, title_font: ImageFont.FreeTypeFont, width: float,
+                language: str = SOURCE_LANGUAGE) -> str:
     """``Face 2: Name  43%`` within ``width`` pixels: a long name is shortened, never the percent."""
-    percent = f"  {similarity:.0%}"
-    return prefix + shorten(display_name(name), title_font, width - title_font.getlength(prefix + percent)) + percent
+    shown = f"  {percent(similarity, language)}"
+    return prefix + shorten(display_name(name), title_font, width - title_font.getlength(prefix + shown)) + shown
 
 
-def render_answer(image: np.ndarray, faces: Sequence[FaceResult], scale: float = 1.0) -> Image.Image:
-    """One panel per face (at most MAX_PANELS): the face beside its best match, name and percent below.
-    ``scale``: the photo's size over the image's, in which the faces' boxes are given (see images.Decoded)."""
+def render_answer(image: np.ndarray, faces: Sequence[FaceResult], scale: float = 1.0,
+                  language: str = SOURCE_LANGUAGE) -> Image.Image:
+    """One panel per face (at most MAX_PANELS): the face beside its best match, name and percent below, its
+    words in ``language``. ``scale``: the photo's size over the image's, in which the faces' boxes are given
+    (see images.Decoded)."""
     if not faces:
         raise ValueError("no face to draw")
     photo = Image.fromarray(image)
@@ -122,22 +130,24 @@ def render_answer(image: np.ndarray, faces: Sequence[FaceResult], scale: float =
         top = PAD + (number - 1) * (panel_height + PAD)
         canvas.paste(user_tile(photo, scale_box(face.box, scale)), (PAD, top))
         best = face.matches[0]
-        canvas.paste(match_tile(best.image), (2 * PAD + TILE, top))
-        prefix = f"Face {number}: " if len(faces) > 1 else ""
-        title = panel_title(prefix, best.name, best.similarity, title_font, width - 2 * PAD)
+        canvas.paste(match_tile(best.image, language), (2 * PAD + TILE, top))
+        prefix = translate(language, FACE_NUMBER, number=number) if len(faces) > 1 else ""
+        title = panel_title(prefix, best.name, best.similarity, title_font, width - 2 * PAD, language)
         draw.text((PAD, top + TILE + 10), title, fill=TEXT, font=title_font)
-        draw.text((PAD, top + TILE + 44), f"you, and the closest gallery photo (distance {best.distance:.2f})",
-                  fill=SUBTLE, font=detail_font)
-    if footer:
-        draw.text((PAD, canvas.height - footer), f"and {len(faces) - len(shown)} more faces", fill=SUBTLE,
+        detail = translate(language, CLOSEST, distance=decimal(best.distance, language, 2))
+        draw.text((PAD, top + TILE + 44), shorten(detail, detail_font, width - 2 * PAD), fill=SUBTLE,
                   font=detail_font)
+    if footer:
+        not_shown = translate(language, FACES_NOT_SHOWN, count=len(faces) - len(shown))
+        draw.text((PAD, canvas.height - footer), not_shown, fill=SUBTLE, font=detail_font)
     return canvas
 
 
-def render_png(image: np.ndarray, faces: Sequence[FaceResult], scale: float = 1.0) -> bytes:
+def render_png(image: np.ndarray, faces: Sequence[FaceResult], scale: float = 1.0,
+               language: str = SOURCE_LANGUAGE) -> bytes:
     """render_answer as PNG bytes."""
     buffer = io.BytesIO()
-    render_answer(image, faces, scale).save(buffer, format="PNG", optimize=True)
+    render_answer(image, faces, scale, language).save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
 
 

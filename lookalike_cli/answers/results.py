@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Mapping
 
 from ..imaging.decode import ImageReason, ImageRejected
 
@@ -39,6 +39,14 @@ class PhotoResult:
     @classmethod
     def rejected(cls, photo: str, rejection: ImageRejected) -> PhotoResult:
         return cls(photo=photo, reason=rejection.reason, detail=rejection.detail)  # type: ignore[arg-type]
+
+    def named(self, names: Mapping[str, str]) -> PhotoResult:
+        """This answer with each match called as ``names`` (alias -> name, of a language) calls them, where it
+        does."""
+        if not names:
+            return self
+        return replace(self, faces=[replace(face, matches=[replace(match, name=names.get(match.alias, match.name))
+                                                            for match in face.matches]) for face in self.faces])
 
     @property
     def error(self) -> str | None:

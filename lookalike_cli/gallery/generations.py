@@ -40,6 +40,7 @@ from ..io.artifacts import (
     table_id,
     table_vectors,
 )
+from ..io.catalog import names_by_language
 from ..io.syncing import fsync_path
 
 log = logging.getLogger(__name__)
@@ -250,6 +251,20 @@ def published_photos(data: DataDir, generation: str | None = None) -> dict[str, 
         gallery = _published_file(data, folder, read_index_meta(folder, command), "gallery", command,
                                   ["alias", "image"])
         return dict(zip(gallery.column("alias").to_pylist(), gallery.column("image").to_pylist()))
+
+
+def published_names(data: DataDir, generation: str | None = None) -> dict[str, dict[str, str]]:
+    """People's names per language in a generation (the current one when None), from the catalog's ``names``:
+    lower-case language code (``ru``, ``pt-br``) -> alias -> name."""
+    command = data.command("index")
+    with held(data, generation) as folder:
+        people = _published_file(data, folder, read_index_meta(folder, command), "people", command,
+                                 ["alias", "extra"])
+    by_language: dict[str, dict[str, str]] = {}
+    for alias, extra in zip(people.column("alias").to_pylist(), people.column("extra").to_pylist()):
+        for code, name in names_by_language(extra).items():
+            by_language.setdefault(code, {})[alias] = name
+    return by_language
 
 
 def open_search(folder: Path, meta: dict, vectors, command: str):

@@ -1,8 +1,10 @@
-"""The catalog of people: the seed's JSON format ``[{"name", "alias", "role", "n_movies"}, ...]``."""
+"""The catalog of people: the seed's JSON format ``[{"name", "alias", "role", "n_movies"}, ...]``, and optionally
+a person's name per language, ``"names": {"ru": "...", "de": "..."}`` (kept with the other keys in ``extra``)."""
 
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from pathlib import Path
 
@@ -16,6 +18,8 @@ MAX_EXTRA_BYTES = 10_000  # an entry's other keys, as JSON
 SHOWN_NAME_CHARS = 60  # a name in answers: text lines, pictures, captions
 NOT_UNICODE = "is not valid Unicode (it holds a lone surrogate)"
 CONTROL_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")  # Unicode's control and format characters, line separators
+MAX_NAMES = 50  # languages of one person's names
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,2}")  # ru, de, pt-BR, zh-Hant-TW
 
 
 def is_control(char: str) -> bool:
@@ -84,6 +88,36 @@ def alias_problem(alias: object) -> str | None:
     return None
 
 
+def names_problem(names: object) -> str | None:
+    """Why an entry's ``names`` (language code -> name) cannot be used, or None."""
+    if not isinstance(names, dict):
+        return f"must be an object of language codes and names, got {type(names).__name__}"
+    if len(names) > MAX_NAMES:
+        return f"has more than {MAX_NAMES} languages"
+    for code, name in names.items():
+        if not LANGUAGE_CODE.fullmatch(code):
+            return f"has {code[:40]!r}, which is not a language code such as ru, de or pt-BR"
+        if not isinstance(name, str) or not name.strip():
+            return f"{code}: the name must be a non-empty string, got {str(name)[:40]!r}"
+        problem = text_problem(name)
+        if problem:
+            return f"{code}: the name {name[:40]!r}... {problem}"
+    return None
+
+
+def names_key(language: str) -> str:
+    """How ``names_by_language`` keys a language: ``pt_BR`` and ``pt-BR`` as ``pt-br``."""
+    return language.replace("_", "-").lower()
+
+
+def names_by_language(extra: str | None) -> dict[str, str]:
+    """A ``people`` row's names per language (from its ``extra``), by ``names_key``."""
+    names = json.loads(extra).get("names") if extra else None
+    if not isinstance(names, dict):
+        return {}
+    return {names_key(code): name for code, name in names.items() if isinstance(name, str)}
+
+
 def person_row(entry: dict) -> dict:
     """A catalog entry as a ``people`` row; keys beyond the seed's four are kept as JSON in ``extra``."""
     extra = {k: v for k, v in entry.items() if k not in KNOWN_KEYS}
@@ -128,6 +162,9 @@ def load_catalog(path: str | Path) -> list[dict]:
             problem = text_problem(value) if isinstance(value, str) else None
             if problem:
                 raise LookalikeError(f"{where}: {key} {value[:40]!r}... {problem}")
+        problem = names_problem(entry["names"]) if "names" in entry else None
+        if problem:
+            raise LookalikeError(f"{where}: names {problem}")
         if not 0 <= (entry.get("n_movies") or 0) <= MAX_N_MOVIES:
             raise LookalikeError(f"{where}: n_movies must be between 0 and {MAX_N_MOVIES}, "
                                  f"got {str(entry['n_movies'])[:40]}")

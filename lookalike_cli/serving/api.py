@@ -47,8 +47,10 @@ from ..answers.results import PhotoResult
 from ..config import Config
 from ..files import OverLimit
 from ..imaging.decode import MAX_JPEG_SCAN_PIXELS, MAX_JPEG_SCANS
+from ..language import known_language
 from .fairness import PhotosPerClient, TooMany
 from .http import CLIENT_GONE, REFUSED, Counted, RequestStats, error, http_server, listen
+from .languages import local_names
 from .lifecycle import interrupt_on_terminate, serving_recognizer
 from .webpage import PeoplePhotos, page_routes, photo_url
 
@@ -200,6 +202,7 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
         if picture_param not in ("0", "1"):
             return refusal("bad_request", f"picture must be 0 or 1, not {picture_param!r}")
         with_picture = picture_param == "1"
+        language = known_language(request.query_params.get("language")) or serving.language  # names, picture
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             return refusal("too_big", f"the photo is over the limit of {limit} bytes")
@@ -218,7 +221,7 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
                     if not data:
                         return refusal("bad_request", "send a photo as the request body, or as a multipart file")
                     result, picture = await recognizer.recognize(data, name, picture=with_picture or output == "png",
-                                                                 client=client)
+                                                                 client=client, language=language)
         except TooMany:
             retry = stats.retry_after(0, 1)
             return refusal("too_many", f"your address has {photos.limit} photos in work already: wait for their "
@@ -248,7 +251,7 @@ def create_app(recognizer: Recognizer, config: Config) -> Counted:
                 return JSONResponse({"error": "no face found in the photo",
                                      "photos": [result.to_json(photo_url)]}, status_code=422)
             return Response(picture, media_type="image/png")
-        answered = {"photos": [result.to_json(photo_url)]}
+        answered = {"photos": [result.named(local_names(recognizer, language)).to_json(photo_url)]}
         if with_picture:
             answered["picture"] = picture and f"data:image/png;base64,{base64.b64encode(picture).decode()}"
         return JSONResponse(answered)

@@ -7,7 +7,8 @@ Telegram, or with ``webhook_url`` set, registers that webhook (with a fresh secr
 behind the HTTP guard (``http.py``) (connections, header and body times), refusing a post without the secret before
 reading its body.
 Every photo's answer is recorded by the monitor (``answers/monitor.py``: the answer log, metrics on
-``metrics_port``); replies come from the outcomes' table (``answers/outcomes.py``).
+``metrics_port``); replies come from the outcomes' table (``answers/outcomes.py``), in the chat's language: the one
+chosen with ``/language``, else the Telegram user's ``language_code``, else ``serve.language``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
@@ -43,16 +45,18 @@ from telegram.ext import (
 )
 
 from ..answers.monitor import Monitor
-from ..answers.outcomes import OUTCOMES, TOO_BIG, photo_status, rejection
+from ..answers.outcomes import LOOKS_LIKE, OUTCOMES, photo_status, rejection
 from ..answers.recognizer import Busy, RecognitionFailed, RecognitionTimeout, Recognizer
-from ..answers.render import MAX_PANELS
+from ..answers.render import FACES_NOT_SHOWN, MAX_PANELS
 from ..config import Config
 from ..errors import LookalikeError
 from ..face.models import FALLBACK_LOOKS
 from ..files import OverLimit
 from ..io.catalog import SHOWN_NAME_CHARS, display_name
+from ..language import LANGUAGES, N_, SOURCE_LANGUAGE, decimal, known_language, language_name, percent, translate
 from .http import CLIENT_GONE, Counted, RequestStats, error, http_server, listen
 from .fairness import PhotosPerClient, TooMany
+from .languages import local_names
 from .lifecycle import interrupt_on_terminate, serving_recognizer
 from .streams import read_capped_async
 
@@ -66,14 +70,21 @@ SECRET_HEADER = "x-telegram-bot-api-secret-token"
 MAX_UPDATE_BYTES = 1_000_000  # an update Telegram posts to the webhook: a message is a few kB
 CAPTION_UNITS = 1024  # Telegram's bound on a photo's caption, in UTF-16 code units
 UPDATES_PER_PLACE = 4  # updates handled at once, per place of the recognizer: those without a place are told BUSY
+CHOSEN_LANGUAGES = 100_000  # chats whose /language choice is kept (in memory), the least recent forgotten
 
-HELP = ("Send me a photo of a face, a selfie works best, and I will tell you who of my {people} people you look "
-        "like, how much in percent, and show you both side by side.\n\n"
-        "One person per photo is clearest; with several faces I answer each, left to right. Photos can be sent as "
-        "a photo or as a file (JPEG, PNG, WebP...), up to {megabytes:g} MB.\n\n/help shows this again.")
-HARD_TO_SEE = ("(Your face was small or unclear in this photo, so I looked twice; a closer, sharper photo gives a "
-               "surer answer.)")
-NOT_A_PHOTO = "Send me a photo of a face and I will tell you who you look like. /help says more."
+HELP = N_("Send me a photo of a face, a selfie works best, and I will tell you who in my gallery you look like, "
+          "how much in percent, and show you both side by side. People in my gallery: {people}.\n\n"
+          "One person per photo is clearest; with several faces I answer each, left to right. Photos can be sent "
+          "as a photo or as a file (JPEG, PNG, WebP...), up to {megabytes} MB.\n\n"
+          "/help shows this again; /language changes my language.")
+HARD_TO_SEE = N_("(Your face was small or unclear in this photo, so I looked twice; a closer, sharper photo gives "
+                 "a surer answer.)")
+NOT_A_PHOTO = N_("Send me a photo of a face and I will tell you who you look like. /help says more.")
+FACES_FOUND = N_("Faces found: {count}. Left to right, they look like:")
+OVER = N_("over {size}")
+MY_LANGUAGE = N_("My language: {language}. To change it, send /language and one of: {languages}.")
+LANGUAGE_CHANGED = N_("Language changed: {language}.")
+UNKNOWN_LANGUAGE = N_("I do not speak that language. Send /language and one of: {languages}.")
 
 
 def bot_token() -> str:
@@ -108,18 +119,21 @@ def hide_token_in_logs(token: str) -> None:
         handler.setFormatter(RedactingFormatter(token, fmt))
 
 
-def megabytes(size: int) -> str:
-    return f"{size / 1_000_000:.1f} MB"
+def megabytes(size: int, language: str) -> str:
+    return f"{decimal(size / 1_000_000, language, 1)} MB"
 
 
 class Refused(Exception):
-    """A photo the bot does not recognise: the answer's status (outcomes.OUTCOMES) and the reply saying why (by
-    default the status's)."""
+    """A photo the bot does not recognise: the answer's status (outcomes.OUTCOMES) and its reply (the status's),
+    said in a language with ``values`` in its fields."""
 
-    def __init__(self, status: str, reply: str = ""):
+    def __init__(self, status: str, **values: str):
         super().__init__(status)
         self.status = status
-        self.reply = reply or OUTCOMES[status].reply
+        self.values = values
+
+    def reply(self, language: str) -> str:
+        return translate(language, OUTCOMES[self.status].reply, **self.values)
 
 
 async def fetch_capped(client: httpx.AsyncClient, url: str, limit: int) -> bytes:
@@ -136,31 +150,38 @@ def utf16_units(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-def caption(faces: list[FaceResult]) -> str:
-    """The text sent with the picture: the best match of each face, with its percent, and a hint when the
-    detection fallback had to find the faces. Names are shortened, as much as it takes for the caption to stay
-    within Telegram's CAPTION_UNITS (MAX_PANELS lines of names, and the hint)."""
+def caption(faces: list[FaceResult], language: str = SOURCE_LANGUAGE) -> str:
+    """The text sent with the picture, in ``language``: the best match of each face, with its percent, and a hint
+    when the detection fallback had to find the faces. Names are shortened, as much as it takes for the caption to
+    stay within Telegram's CAPTION_UNITS (MAX_PANELS lines of names, and the hint)."""
     for limit in range(SHOWN_NAME_CHARS, 0, -1):
-        text = caption_with_names_of(faces, limit)
+        text = caption_with_names_of(faces, limit, language)
         if utf16_units(text) <= CAPTION_UNITS:
             break
     return text
 
 
-def caption_with_names_of(faces: list[FaceResult], limit: int) -> str:
+def caption_with_names_of(faces: list[FaceResult], limit: int, language: str = SOURCE_LANGUAGE) -> str:
     """The caption, with names of at most ``limit`` characters."""
     if len(faces) == 1:
         best = faces[0].matches[0]
-        lines = [f"You look like {display_name(best.name, limit)}: {best.similarity:.0%} alike."]
+        lines = [translate(language, LOOKS_LIKE, name=display_name(best.name, limit),
+                           percent=percent(best.similarity, language))]
     else:
-        lines = [f"I found {len(faces)} faces; left to right they look like:"]
-        lines += [f"{number}. {display_name(face.matches[0].name, limit)}: {face.matches[0].similarity:.0%}"
+        lines = [translate(language, FACES_FOUND, count=len(faces))]
+        lines += [f"{number}. {display_name(face.matches[0].name, limit)}: "
+                  f"{percent(face.matches[0].similarity, language)}"
                   for number, face in enumerate(faces[:MAX_PANELS], 1)]
         if len(faces) > MAX_PANELS:
-            lines.append(f"(and {len(faces) - MAX_PANELS} more faces)")
+            lines.append(f"({translate(language, FACES_NOT_SHOWN, count=len(faces) - MAX_PANELS)})")
     if any(face.detector in FALLBACK_LOOKS for face in faces):
-        lines.append(HARD_TO_SEE)
+        lines.append(translate(language, HARD_TO_SEE))
     return "\n".join(lines)
+
+
+def languages_list() -> str:
+    """The languages the bot speaks, for /language: ``en (English), ru (Русский)...``."""
+    return ", ".join(f"{code} ({language_name(code)})" for code in LANGUAGES)
 
 
 class LookalikeBot:
@@ -173,6 +194,8 @@ class LookalikeBot:
         self.download_seconds = config.serve.body_timeout
         self._http: httpx.AsyncClient | None = None
         self.photos = PhotosPerClient(config.serve.max_client_photos)  # per chat
+        self.default_language = config.serve.language
+        self.chosen_languages: OrderedDict[int, str] = OrderedDict()  # chat -> its /language, the last CHOSEN_LANGUAGES
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -185,31 +208,59 @@ class LookalikeBot:
         if self._http is not None:
             await self._http.aclose()
 
+    def language(self, update: Update) -> str:
+        """The language to answer ``update`` in: its chat's /language, else its user's, else the default."""
+        chosen = self.chosen_languages.get(update.effective_message.chat_id)
+        user = update.effective_user
+        return chosen or known_language(user and user.language_code) or self.default_language
+
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await update.effective_message.reply_text(HELP.format(people=self.recognizer.gallery["people"],
-                                                              megabytes=self.limit / 1_000_000))
+        language = self.language(update)
+        await update.effective_message.reply_text(translate(
+            language, HELP, people=decimal(self.recognizer.gallery["people"], language),
+            megabytes=decimal(self.limit / 1_000_000, language)))
+
+    async def on_language(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """``/language``: says the chat's language; ``/language CODE`` changes it."""
+        message, chat = update.effective_message, update.effective_message.chat_id
+        if not context.args:
+            language = self.language(update)
+            await message.reply_text(translate(language, MY_LANGUAGE, language=language_name(language),
+                                               languages=languages_list()))
+            return
+        chosen = known_language(context.args[0])
+        if chosen is None:
+            await message.reply_text(translate(self.language(update), UNKNOWN_LANGUAGE, languages=languages_list()))
+            return
+        self.chosen_languages[chat] = chosen
+        self.chosen_languages.move_to_end(chat)
+        if len(self.chosen_languages) > CHOSEN_LANGUAGES:
+            self.chosen_languages.popitem(last=False)
+        await message.reply_text(translate(chosen, LANGUAGE_CHANGED, language=language_name(chosen)))
 
     async def on_other(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await update.effective_message.reply_text(NOT_A_PHOTO)
+        await update.effective_message.reply_text(translate(self.language(update), NOT_A_PHOTO))
 
     async def on_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.effective_message
+        message, language = update.effective_message, self.language(update)
         started, chat = time.perf_counter(), message.chat_id
         try:
             with self.photos.holding(chat):
-                status, result = await self.answer(message)
+                status, result = await self.answer(message, language)
         except TooMany:
-            await message.reply_text(OUTCOMES["too_many"].reply)
+            await message.reply_text(Refused("too_many").reply(language))
             status, result = "too_many", None
         self.monitor.answered(status, time.perf_counter() - started, result, client=str(chat))
 
-    async def answer(self, message: Message) -> tuple[str, PhotoResult | None]:
-        """Reply to a photo; returns the answer's status (see outcomes.OUTCOMES) and the worker's result."""
+    async def answer(self, message: Message, language: str) -> tuple[str, PhotoResult | None]:
+        """Reply to a photo in ``language``; returns the answer's status (see outcomes.OUTCOMES) and the worker's
+        result."""
         try:
             with self.recognizer.place() as place:  # taken before the file is downloaded: bounded memory
-                data = await self.download(message)
+                data = await self.download(message, language)
                 name = getattr(message.document, "file_name", None) or "photo"
-                result, picture = await place.recognize(data, name, picture=True, client=message.chat_id)
+                result, picture = await place.recognize(data, name, picture=True, client=message.chat_id,
+                                                        language=language)
         except Busy:
             refused = Refused("busy")
         except RecognitionTimeout:
@@ -221,32 +272,34 @@ class LookalikeBot:
         else:
             status = photo_status(result)
             if result.faces:
-                await message.reply_photo(picture, caption=caption(result.faces), filename="lookalike.png")
+                named = result.named(local_names(self.recognizer, language))
+                await message.reply_photo(picture, caption=caption(named.faces, language), filename="lookalike.png")
             else:
-                await message.reply_text(rejection(result.reason)[1] if result.reason else OUTCOMES[status].reply)
+                reply = rejection(result.reason)[1] if result.reason else OUTCOMES[status].reply
+                await message.reply_text(translate(language, reply))
             return status, result
-        await message.reply_text(refused.reply)
+        await message.reply_text(refused.reply(language))
         return refused.status, None
 
-    def too_big(self, size: str) -> Refused:
-        return Refused("too_big", TOO_BIG.format(size=size, megabytes=self.limit / 1_000_000))
+    def too_big(self, size: str, language: str) -> Refused:
+        return Refused("too_big", size=size, megabytes=decimal(self.limit / 1_000_000, language))
 
-    async def download(self, message: Message) -> bytes:
+    async def download(self, message: Message, language: str) -> bytes:
         """The photo's bytes, read from Telegram as they come: at most ``max_body_bytes`` of them (whatever size
         the message declares), within ``body_timeout`` in all; Refused otherwise."""
         attachment = message.photo[-1] if message.photo else message.document  # photo sizes: largest last
         if attachment.file_size and attachment.file_size > self.limit:
-            raise self.too_big(megabytes(attachment.file_size))
+            raise self.too_big(megabytes(attachment.file_size, language), language)
         try:
             async with asyncio.timeout(self.download_seconds):
                 return await fetch_capped(self.http, (await attachment.get_file()).file_path, self.limit)
         except OverLimit:
-            raise self.too_big(f"over {megabytes(self.limit)}") from None
+            raise self.too_big(translate(language, OVER, size=megabytes(self.limit, language)), language) from None
         except TimeoutError:
             raise Refused("too_slow") from None
         except BadRequest as exc:
             if "too big" in str(exc).lower():  # Telegram hands bots files of at most 20 MB
-                raise self.too_big("over 20 MB") from None
+                raise self.too_big(translate(language, OVER, size=megabytes(20_000_000, language)), language) from None
             log.info("cannot download a photo: %s", exc)
             raise Refused("not_fetched") from None
         except (httpx.HTTPError, TelegramError) as exc:
@@ -273,6 +326,7 @@ def build_application(token: str, recognizer: Recognizer, config: Config, monito
                    .rate_limiter(smooth_rate_limiter(settings.bot_max_rate))
                    .concurrent_updates(UPDATES_PER_PLACE * recognizer.capacity).post_shutdown(bot.close).build())
     application.add_handler(CommandHandler(["start", "help"], bot.on_help))
+    application.add_handler(CommandHandler("language", bot.on_language))
     new = filters.UpdateType.MESSAGE  # an edited message (a photo's caption changed) is not answered again
     application.add_handler(MessageHandler(new & (filters.PHOTO | filters.Document.ALL), bot.on_photo))
     application.add_handler(MessageHandler(new, bot.on_other))

@@ -7,13 +7,21 @@
   const WAIT_MS = 120000;  // a request not answered by then is given up
   const CROP_MARGIN = 0.6;  // around a face, in face sizes (as in the answer picture)
 
-  // How an answer ended, in people's words: the server's table of outcomes (answers/outcomes.py), in the page.
-  const OUTCOMES = JSON.parse(document.getElementById("outcomes").textContent);
+  // The page's words in its language (the server's catalogs: language.py) and how an answer ended (its table
+  // of outcomes, answers/outcomes.py); replaced by another language's from /messages/<language>.json.
+  let PAGE = JSON.parse(document.getElementById("page-data").textContent);
+  const LANGUAGE_KEY = "lookalike-language";  // the language chosen with the switch, remembered in this browser
+
+  // A message in the page's language, its {fields} filled.
+  function text(key, values = {}) {
+    return PAGE.messages[key].replace(/\{(\w+)\}/g, (field, name) => (name in values ? String(values[name]) : field));
+  }
 
   function message(key, seconds = 0) {
-    const text = OUTCOMES.messages[key === "busy" && seconds === 1 ? "busyOneSecond" : key];
-    return text.replace("{seconds}", String(seconds));
+    return text(key === "busy" && seconds === 1 ? "busyOneSecond" : key, { seconds: number(seconds) });
   }
+
+  const number = (value) => new Intl.NumberFormat(PAGE.language).format(value);
 
   const $ = (id) => document.getElementById(id);
   let people = 0;  // the gallery's size, from /stats
@@ -32,10 +40,58 @@
     }
   }
 
-  const percent = (similarity) => `${Math.round(similarity * 100)}%`;
+  const percent = (similarity) =>
+    new Intl.NumberFormat(PAGE.language, { style: "percent", maximumFractionDigits: 0 }).format(similarity);
 
-  function comparing() {
-    return people ? `Looking for faces and comparing them with ${people} people…` : "Looking for faces…";
+  // Every element's words that the page's HTML names by key (data-text, data-label) under root.
+  function applyTexts(root) {
+    for (const element of root.querySelectorAll("[data-text]")) element.textContent = text(element.dataset.text);
+    for (const element of root.querySelectorAll("[data-label]")) {
+      element.setAttribute("aria-label", text(element.dataset.label));
+    }
+  }
+
+  // The page in its language: its words, its intro (with the gallery's size when known), the switch.
+  function applyLanguage() {
+    document.documentElement.lang = PAGE.language;
+    applyTexts(document);
+    document.title = text("title");
+    if (people) $("intro").textContent = text("introPeople", { people: number(people) });
+    const links = Object.entries(PAGE.languages).map(([code, name]) => {
+      const link = document.createElement("a");
+      link.href = `?language=${encodeURIComponent(code)}`;
+      link.lang = link.hreflang = code;
+      link.textContent = name;
+      if (code === PAGE.language) link.setAttribute("aria-current", "true");
+      return link;
+    });
+    $("languages").replaceChildren(...links);
+  }
+
+  function remember(code) {
+    try { localStorage.setItem(LANGUAGE_KEY, code); } catch (error) { /* storage off: not remembered */ }
+  }
+
+  function remembered() {
+    try { return localStorage.getItem(LANGUAGE_KEY); } catch (error) { return null; }
+  }
+
+  // The language the browser prefers, when the server chose by default (no ?language=, no Accept-Language it
+  // knows): the one chosen with the switch before, else the first of navigator.languages the server speaks.
+  async function preferredLanguage() {
+    if (PAGE.chosenBy === "query") remember(PAGE.language);
+    if (PAGE.chosenBy === "query" || PAGE.chosenBy === "header" && !remembered()) return;
+    const wanted = [remembered(), ...(navigator.languages || [])].filter(Boolean)
+      .map((code) => Object.keys(PAGE.languages).find(
+        (known) => known.toLowerCase() === code.toLowerCase() || known === code.split("-")[0].toLowerCase()))
+      .find(Boolean);
+    if (!wanted || wanted === PAGE.language) return;
+    try {
+      const response = await fetch(`/messages/${encodeURIComponent(wanted)}.json`);
+      if (response.ok) PAGE = await response.json();
+    } catch (error) {
+      // the page stays in the language it came in
+    }
   }
 
   function loadImage(file) {
@@ -92,8 +148,8 @@
   function problem(response, answer) {
     if (response.status === 0) return message("offline");
     const reason = answer && answer.reason;
-    const status = (answer && answer.status) || OUTCOMES.http[String(response.status)];
-    const key = (reason && OUTCOMES.rejections[reason]) || OUTCOMES.statuses[status] || "failed";
+    const status = (answer && answer.status) || PAGE.http[String(response.status)];
+    const key = (reason && PAGE.rejections[reason]) || PAGE.statuses[status] || "failed";
     return message(key, Math.max(1, parseInt(response.retryAfter, 10) || 60));
   }
 
@@ -119,7 +175,7 @@
 
   function fillPerson(element, match) {
     const image = element.querySelector("img");
-    image.alt = `Photo of ${match.name}`;
+    image.alt = text("photoOf", { name: match.name });
     image.src = match.photo_url;
     element.querySelector(".name").textContent = match.name;
     element.querySelector(".percent").textContent = percent(match.similarity);
@@ -129,21 +185,24 @@
     const several = faces.length > 1;
     faces.forEach((face, index) => {
       const item = $("face-template").content.firstElementChild.cloneNode(true);
+      applyTexts(item);
       const best = face.matches[0];
-      const whose = several ? `Face ${index + 1} of ${faces.length}, from the left` : "Your face";
+      const whose = several ? text("faceOf", { number: number(index + 1), count: number(faces.length) })
+        : text("yourFace");
       item.querySelector(".face-title").textContent = whose;
       item.querySelector(".face-title").classList.toggle("visually-hidden", !several);
       const crop = item.querySelector(".crop");
       if (picture) {
         crop.setAttribute("aria-label", whose);
-        item.querySelector(".yours figcaption").textContent = several ? `Face ${index + 1}` : "You";
+        item.querySelector(".yours figcaption").textContent =
+          several ? text("faceNumber", { number: number(index + 1) }) : text("you");
         drawCrop(crop, picture, face.box);
       } else {
         item.querySelector(".yours").hidden = true;  // the browser could not read the photo; the server could
       }
       fillPerson(item.querySelector(".best"), best);
       item.querySelector(".summary").textContent =
-        `${several ? "This face looks" : "You look"} like ${best.name}: ${percent(best.similarity)} alike.`;
+        text(several ? "faceLooksLike" : "looksLike", { name: best.name, percent: percent(best.similarity) });
       const others = face.matches.slice(1);
       if (others.length) {
         const list = item.querySelector(".others");
@@ -156,7 +215,7 @@
       }
       $("faces").append(item);
     });
-    $("results-title").textContent = several ? "Your lookalikes" : "Your lookalike";
+    $("results-title").textContent = text(several ? "yourLookalikes" : "yourLookalike");
     $("results").hidden = false;
     $("results-title").focus();
   }
@@ -165,7 +224,7 @@
   function showPicture(dataUrl) {
     if (!dataUrl) return;
     const image = $("answer-picture");
-    image.alt = "The answer as a picture: each face beside its lookalike's photo, with the name and percent.";
+    image.alt = text("answerAlt");
     image.src = dataUrl;
     $("answer-save").href = dataUrl;
     $("answer-save").hidden = false;
@@ -175,7 +234,7 @@
   async function answer(file) {
     const photo = ++current;
     clearResults();
-    say("Getting your photo ready…", { progress: "waiting" });
+    say(text("gettingReady"), { progress: "waiting" });
     let upload = file;
     let picture = null;
     try {
@@ -187,10 +246,10 @@
       }
     }
     if (photo !== current) return;
-    say("Sending your photo…", { progress: 0 });
-    const response = await post("/query?picture=1", upload, "text", {
-      onProgress: (fraction) => photo === current && say("Sending your photo…", { progress: Math.round(100 * fraction) }),
-      onSent: () => photo === current && say(comparing(), { progress: "waiting" }),
+    say(text("sending"), { progress: 0 });
+    const response = await post(`/query?picture=1&language=${encodeURIComponent(PAGE.language)}`, upload, "text", {
+      onProgress: (fraction) => photo === current && say(text("sending"), { progress: Math.round(100 * fraction) }),
+      onSent: () => photo === current && say(text("comparing"), { progress: "waiting" }),
     });
     if (photo !== current) return;
     const result = parsed(response.body);
@@ -203,9 +262,8 @@
       say(result.photos[0].fallback_busy ? message("busy", 5) : message("noFace"), { error: true });
       return;
     }
-    const lookedTwice = faces.some((face) => OUTCOMES.fallbackLooks.includes(face.detector));
-    say((faces.length === 1 ? "Here is who you look like." :
-         `${faces.length} faces were found; here is who each looks like, from the left.`) +
+    const lookedTwice = faces.some((face) => PAGE.fallbackLooks.includes(face.detector));
+    say((faces.length === 1 ? text("hereIsOne") : text("hereAreSeveral", { count: number(faces.length) })) +
         (lookedTwice ? ` ${message("hardToSee")}` : ""));
     show(faces, picture);
     showPicture(result.picture);
@@ -216,14 +274,15 @@
       const stats = await (await fetch("/stats")).json();
       people = stats.index.people;
       maxBytes = (stats.limits && stats.limits.max_body_bytes) || 0;
-      $("intro").textContent = `Take a selfie or choose a photo, and see which of the ${people} people in ` +
-                               "this gallery you look like most.";
+      $("intro").textContent = text("introPeople", { people: number(people) });
     } catch (error) {
       // the page works without the figures
     }
   }
 
-  function start() {
+  async function start() {
+    await preferredLanguage();
+    applyLanguage();
     const touch = window.matchMedia("(pointer: coarse)").matches;
     $("camera-choice").hidden = !touch;
     $("drop-hint").hidden = touch;
